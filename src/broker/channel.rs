@@ -1,0 +1,297 @@
+//! One channel: its bounded log of stored messages, the window of recent messages that live
+//! subscribers read through their cursors, its counters, and the notifier that wakes subscribers.
+//! The lock guards a few lines of bookkeeping at a time and is never held across an await; subscribers
+//! are woken after it is released.
+
+use super::message::{Message, MessageParts};
+use super::ChannelId;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// What a channel appends for one publish.
+pub(crate) struct Append {
+    pub text: Bytes,
+    pub event_id: Option<Box<str>>,
+    pub event_type: Option<Box<str>>,
+    pub store: bool,
+}
+
+/// Limits a channel applies on append, from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelLimits {
+    pub max_stored: Option<u64>,
+    pub message_ttl: std::time::Duration,
+    pub lag_limit: usize,
+}
+
+/// Why an operation on a channel could not be done.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ChannelGone {
+    /// The channel was deleted or swept after the caller found it; look it up again.
+    Removed,
+}
+
+/// The result of reading a channel after a cursor.
+#[derive(Debug)]
+pub(crate) enum ReadStatus {
+    /// Messages (possibly none) were appended to the output.
+    Ok,
+    /// The cursor fell behind the recent window: `missed` messages are gone.
+    Lagged { missed: u64 },
+    /// The channel was deleted; this is the message announcing it.
+    Deleted(Arc<Message>),
+}
+
+/// Counter changes an operation caused, for the broker's totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StoredDelta {
+    pub added: u64,
+    pub removed: u64,
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    /// Messages published so far (the last message id).
+    last_id: u64,
+    /// Stored messages, oldest first, for backtrack and recovery.
+    stored: VecDeque<Arc<Message>>,
+    /// Messages published while subscribers were attached, contiguous ids, for their cursors.
+    recent: VecDeque<Arc<Message>>,
+    /// Subscribers attached now.
+    subscribers: u64,
+    /// Set when the channel is deleted: the message its subscribers receive.
+    deleted: Option<Arc<Message>>,
+    /// Set when the channel left the broker's registry (deleted or swept).
+    removed: bool,
+}
+
+/// A channel. Shared as `Arc<Channel>` by the registry and every subscription to it.
+#[derive(Debug)]
+pub struct Channel {
+    pub(crate) id: ChannelId,
+    pub(crate) wildcard: bool,
+    state: Mutex<ChannelState>,
+    head: watch::Sender<()>,
+    /// Milliseconds since the broker started, at the last publish or subscriber arrival/departure.
+    last_activity_ms: AtomicU64,
+}
+
+/// A channel's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel's id.
+    pub channel: ChannelId,
+    /// Messages published to it (its last message id).
+    pub published_messages: u64,
+    /// Messages it stores now.
+    pub stored_messages: u64,
+    /// Subscribers attached now.
+    pub subscribers: u64,
+}
+
+impl Channel {
+    pub(crate) fn new(id: ChannelId, wildcard: bool, now_ms: u64) -> Channel {
+        Channel {
+            id,
+            wildcard,
+            state: Mutex::new(ChannelState {
+                last_id: 0,
+                stored: VecDeque::new(),
+                recent: VecDeque::new(),
+                subscribers: 0,
+                deleted: None,
+                removed: false,
+            }),
+            head: watch::Sender::new(()),
+            last_activity_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_activity_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn info(&self) -> ChannelInfo {
+        let state = self.state.lock();
+        ChannelInfo {
+            channel: self.id.clone(),
+            published_messages: state.last_id,
+            stored_messages: state.stored.len() as u64,
+            subscribers: state.subscribers,
+        }
+    }
+
+    /// Appends one message, stores it if asked (dropping the oldest beyond the limit), keeps it in the
+    /// recent window while subscribers are attached, then wakes them.
+    pub(crate) fn append(
+        &self,
+        append: Append,
+        limits: &ChannelLimits,
+        clock: &super::message::Clock,
+        format_count: usize,
+    ) -> Result<(Arc<Message>, StoredDelta), ChannelGone> {
+        let mut delta = StoredDelta::default();
+        let message = {
+            let mut state = self.state.lock();
+            if state.removed {
+                return Err(ChannelGone::Removed);
+            }
+            state.last_id += 1;
+            let (time, tag) = clock.next();
+            let message = Arc::new(Message::new(
+                MessageParts {
+                    channel: self.id.clone(),
+                    id: state.last_id as i64,
+                    time,
+                    tag,
+                    event_id: append.event_id,
+                    event_type: append.event_type,
+                    text: append.text,
+                    expires_at: Instant::now() + limits.message_ttl,
+                },
+                format_count,
+            ));
+            if append.store {
+                state.stored.push_back(message.clone());
+                delta.added = 1;
+                if let Some(max) = limits.max_stored {
+                    while state.stored.len() as u64 > max {
+                        state.stored.pop_front();
+                        delta.removed += 1;
+                    }
+                }
+            }
+            if state.subscribers > 0 {
+                state.recent.push_back(message.clone());
+                while state.recent.len() > limits.lag_limit {
+                    state.recent.pop_front();
+                }
+            }
+            message
+        };
+        self.head.send_replace(());
+        Ok((message, delta))
+    }
+
+    /// Attaches a subscriber: checks the per-channel limit, picks the last `backtrack` stored messages,
+    /// and returns them with the cursor (the last id) and a receiver for wake-ups.
+    pub(crate) fn attach(
+        &self,
+        max_subscribers: Option<u64>,
+        backtrack: u64,
+    ) -> Result<Attached, AttachError> {
+        let mut state = self.state.lock();
+        if state.removed {
+            return Err(AttachError::Gone);
+        }
+        if let Some(max) = max_subscribers {
+            if state.subscribers >= max {
+                return Err(AttachError::Full { max });
+            }
+        }
+        state.subscribers += 1;
+        let skip = state
+            .stored
+            .len()
+            .saturating_sub(backtrack.min(usize::MAX as u64) as usize);
+        let backlog = state.stored.iter().skip(skip).cloned().collect();
+        let mut wake = self.head.subscribe();
+        wake.mark_unchanged();
+        Ok(Attached {
+            cursor: state.last_id,
+            backlog,
+            wake,
+        })
+    }
+
+    /// Detaches a subscriber; the recent window is dropped when the last one leaves.
+    pub(crate) fn detach(&self, now_ms: u64) {
+        let mut state = self.state.lock();
+        state.subscribers = state.subscribers.saturating_sub(1);
+        if state.subscribers == 0 {
+            state.recent.clear();
+        }
+        drop(state);
+        self.touch(now_ms);
+    }
+
+    /// Reads every recent message with an id above `cursor` into `out`, advancing the cursor.
+    pub(crate) fn read_after(&self, cursor: &mut u64, out: &mut Vec<Arc<Message>>) -> ReadStatus {
+        let state = self.state.lock();
+        if let Some(deleted) = &state.deleted {
+            return ReadStatus::Deleted(deleted.clone());
+        }
+        if *cursor >= state.last_id {
+            return ReadStatus::Ok;
+        }
+        let first = state
+            .recent
+            .front()
+            .map_or(state.last_id + 1, |m| m.id as u64);
+        if *cursor + 1 < first {
+            let missed = first - *cursor - 1;
+            return ReadStatus::Lagged { missed };
+        }
+        let skip = (*cursor + 1 - first) as usize;
+        out.extend(state.recent.iter().skip(skip).cloned());
+        *cursor = state.last_id;
+        ReadStatus::Ok
+    }
+
+    /// Marks the channel deleted: stored messages go, subscribers receive `message` and are woken.
+    /// Returns how many stored messages were dropped.
+    pub(crate) fn delete(&self, message: Arc<Message>) -> u64 {
+        let dropped = {
+            let mut state = self.state.lock();
+            state.removed = true;
+            state.deleted = Some(message);
+            state.recent.clear();
+            let dropped = state.stored.len() as u64;
+            state.stored.clear();
+            dropped
+        };
+        self.head.send_replace(());
+        dropped
+    }
+
+    /// Drops expired stored messages; returns how many.
+    pub(crate) fn expire(&self, now: Instant) -> u64 {
+        let mut state = self.state.lock();
+        let mut dropped = 0;
+        while state.stored.front().is_some_and(|m| m.expires_at <= now) {
+            state.stored.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Marks the channel removed if it has had no subscribers and no stored messages since `idle_before_ms`.
+    pub(crate) fn remove_if_inactive(&self, idle_before_ms: u64) -> bool {
+        let mut state = self.state.lock();
+        let idle = self.last_activity_ms.load(Ordering::Relaxed) <= idle_before_ms;
+        if idle && state.subscribers == 0 && state.stored.is_empty() && !state.removed {
+            state.removed = true;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A subscriber's start in one channel.
+pub(crate) struct Attached {
+    pub cursor: u64,
+    pub backlog: Vec<Arc<Message>>,
+    pub wake: watch::Receiver<()>,
+}
+
+/// Why attaching failed.
+pub(crate) enum AttachError {
+    Gone,
+    Full { max: u64 },
+}

@@ -1,0 +1,153 @@
+//! A subscription: one connection's cursors into 1..n channels. It yields the backtracked messages
+//! first, then waits for and reads new messages, channel deletions and lag. Dropping it detaches the
+//! subscriber from every channel, so a connection that ends for any reason frees its slots at once.
+
+use super::channel::{Attached, Channel, ReadStatus};
+use super::{Broker, ChannelId, Message};
+use futures_util::future::select_all;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Where a subscriber starts in one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeTo {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Deliver this many of the newest stored messages first (`.bN`); 0 = only new messages.
+    pub backtrack: u64,
+}
+
+/// Something a subscriber must be told.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A published message.
+    Message(Arc<Message>),
+    /// A channel of the subscription was deleted; this is the channel-deleted message. The
+    /// subscription no longer follows that channel.
+    ChannelDeleted(Arc<Message>),
+    /// The subscriber fell so far behind that `missed` messages of `channel` are no longer in the
+    /// recent window: a slow consumer. Transports end the connection.
+    Lagged {
+        /// The channel it lagged on.
+        channel: ChannelId,
+        /// How many messages it missed.
+        missed: u64,
+    },
+}
+
+struct Cursor {
+    channel: Arc<Channel>,
+    last_read: u64,
+    wake: watch::Receiver<()>,
+}
+
+/// One subscriber's position in each of its channels.
+pub struct Subscription {
+    broker: Broker,
+    cursors: Vec<Cursor>,
+    backlog: Vec<Arc<Message>>,
+    read_buf: Vec<Arc<Message>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channels: Vec<&ChannelId> = self.cursors.iter().map(|c| &c.channel.id).collect();
+        f.debug_struct("Subscription")
+            .field("channels", &channels)
+            .finish()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(broker: Broker) -> Subscription {
+        Subscription {
+            broker,
+            cursors: Vec::new(),
+            backlog: Vec::new(),
+            read_buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, channel: Arc<Channel>, attached: Attached) {
+        self.backlog.extend(attached.backlog);
+        self.cursors.push(Cursor {
+            channel,
+            last_read: attached.cursor,
+            wake: attached.wake,
+        });
+    }
+
+    /// The backtracked stored messages, channel by channel in request order (taken once).
+    pub fn take_backlog(&mut self) -> Vec<Arc<Message>> {
+        std::mem::take(&mut self.backlog)
+    }
+
+    /// True when no channel is left (all were deleted).
+    pub fn is_empty(&self) -> bool {
+        self.cursors.is_empty()
+    }
+
+    /// The channels followed now.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelId> {
+        self.cursors.iter().map(|c| &c.channel.id)
+    }
+
+    /// Waits until there is something to deliver and appends it to `out`: every new message of every
+    /// channel, channel deletions and lag. Returns at once when the subscription is empty.
+    pub async fn next_events(&mut self, out: &mut Vec<Event>) {
+        loop {
+            self.poll_cursors(out);
+            if !out.is_empty() || self.cursors.is_empty() {
+                return;
+            }
+            if self.cursors.len() == 1 {
+                // The sender lives in the channel we hold, so `changed` cannot fail.
+                let _ = self.cursors[0].wake.changed().await;
+            } else {
+                let waits = self.cursors.iter_mut().map(|c| Box::pin(c.wake.changed()));
+                let _ = select_all(waits).await;
+            }
+        }
+    }
+
+    fn poll_cursors(&mut self, out: &mut Vec<Event>) {
+        let mut index = 0;
+        while index < self.cursors.len() {
+            let cursor = &mut self.cursors[index];
+            cursor.wake.mark_unchanged();
+            self.read_buf.clear();
+            match cursor
+                .channel
+                .read_after(&mut cursor.last_read, &mut self.read_buf)
+            {
+                ReadStatus::Ok => {
+                    out.extend(self.read_buf.drain(..).map(Event::Message));
+                    index += 1;
+                }
+                ReadStatus::Lagged { missed } => {
+                    out.push(Event::Lagged {
+                        channel: cursor.channel.id.clone(),
+                        missed,
+                    });
+                    self.broker.count_lagged();
+                    // Skip ahead so the event is reported once; transports end the connection.
+                    cursor.last_read += missed;
+                    index += 1;
+                }
+                ReadStatus::Deleted(message) => {
+                    out.push(Event::ChannelDeleted(message));
+                    let cursor = self.cursors.remove(index);
+                    self.broker.detached(&cursor.channel);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for cursor in self.cursors.drain(..) {
+            self.broker.detached(&cursor.channel);
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Herald's configuration: the TOML schema with its defaults, loading (embedded default or a file),
+//! and validation whose errors name the key and the line. Owns nothing at run time: the broker and the
+//! HTTP layer take the validated values they need from here. Units live in `units`.
+
+mod error;
+pub mod units;
+
+pub use error::ConfigError;
+pub use units::{ConfDuration, ConfSize};
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default configuration, compiled into the binary (`config/herald.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/herald.toml");
+/// Name used for the embedded default in error messages.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/herald.toml>";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener and process-wide HTTP settings (`[server]`).
+    pub server: ServerConfig,
+    /// Server-wide channel and message settings, the push-stream module's http-level directives (`[channels]`).
+    pub channels: ChannelsConfig,
+    /// The locations Herald serves, matched in nginx order (`[[location]]`).
+    #[serde(rename = "location")]
+    pub locations: Vec<LocationConfig>,
+}
+
+/// `[server]`: where Herald listens and request limits that apply to every location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on (`listen`). Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Largest request body accepted (nginx `client_max_body_size`); larger publishes get 413. Default `1m`.
+    pub max_body_size: ConfSize,
+    /// How long subscriber connections get to receive their footer and close after SIGTERM/SIGINT. Default `5s`.
+    pub shutdown_timeout: ConfDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_size: ConfSize(1 << 20),
+            shutdown_timeout: ConfDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `[channels]`: the module's http-level settings, shared by every location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Age after which a stored message expires (`push_stream_message_ttl`). Default `30m`.
+    pub message_ttl: ConfDuration,
+    /// Keep at most this many newest messages per channel; older ones are dropped. Default: unlimited
+    /// (bounded by `message_ttl`).
+    pub max_messages_stored_per_channel: Option<u64>,
+    /// Longest channel id accepted; longer ids get 400. Default: unlimited.
+    pub max_channel_id_length: Option<u64>,
+    /// Regular expression every channel id must match entirely; others get 400. Default: any characters
+    /// except control characters, space and `/` (the channel separator).
+    pub channel_id_pattern: String,
+    /// Most channels that may exist at once; creating one more (publish or subscribe) gets 403.
+    pub max_number_of_channels: Option<u64>,
+    /// Most concurrent subscribers of one channel; one more gets 403.
+    pub max_subscribers_per_channel: Option<u64>,
+    /// Channel ids starting with this prefix are wildcard channels, counted apart in statistics.
+    pub wildcard_channel_prefix: Option<String>,
+    /// Text of the ping message (id -1) written to streaming subscribers. Default one space.
+    pub ping_message_text: String,
+    /// Text of the message (id -2) sent to subscribers of a deleted channel. Default `Channel deleted`.
+    pub channel_deleted_message_text: String,
+    /// A channel with no subscribers and no stored messages is removed after this long. Default `30s`.
+    pub channel_inactivity_time: ConfDuration,
+    /// How many recent messages a subscriber may fall behind before it is cut off as a slow consumer
+    /// (Herald's bound on per-subscriber memory). Default 1024.
+    pub subscriber_lag_limit: u64,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            message_ttl: ConfDuration(Duration::from_secs(30 * 60)),
+            max_messages_stored_per_channel: None,
+            max_channel_id_length: None,
+            channel_id_pattern: DEFAULT_CHANNEL_ID_PATTERN.into(),
+            max_number_of_channels: None,
+            max_subscribers_per_channel: None,
+            wildcard_channel_prefix: None,
+            ping_message_text: " ".into(),
+            channel_deleted_message_text: "Channel deleted".into(),
+            channel_inactivity_time: ConfDuration(Duration::from_secs(30)),
+            subscriber_lag_limit: 1024,
+        }
+    }
+}
+
+/// Default `channel_id_pattern`: no control characters, no space, no `/`.
+pub const DEFAULT_CHANNEL_ID_PATTERN: &str = r"[^\x00-\x20\x7f/]+";
+
+/// How a location's `path` is matched against the request path (nginx `location`, `location =`,
+/// `location ~`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    /// The request path starts with `path` (the longest such prefix wins).
+    #[default]
+    Prefix,
+    /// The request path equals `path`.
+    Exact,
+    /// `path` is a regular expression; its captures are `$1`, `$2`, … in `channels_path`.
+    Regex,
+}
+
+/// What a location does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Publishes messages (POST/PUT), answers channel info (GET), deletes channels (DELETE, admin only).
+    Publisher,
+    /// Holds subscriber connections in the location's `mode`.
+    Subscriber,
+    /// Channel statistics (`/channels-stats`).
+    Stats,
+}
+
+/// Subscriber delivery mode of a location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriberMode {
+    /// Chunked HTTP response carrying formatted messages.
+    #[default]
+    Streaming,
+    /// Server-sent events (`text/event-stream`).
+    EventSource,
+}
+
+impl SubscriberMode {
+    /// The name used in the config and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscriberMode::Streaming => "streaming",
+            SubscriberMode::EventSource => "eventsource",
+        }
+    }
+}
+
+/// One `[[location]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocationConfig {
+    /// Path (or regular expression with `match = "regex"`) this location serves.
+    pub path: String,
+    /// How `path` is matched: `prefix` (default), `exact` or `regex`.
+    #[serde(rename = "match")]
+    pub match_kind: MatchKind,
+    /// `publisher`, `subscriber` or `stats`. Required.
+    pub role: Option<Role>,
+    /// Publisher only: also accept DELETE to delete channels (the module's `push_stream_publisher admin`).
+    pub admin: bool,
+    /// Subscriber only: `streaming` (default) or `eventsource`.
+    pub mode: SubscriberMode,
+    /// Where the channel ids come from: `$arg_NAME` (query argument), `$1`… (regex captures), `$suffix`
+    /// (the request path after a prefix location's `path`), mixed with literal text. Default: `$suffix`
+    /// for subscribers, `$arg_id` for publishers and stats.
+    pub channels_path: Option<String>,
+    /// Publisher only: keep published messages in the channel buffer (for backtrack and recovery).
+    /// Default `true` (the module's default is off; `herald migrate` writes it explicitly).
+    pub store_messages: Option<bool>,
+    /// Publisher only: answer a publish with the channel info (default) or an empty 200.
+    pub channel_info_on_publish: Option<bool>,
+    /// Subscriber only: text sent when a subscriber connects.
+    pub header_template: String,
+    /// Subscriber only: file whose contents are the header template (exclusive with `header_template`).
+    pub header_template_file: Option<PathBuf>,
+    /// Subscriber only: format of each message. Default `~text~`.
+    pub message_template: Option<String>,
+    /// Subscriber only: text sent just before the server ends a subscriber connection.
+    pub footer_template: String,
+    /// Subscriber only: interval of keepalive pings. Default: no pings.
+    pub ping_message_interval: Option<ConfDuration>,
+    /// Subscriber only: maximum lifetime of a subscriber connection. Default: unlimited.
+    pub subscriber_connection_ttl: Option<ConfDuration>,
+    /// Subscriber only: `Content-Type` of streaming responses (nginx `default_type`). Default `text/plain`.
+    pub content_type: Option<String>,
+}
+
+impl LocationConfig {
+    /// The role; validation guarantees it is present.
+    pub fn role(&self) -> Role {
+        self.role.unwrap_or(Role::Subscriber)
+    }
+
+    /// The channels path expression, with the role's default filled in.
+    pub fn channels_path(&self) -> &str {
+        match (&self.channels_path, self.role()) {
+            (Some(expr), _) => expr,
+            (None, Role::Subscriber) => "$suffix",
+            (None, _) => "$arg_id",
+        }
+    }
+
+    /// The message template, `~text~` unless set.
+    pub fn message_template(&self) -> &str {
+        self.message_template.as_deref().unwrap_or("~text~")
+    }
+
+    /// A short description for logs: `/sub/ (subscriber streaming)`.
+    pub fn describe(&self) -> String {
+        let kind = match self.match_kind {
+            MatchKind::Prefix => "",
+            MatchKind::Exact => "= ",
+            MatchKind::Regex => "~ ",
+        };
+        let role = match self.role() {
+            Role::Publisher if self.admin => "publisher admin".to_string(),
+            Role::Publisher => "publisher".to_string(),
+            Role::Subscriber => format!("subscriber {}", self.mode.name()),
+            Role::Stats => "channels statistics".to_string(),
+        };
+        format!("{kind}{} ({role})", self.path)
+    }
+}
+
+impl Config {
+    /// Loads and validates the embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_toml(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, None)
+    }
+
+    /// Loads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::plain(
+                path.display().to_string(),
+                format!("cannot read config file: {e}"),
+            )
+        })?;
+        Config::from_toml(&text, &path.display().to_string(), path.parent())
+    }
+
+    /// Parses and validates TOML text. `source_name` names the text in errors; `base_dir` resolves
+    /// relative template file paths (the current directory when `None`).
+    pub fn from_toml(
+        text: &str,
+        source_name: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(source_name, text, &e))?;
+        config
+            .validate(base_dir)
+            .map_err(|(key, message)| ConfigError::at_key(source_name, text, &key, message))?;
+        Ok(config)
+    }
+
+    /// The listen address, already validated.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| format!("invalid listen address {:?}: {e}", self.server.listen))
+    }
+
+    /// Checks values serde cannot, returning the offending key path (`location[1].mode`) and why.
+    /// Also reads `header_template_file` into `header_template`.
+    fn validate(&mut self, base_dir: Option<&Path>) -> Result<(), (KeyPath, String)> {
+        let key = |parts: &[KeySeg]| KeyPath(parts.to_vec());
+        self.listen_addr()
+            .map_err(|m| (key(&[KeySeg::Name("server"), KeySeg::Name("listen")]), m))?;
+        let ch = &self.channels;
+        let positive = [
+            (
+                "max_messages_stored_per_channel",
+                ch.max_messages_stored_per_channel,
+            ),
+            ("max_channel_id_length", ch.max_channel_id_length),
+            ("max_number_of_channels", ch.max_number_of_channels),
+            (
+                "max_subscribers_per_channel",
+                ch.max_subscribers_per_channel,
+            ),
+            ("subscriber_lag_limit", Some(ch.subscriber_lag_limit)),
+        ];
+        for (name, value) in positive {
+            if value == Some(0) {
+                return Err((
+                    key(&[KeySeg::Name("channels"), KeySeg::Name(name)]),
+                    "must be at least 1 (leave the key out for no limit)".into(),
+                ));
+            }
+        }
+        if ch.message_ttl.0.is_zero() {
+            return Err((
+                key(&[KeySeg::Name("channels"), KeySeg::Name("message_ttl")]),
+                "must be longer than zero".into(),
+            ));
+        }
+        if let Err(e) = regex::Regex::new(&ch.channel_id_pattern) {
+            return Err((
+                key(&[KeySeg::Name("channels"), KeySeg::Name("channel_id_pattern")]),
+                format!("invalid regular expression: {e}"),
+            ));
+        }
+        if self.locations.is_empty() {
+            return Err((
+                key(&[KeySeg::Name("location")]),
+                "at least one [[location]] is required".into(),
+            ));
+        }
+        for (index, loc) in self.locations.iter_mut().enumerate() {
+            let at = |name: &'static str| {
+                KeyPath(vec![
+                    KeySeg::Name("location"),
+                    KeySeg::Index(index),
+                    KeySeg::Name(name),
+                ])
+            };
+            validate_location(loc, base_dir).map_err(|(name, message)| (at(name), message))?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_location(
+    loc: &mut LocationConfig,
+    base_dir: Option<&Path>,
+) -> Result<(), (&'static str, String)> {
+    let Some(role) = loc.role else {
+        return Err((
+            "role",
+            "missing; expected \"publisher\", \"subscriber\" or \"stats\"".into(),
+        ));
+    };
+    if loc.path.is_empty() {
+        return Err(("path", "missing; every location needs a path".into()));
+    }
+    match loc.match_kind {
+        MatchKind::Regex => {
+            regex::Regex::new(&loc.path)
+                .map_err(|e| ("path", format!("invalid regular expression: {e}")))?;
+        }
+        MatchKind::Prefix | MatchKind::Exact => {
+            if !loc.path.starts_with('/') {
+                return Err(("path", format!("{:?} must start with '/'", loc.path)));
+            }
+        }
+    }
+    crate::http::channels_path::ChannelsPathExpr::parse(loc.channels_path())
+        .map_err(|m| ("channels_path", m))?;
+    if loc.channels_path().contains("$suffix") && loc.match_kind != MatchKind::Prefix {
+        return Err((
+            "channels_path",
+            "$suffix is only available on prefix locations".into(),
+        ));
+    }
+    let subscriber_only = [
+        ("mode", loc.mode != SubscriberMode::default()),
+        ("header_template", !loc.header_template.is_empty()),
+        ("header_template_file", loc.header_template_file.is_some()),
+        ("message_template", loc.message_template.is_some()),
+        ("footer_template", !loc.footer_template.is_empty()),
+        ("ping_message_interval", loc.ping_message_interval.is_some()),
+        (
+            "subscriber_connection_ttl",
+            loc.subscriber_connection_ttl.is_some(),
+        ),
+        ("content_type", loc.content_type.is_some()),
+    ];
+    let publisher_only = [
+        ("admin", loc.admin),
+        ("store_messages", loc.store_messages.is_some()),
+        (
+            "channel_info_on_publish",
+            loc.channel_info_on_publish.is_some(),
+        ),
+    ];
+    if role != Role::Subscriber {
+        if let Some((name, _)) = subscriber_only.iter().find(|(_, set)| *set) {
+            return Err((name, "only applies to subscriber locations".into()));
+        }
+    }
+    if role != Role::Publisher {
+        if let Some((name, _)) = publisher_only.iter().find(|(_, set)| *set) {
+            return Err((name, "only applies to publisher locations".into()));
+        }
+    }
+    if loc.message_template().trim().is_empty() {
+        return Err(("message_template", "must not be blank".into()));
+    }
+    for (name, value) in [
+        ("ping_message_interval", loc.ping_message_interval),
+        ("subscriber_connection_ttl", loc.subscriber_connection_ttl),
+    ] {
+        if value.is_some_and(|d| d.0.is_zero()) {
+            return Err((
+                name,
+                "must be longer than zero (leave the key out to disable)".into(),
+            ));
+        }
+    }
+    if let Some(file) = &loc.header_template_file {
+        if !loc.header_template.is_empty() {
+            return Err((
+                "header_template_file",
+                "cannot be used together with header_template".into(),
+            ));
+        }
+        let full = match base_dir {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file.clone(),
+        };
+        loc.header_template = std::fs::read_to_string(&full).map_err(|e| {
+            (
+                "header_template_file",
+                format!("cannot read {}: {e}", full.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySeg {
+    /// A table key.
+    Name(&'static str),
+    /// An index into an array of tables.
+    Index(usize),
+}
+
+/// A dotted path to a config key, e.g. `location[1].mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<KeySeg>);
+
+impl std::fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                KeySeg::Name(name) if i == 0 => write!(f, "{name}")?,
+                KeySeg::Name(name) => write!(f, ".{name}")?,
+                KeySeg::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = Config::embedded_default().expect("the embedded default must validate");
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert!(config
+            .locations
+            .iter()
+            .any(|l| l.role() == Role::Publisher && l.admin));
+        assert!(config
+            .locations
+            .iter()
+            .any(|l| l.mode == SubscriberMode::EventSource));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_toml(
+            "[channels]\nmessage_ttl = \"1m\"\nbogus = 1\n",
+            "t.toml",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml:3"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn validation_error_names_key_and_line() {
+        let text = "[[location]]\npath = \"/pub\"\nrole = \"publisher\"\n\n[[location]]\npath = \"/sub/\"\nrole = \"subscriber\"\nmessage_template = \" \"\n";
+        let err = Config::from_toml(text, "t.toml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml:8"), "{err}");
+        assert!(err.contains("location[1].message_template"), "{err}");
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let text = "[channels]\nmax_number_of_channels = 0\n[[location]]\npath = \"/p\"\nrole = \"stats\"\n";
+        let err = Config::from_toml(text, "t.toml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml:2") && err.contains("channels.max_number_of_channels"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Where a location finds its channel ids: the `channels_path` expression (`$arg_id`, `$1`, `$suffix`,
+//! literal text, as the module's `push_stream_channels_path` variables) and the subscriber path grammar
+//! `ch1/ch2.b5/ch3` (a trailing `.b<digits>` asks for that many stored messages first).
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Arg(String),
+    Capture(usize),
+    Suffix,
+}
+
+/// A compiled `channels_path` expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelsPathExpr(Vec<Piece>);
+
+/// The request values an expression can refer to.
+#[derive(Debug, Default)]
+pub struct RequestVars<'a> {
+    /// The raw query string (without `?`).
+    pub query: &'a str,
+    /// Regex captures of the location (index 0 = whole match).
+    pub captures: Vec<Option<&'a str>>,
+    /// The request path after a prefix location's path.
+    pub suffix: &'a str,
+}
+
+impl ChannelsPathExpr {
+    /// Parses `$arg_NAME`, `$N`, `$suffix` and literal text.
+    pub fn parse(source: &str) -> Result<ChannelsPathExpr, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = source;
+        while let Some(dollar) = rest.find('$') {
+            literal.push_str(&rest[..dollar]);
+            let after = &rest[dollar + 1..];
+            let name_len = after
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            let name = &after[..name_len];
+            let piece = if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+                Piece::Arg(arg.to_string())
+            } else if name == "suffix" {
+                Piece::Suffix
+            } else if let Ok(index) = name.parse::<usize>() {
+                Piece::Capture(index)
+            } else {
+                return Err(format!(
+                    "unknown variable ${name} in {source:?}; expected $arg_NAME, $1..$9 or $suffix"
+                ));
+            };
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+            }
+            pieces.push(piece);
+            rest = &after[name_len..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(ChannelsPathExpr(pieces))
+    }
+
+    /// Evaluates the expression; values from the path are percent-decoded, query args form-decoded.
+    pub fn eval(&self, vars: &RequestVars<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Arg(name) => {
+                    if let Some((_, value)) = form_urlencoded::parse(vars.query.as_bytes())
+                        .find(|(key, _)| key == name.as_str())
+                    {
+                        out.push_str(&value);
+                    }
+                }
+                Piece::Capture(index) => {
+                    if let Some(Some(value)) = vars.captures.get(*index) {
+                        out.push_str(&percent_decode(value));
+                    }
+                }
+                Piece::Suffix => out.push_str(&percent_decode(vars.suffix)),
+            }
+        }
+        out
+    }
+}
+
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+}
+
+/// One channel of a subscriber path, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathChannel<'a> {
+    /// The channel id as written.
+    pub id: &'a str,
+    /// The `.bN` backtrack, 0 when absent.
+    pub backtrack: u64,
+}
+
+/// Splits a subscriber channels path on `/` (empty segments are skipped) and takes a trailing
+/// `.b<digits>` off each segment as its backtrack.
+pub fn parse_subscriber_path(path: &str) -> Vec<PathChannel<'_>> {
+    path.split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| match segment.rfind(".b") {
+            Some(at)
+                if at > 0
+                    && segment.len() > at + 2
+                    && segment[at + 2..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                PathChannel {
+                    id: &segment[..at],
+                    backtrack: segment[at + 2..].parse().unwrap_or(u64::MAX),
+                }
+            }
+            _ => PathChannel {
+                id: segment,
+                backtrack: 0,
+            },
+        })
+        .collect()
+}
+
+/// Splits a publisher or statistics channels path on `/`, skipping empty segments.
+pub fn split_channels(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_read_args_captures_and_suffix() {
+        let vars = RequestVars {
+            query: "x=1&id=a%2Fb+c",
+            captures: vec![Some("/sub/z"), Some("z%20y")],
+            suffix: "s%2A",
+        };
+        assert_eq!(
+            ChannelsPathExpr::parse("$arg_id").unwrap().eval(&vars),
+            "a/b c"
+        );
+        assert_eq!(
+            ChannelsPathExpr::parse("pre-$1").unwrap().eval(&vars),
+            "pre-z y"
+        );
+        assert_eq!(
+            ChannelsPathExpr::parse("$suffix").unwrap().eval(&vars),
+            "s*"
+        );
+        assert_eq!(
+            ChannelsPathExpr::parse("$arg_missing").unwrap().eval(&vars),
+            ""
+        );
+        assert!(ChannelsPathExpr::parse("$host").is_err());
+    }
+
+    #[test]
+    fn subscriber_path_grammar_matches_the_module() {
+        let parsed = parse_subscriber_path("room.b18.beautiful.b3/ch.b/plain//x.b0");
+        assert_eq!(
+            parsed,
+            vec![
+                PathChannel {
+                    id: "room.b18.beautiful",
+                    backtrack: 3
+                },
+                PathChannel {
+                    id: "ch.b",
+                    backtrack: 0
+                },
+                PathChannel {
+                    id: "plain",
+                    backtrack: 0
+                },
+                PathChannel {
+                    id: "x",
+                    backtrack: 0
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The one place errors become HTTP responses: `HttpError` carries the status and the explanation,
+//! sent both as the body and in the module's `X-Nginx-PushStream-Explain` header.
+
+use super::response::{base_response, EXPLAIN_HEADER};
+use crate::broker::BrokerError;
+use axum::body::Body;
+use hyper::{header, Response, StatusCode};
+
+/// An error answer: status, explanation, and extra headers (e.g. `Allow`).
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    /// Status code.
+    pub status: StatusCode,
+    /// Human explanation (also in the explain header).
+    pub explain: String,
+    /// Extra headers.
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl HttpError {
+    /// An error with a status and explanation.
+    pub fn new(status: StatusCode, explain: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            explain: explain.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 405 with the `Allow` header.
+    pub fn method_not_allowed(allow: &str) -> HttpError {
+        let mut err = HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method not allowed. Allowed: {allow}."),
+        );
+        err.headers.push((header::ALLOW, allow.to_string()));
+        err
+    }
+
+    /// Builds the response.
+    pub fn into_response(self) -> Response<Body> {
+        let mut builder = base_response(self.status)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(EXPLAIN_HEADER, header_safe(&self.explain));
+        for (name, value) in &self.headers {
+            builder = builder.header(name, header_safe(value));
+        }
+        let body = format!("{}\n", self.explain);
+        builder
+            .body(Body::from(body))
+            .unwrap_or_else(|_| Response::new(Body::from("internal error\n")))
+    }
+}
+
+/// Keeps a header value to visible ASCII (non-ASCII and control characters become `?`).
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+impl From<BrokerError> for HttpError {
+    fn from(err: BrokerError) -> HttpError {
+        let status = match err {
+            BrokerError::NoChannelId
+            | BrokerError::ChannelIdTooLong { .. }
+            | BrokerError::ChannelIdNotAllowed { .. } => StatusCode::BAD_REQUEST,
+            BrokerError::ReservedChannelId
+            | BrokerError::TooManyChannels { .. }
+            | BrokerError::TooManySubscribers { .. } => StatusCode::FORBIDDEN,
+        };
+        HttpError::new(status, err.to_string())
+    }
+}

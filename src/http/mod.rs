@@ -1,0 +1,206 @@
+//! The HTTP side: the listener and connection loop (`Server`), request dispatch to the matched
+//! location (publisher, subscriber, statistics), and the error-to-response mapping. It wires
+//! `broker` and `transport` together and holds no channel state of its own.
+
+pub mod channels_path;
+mod error;
+mod publisher;
+mod response;
+pub mod router;
+mod stats;
+mod subscriber;
+
+pub use error::HttpError;
+
+use crate::broker::{Broker, BrokerSettings, ChannelIdRules};
+use crate::config::Config;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use router::{Handler, Router};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Everything a request handler needs. Shared by all connections.
+#[derive(Debug)]
+pub struct AppState {
+    /// The engine.
+    pub broker: Broker,
+    /// Channel id rules.
+    pub rules: ChannelIdRules,
+    /// Compiled locations.
+    pub router: Router,
+    /// Host name for statistics.
+    pub hostname: String,
+    /// Largest request body.
+    pub max_body_size: u64,
+    /// Ends live subscriber streams on shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration could not be compiled.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    trigger: ShutdownTrigger,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Compiles the config and binds its listen address (or `listen`, when given).
+    pub async fn bind(config: &Config, listen: Option<SocketAddr>) -> Result<Server, StartError> {
+        let addr = match listen {
+            Some(addr) => addr,
+            None => config.listen_addr().map_err(StartError::Config)?,
+        };
+        let (router, formats) = Router::compile(config).map_err(StartError::Config)?;
+        let rules = ChannelIdRules::new(
+            config.channels.max_channel_id_length,
+            &config.channels.channel_id_pattern,
+        )
+        .map_err(|e| StartError::Config(format!("channels.channel_id_pattern: {e}")))?;
+        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let (trigger, shutdown) = shutdown::channel();
+        let state = Arc::new(AppState {
+            broker,
+            rules,
+            router,
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            max_body_size: config.server.max_body_size.0,
+            shutdown,
+        });
+        Ok(Server {
+            listener,
+            state,
+            trigger,
+            shutdown_timeout: config.server.shutdown_timeout.0,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (broker, router).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, ends subscriber streams (each gets its
+    /// footer) and waits up to the shutdown timeout for connections to finish.
+    pub async fn run(self, signal: impl Future<Output = ()>) {
+        let Server {
+            listener,
+            state,
+            trigger,
+            shutdown_timeout,
+        } = self;
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let sweeper = tokio::spawn(state.broker.clone().run_sweeper({
+            let mut shutdown = state.shutdown.clone();
+            async move { shutdown.recv().await }
+        }));
+        tokio::pin!(signal);
+        let mut accept_backoff = Duration::from_millis(5);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut signal => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => {
+                        accept_backoff = Duration::from_millis(5);
+                        pair
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing subscriber connections");
+        trigger.trigger();
+        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?shutdown_timeout,
+                "connections still open after the shutdown timeout; closing them"
+            );
+        }
+        let _ = sweeper.await;
+    }
+}
+
+/// Dispatches one request to its location.
+async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let Some((location, vars)) = state.router.route(&path, &query) else {
+        return HttpError::new(StatusCode::NOT_FOUND, format!("No location serves {path}."))
+            .into_response();
+    };
+    let channels_path = location.channels_path.eval(&vars);
+    let method = request.method().clone();
+    let result = match &location.handler {
+        Handler::Publisher(settings) => {
+            publisher::handle(state, settings, request, &query, &channels_path).await
+        }
+        Handler::Subscriber(settings) => {
+            subscriber::handle(state, settings, &method, &channels_path)
+        }
+        Handler::Stats => stats::handle(state, &method, request.headers(), &vars, &channels_path),
+    };
+    result.unwrap_or_else(HttpError::into_response)
+}

@@ -1,0 +1,131 @@
+//! The publisher location: GET = channel info, POST/PUT = publish the body (with `Event-Id` and
+//! `Event-Type` kept), DELETE = delete channels (admin locations only), OPTIONS = preflight.
+
+use super::channels_path::split_channels;
+use super::error::HttpError;
+use super::response::{base_response, EXPLAIN_HEADER};
+use super::router::PublisherSettings;
+use super::stats::{channel_info_doc, doc_response, group_doc, infos_response, InfoFormat};
+use super::AppState;
+use crate::broker::{ChannelId, Publish};
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
+
+/// Handles one request to a publisher location.
+pub async fn handle(
+    state: &AppState,
+    settings: &PublisherSettings,
+    request: Request<Incoming>,
+    query: &str,
+    channels_path: &str,
+) -> Result<Response<Body>, HttpError> {
+    let allow = if settings.admin {
+        "GET, POST, PUT, DELETE"
+    } else {
+        "GET, POST, PUT"
+    };
+    let method = request.method().clone();
+    let format = InfoFormat::negotiate(request.headers(), query);
+    if method == Method::OPTIONS {
+        return Ok(base_response(StatusCode::OK)
+            .header(header::ALLOW, allow)
+            .header(header::CONTENT_LENGTH, "0")
+            .body(Body::empty())
+            .unwrap_or_default());
+    }
+    let ids = split_channels(channels_path);
+    if ids.is_empty() {
+        return Err(crate::broker::BrokerError::NoChannelId.into());
+    }
+    match method {
+        Method::GET => {
+            for id in &ids {
+                state.rules.check_shape(id)?;
+            }
+            infos_response(state, &ids, format)
+        }
+        Method::POST | Method::PUT => {
+            let channels = parse_ids(state, &ids)?;
+            let publish = Publish {
+                event_id: header_text(request.headers(), "Event-Id"),
+                event_type: header_text(request.headers(), "Event-Type"),
+                store: settings.store_messages,
+                text: read_body(state, request).await?,
+            };
+            if publish.text.is_empty() {
+                return Err(HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Empty post requests are not allowed.",
+                ));
+            }
+            let infos = state.broker.publish(&channels, publish)?;
+            if !settings.channel_info_on_publish {
+                return Ok(base_response(StatusCode::OK)
+                    .body(Body::empty())
+                    .unwrap_or_default());
+            }
+            Ok(match infos.as_slice() {
+                [one] => doc_response(&channel_info_doc(one), format),
+                many => doc_response(&group_doc(state, many), format),
+            })
+        }
+        Method::DELETE if settings.admin => {
+            let channels = parse_ids(state, &ids)?;
+            let text = read_body(state, request).await?;
+            let text = (!text.is_empty()).then_some(text);
+            let deleted = state.broker.delete(&channels, text);
+            if deleted.is_empty() {
+                return Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found."));
+            }
+            Ok(base_response(StatusCode::OK)
+                .header(EXPLAIN_HEADER, "Channel deleted.")
+                .body(Body::empty())
+                .unwrap_or_default())
+        }
+        _ => Err(HttpError::method_not_allowed(allow)),
+    }
+}
+
+fn parse_ids(state: &AppState, ids: &[&str]) -> Result<Vec<ChannelId>, HttpError> {
+    ids.iter()
+        .map(|id| state.rules.parse(id).map_err(HttpError::from))
+        .collect()
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads the request body, refusing more than `max_body_size` bytes with 413.
+async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes, HttpError> {
+    let max = state.max_body_size;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is too large. Limit: max_body_size = {max} bytes."),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Could not read the request body: {err}"),
+        )),
+    }
+}
