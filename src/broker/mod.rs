@@ -141,7 +141,7 @@ pub struct Summary {
     pub published_messages: u64,
     /// Messages stored now.
     pub stored_messages: u64,
-    /// Subscribers attached now (one per channel per connection).
+    /// Subscriber connections now (a connection following several channels counts once).
     pub subscribers: u64,
     /// Seconds since the broker started.
     pub uptime: u64,
@@ -153,7 +153,7 @@ struct Totals {
     wildcard_channels: AtomicU64,
     published: AtomicU64,
     stored: AtomicU64,
-    subscribers: AtomicU64,
+    connections: AtomicU64,
     lagged: AtomicU64,
 }
 
@@ -301,7 +301,7 @@ impl Broker {
             wildcard_channels: t.wildcard_channels.load(Ordering::Relaxed),
             published_messages: t.published.load(Ordering::Relaxed),
             stored_messages: t.stored.load(Ordering::Relaxed),
-            subscribers: t.subscribers.load(Ordering::Relaxed),
+            subscribers: t.connections.load(Ordering::Relaxed),
             uptime: self.inner.started.elapsed().as_secs(),
         }
     }
@@ -404,10 +404,6 @@ impl Broker {
                     }
                 }
             };
-            self.inner
-                .totals
-                .subscribers
-                .fetch_add(1, Ordering::Relaxed);
             subscription.push(attached.0, attached.1);
         }
         Ok(subscription)
@@ -415,10 +411,14 @@ impl Broker {
 
     pub(crate) fn detached(&self, channel: &Channel) {
         channel.detach(self.now_ms());
-        self.inner
-            .totals
-            .subscribers
-            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.inner.totals.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.inner.totals.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_lagged(&self) {

@@ -60,6 +60,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     pub(crate) fn new(broker: Broker) -> Subscription {
+        broker.connection_opened();
         Subscription {
             broker,
             cursors: Vec::new(),
@@ -149,5 +150,6 @@ impl Drop for Subscription {
         for cursor in self.cursors.drain(..) {
             self.broker.detached(&cursor.channel);
         }
+        self.broker.connection_closed();
     }
 }

@@ -1,1 +1,162 @@
+//! The broker contract, tested on the in-memory engine without HTTP.
 
+use super::*;
+
+fn settings() -> BrokerSettings {
+    BrokerSettings {
+        max_messages_stored_per_channel: Some(3),
+        message_ttl: Duration::from_secs(60),
+        max_number_of_channels: Some(2),
+        max_subscribers_per_channel: Some(2),
+        wildcard_channel_prefix: Some("bc_".into()),
+        channel_inactivity_time: Duration::ZERO,
+        channel_deleted_message_text: Bytes::from_static(b"gone"),
+        subscriber_lag_limit: 4,
+        format_count: 1,
+    }
+}
+
+fn id(name: &str) -> ChannelId {
+    ChannelId::new_unchecked(name)
+}
+
+fn text(body: &'static str) -> Publish {
+    Publish { text: Bytes::from_static(body.as_bytes()), event_id: None, event_type: None, store: true }
+}
+
+fn to(name: &str, backtrack: u64) -> SubscribeTo {
+    SubscribeTo { channel: id(name), backtrack }
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Message(m) => String::from_utf8_lossy(&m.text).into_owned(),
+            Event::ChannelDeleted(m) => format!("deleted:{}", String::from_utf8_lossy(&m.text)),
+            Event::Lagged { missed, .. } => format!("lagged:{missed}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_arrive_in_order_with_increasing_ids_and_tags() {
+    let broker = Broker::new(settings());
+    let mut sub = broker.subscribe(&[to("a", 0)]).unwrap();
+    for body in ["1", "2", "3"] {
+        broker.publish(&[id("a")], text(body)).unwrap();
+    }
+    let mut events = Vec::new();
+    sub.next_events(&mut events).await;
+    assert_eq!(texts(&events), ["1", "2", "3"]);
+    let keys: Vec<(i64, u64, u64)> = events
+        .iter()
+        .map(|e| match e {
+            Event::Message(m) => (m.id, m.time, m.tag),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(keys.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(keys.windows(2).all(|w| (w[0].1, w[0].2) < (w[1].1, w[1].2)));
+}
+
+#[tokio::test]
+async fn backtrack_takes_the_newest_stored_and_storage_is_bounded() {
+    let broker = Broker::new(settings());
+    for body in ["1", "2", "3", "4", "5"] {
+        broker.publish(&[id("a")], text(body)).unwrap();
+    }
+    let info = broker.channel_info("a").unwrap();
+    assert_eq!((info.published_messages, info.stored_messages), (5, 3));
+    assert_eq!(broker.summary().stored_messages, 3);
+    let mut sub = broker.subscribe(&[to("a", 2)]).unwrap();
+    let backlog: Vec<_> = sub.take_backlog().iter().map(|m| m.id).collect();
+    assert_eq!(backlog, [4, 5]);
+    let mut all = broker.subscribe(&[to("a", 100)]).unwrap();
+    assert_eq!(all.take_backlog().len(), 3);
+}
+
+#[tokio::test]
+async fn limits_refuse_without_side_effects() {
+    let broker = Broker::new(settings());
+    broker.publish(&[id("a"), id("b")], text("x")).unwrap();
+    assert_eq!(
+        broker.publish(&[id("a"), id("c")], text("y")).unwrap_err(),
+        BrokerError::TooManyChannels { max: 2 }
+    );
+    // The refused publish stored nothing on "a".
+    assert_eq!(broker.channel_info("a").unwrap().published_messages, 1);
+    // Wildcard channels are counted apart and not limited by max_number_of_channels.
+    broker.publish(&[id("bc_1")], text("z")).unwrap();
+    assert_eq!(broker.summary().wildcard_channels, 1);
+    assert_eq!(broker.summary().channels, 2);
+    let _s1 = broker.subscribe(&[to("a", 0)]).unwrap();
+    let _s2 = broker.subscribe(&[to("a", 0)]).unwrap();
+    assert_eq!(
+        broker.subscribe(&[to("a", 0)]).unwrap_err(),
+        BrokerError::TooManySubscribers { max: 2 }
+    );
+    drop(_s1);
+    assert!(broker.subscribe(&[to("a", 0)]).is_ok());
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_learns_that_it_lagged() {
+    let broker = Broker::new(settings());
+    let mut sub = broker.subscribe(&[to("a", 0)]).unwrap();
+    for _ in 0..10 {
+        broker.publish(&[id("a")], text("m")).unwrap();
+    }
+    let mut events = Vec::new();
+    sub.next_events(&mut events).await;
+    assert_eq!(texts(&events), ["lagged:6"]);
+    assert_eq!(broker.lagged_subscribers(), 1);
+}
+
+#[tokio::test]
+async fn delete_tells_subscribers_and_frees_the_channel() {
+    let broker = Broker::new(settings());
+    broker.publish(&[id("a")], text("1")).unwrap();
+    let mut sub = broker.subscribe(&[to("a", 0), to("b", 0)]).unwrap();
+    assert_eq!(broker.summary().subscribers, 1);
+    assert_eq!(broker.delete(&[id("a"), id("zz")], None), vec![id("a")]);
+    let mut events = Vec::new();
+    sub.next_events(&mut events).await;
+    assert_eq!(texts(&events), ["deleted:gone"]);
+    assert!(!sub.is_empty(), "still follows b");
+    assert!(broker.channel_info("a").is_none());
+    assert_eq!(broker.summary().stored_messages, 0);
+    broker.delete(&[id("b")], Some(Bytes::from_static(b"bye")));
+    events.clear();
+    sub.next_events(&mut events).await;
+    assert_eq!(texts(&events), ["deleted:bye"]);
+    assert!(sub.is_empty());
+    drop(sub);
+    assert_eq!(broker.summary().subscribers, 0);
+}
+
+#[tokio::test]
+async fn sweep_removes_idle_empty_channels_only() {
+    let broker = Broker::new(BrokerSettings { max_number_of_channels: None, ..settings() });
+    broker.publish(&[id("kept")], text("1")).unwrap();
+    let sub = broker.subscribe(&[to("watched", 0)]).unwrap();
+    broker.publish(&[id("empty")], Publish { store: false, ..text("1") }).unwrap();
+    broker.sweep();
+    assert!(broker.channel_info("kept").is_some());
+    assert!(broker.channel_info("watched").is_some());
+    assert!(broker.channel_info("empty").is_none());
+    drop(sub);
+    broker.sweep();
+    assert!(broker.channel_info("watched").is_none());
+    assert_eq!(broker.summary().channels, 1);
+}
+
+#[tokio::test]
+async fn publishing_after_delete_recreates_the_channel() {
+    let broker = Broker::new(settings());
+    broker.publish(&[id("a")], text("1")).unwrap();
+    broker.delete(&[id("a")], None);
+    let info = broker.publish(&[id("a")], text("2")).unwrap();
+    assert_eq!(info[0].published_messages, 1);
+    assert_eq!(broker.summary().channels, 1);
+}
