@@ -4,6 +4,7 @@
 //! are woken after it is released.
 
 use super::message::{Message, MessageParts};
+use super::subscription::StartAt;
 use super::ChannelId;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -178,12 +179,12 @@ impl Channel {
         Ok((message, delta))
     }
 
-    /// Attaches a subscriber: checks the per-channel limit, picks the last `backtrack` stored messages,
+    /// Attaches a subscriber: checks the per-channel limit, picks the stored messages `start` asks for,
     /// and returns them with the cursor (the last id) and a receiver for wake-ups.
     pub(crate) fn attach(
         &self,
         max_subscribers: Option<u64>,
-        backtrack: u64,
+        start: &StartAt,
     ) -> Result<Attached, AttachError> {
         let mut state = self.state.lock();
         if state.removed {
@@ -195,11 +196,7 @@ impl Channel {
             }
         }
         state.subscribers += 1;
-        let skip = state
-            .stored
-            .len()
-            .saturating_sub(backtrack.min(usize::MAX as u64) as usize);
-        let backlog = state.stored.iter().skip(skip).cloned().collect();
+        let backlog = select_stored(&state.stored, start);
         let mut wake = self.head.subscribe();
         wake.mark_unchanged();
         Ok(Attached {
@@ -280,6 +277,29 @@ impl Channel {
         } else {
             false
         }
+    }
+}
+
+/// The stored messages a subscriber starting at `start` receives first, oldest first.
+fn select_stored(stored: &VecDeque<Arc<Message>>, start: &StartAt) -> Vec<Arc<Message>> {
+    match start {
+        StartAt::Live => Vec::new(),
+        StartAt::Backtrack(count) => {
+            let keep = usize::try_from(*count).unwrap_or(usize::MAX);
+            let skip = stored.len().saturating_sub(keep);
+            stored.iter().skip(skip).cloned().collect()
+        }
+        StartAt::After { time, tag } => {
+            let point = (*time, tag.unwrap_or(u64::MAX));
+            // Stored messages are in (time, tag) order: find the first one past the point.
+            let first = stored.partition_point(|m| (m.time, m.tag) <= point);
+            stored.iter().skip(first).cloned().collect()
+        }
+        StartAt::AfterEventId(event_id) => stored
+            .iter()
+            .position(|m| m.event_id.as_deref() == Some(event_id.as_str()))
+            .map(|at| stored.iter().skip(at + 1).cloned().collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -117,6 +117,12 @@ impl Clock {
         }
         *last
     }
+
+    /// The last (time, tag) handed out: every message with a key up to it is visible in its channel
+    /// to anyone who takes the channel's lock after reading this.
+    pub fn watermark(&self) -> (u64, u64) {
+        *self.last.lock()
+    }
 }
 
 /// Seconds since the Unix epoch.

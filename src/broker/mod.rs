@@ -15,7 +15,7 @@ mod subscription;
 pub use channel::{Channel, ChannelInfo};
 pub use channel_id::{ChannelId, ChannelIdRules};
 pub use message::{FormatId, Message};
-pub use subscription::{Event, SubscribeTo, Subscription};
+pub use subscription::{Event, StartAt, SubscribeTo, Subscription};
 
 use bytes::Bytes;
 use channel::{Append, AttachError, ChannelGone, ChannelLimits};
@@ -306,6 +306,13 @@ impl Broker {
         }
     }
 
+    /// The newest (time, tag) assigned so far. Every message with a key up to it is already readable in
+    /// its channel, so a reader that takes this before reading channels can tell which of the messages
+    /// it read may have older siblings it has not seen yet (those above the watermark).
+    pub fn watermark(&self) -> (u64, u64) {
+        self.inner.clock.watermark()
+    }
+
     /// Subscribers cut off because they fell behind the recent window, since start.
     pub fn lagged_subscribers(&self) -> u64 {
         self.inner.totals.lagged.load(Ordering::Relaxed)
@@ -396,7 +403,7 @@ impl Broker {
             let max = self.inner.settings.max_subscribers_per_channel;
             let attached = loop {
                 let channel = self.get_or_create(&request.channel)?;
-                match channel.attach(max, request.backtrack) {
+                match channel.attach(max, &request.start) {
                     Ok(attached) => break (channel, attached),
                     Err(AttachError::Gone) => continue,
                     Err(AttachError::Full { max }) => {
@@ -414,11 +421,17 @@ impl Broker {
     }
 
     pub(crate) fn connection_opened(&self) {
-        self.inner.totals.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .totals
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.inner.totals.connections.fetch_sub(1, Ordering::Relaxed);
+        self.inner
+            .totals
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_lagged(&self) {

@@ -8,13 +8,33 @@ use futures_util::future::select_all;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Where a subscriber starts in one channel.
+/// Where a subscriber starts in one channel: which stored messages it receives before new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only messages published from now on.
+    Live,
+    /// The newest N stored messages first (`.bN`).
+    Backtrack(u64),
+    /// Stored messages newer than (time, tag) (`If-Modified-Since` + `If-None-Match`); without a tag,
+    /// messages of that second are skipped too.
+    After {
+        /// Seconds since the Unix epoch.
+        time: u64,
+        /// Tag within that second.
+        tag: Option<u64>,
+    },
+    /// Stored messages after the first one whose Event-Id equals this (`Last-Event-ID`); none when no
+    /// stored message has it.
+    AfterEventId(String),
+}
+
+/// One channel of a subscribe request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeTo {
     /// The channel.
     pub channel: ChannelId,
-    /// Deliver this many of the newest stored messages first (`.bN`); 0 = only new messages.
-    pub backtrack: u64,
+    /// Where to start.
+    pub start: StartAt,
 }
 
 /// Something a subscriber must be told.
@@ -97,15 +117,30 @@ impl Subscription {
     /// channel, channel deletions and lag. Returns at once when the subscription is empty.
     pub async fn next_events(&mut self, out: &mut Vec<Event>) {
         loop {
-            self.poll_cursors(out);
+            self.poll_events(out);
             if !out.is_empty() || self.cursors.is_empty() {
                 return;
             }
-            if self.cursors.len() == 1 {
-                // The sender lives in the channel we hold, so `changed` cannot fail.
-                let _ = self.cursors[0].wake.changed().await;
-            } else {
-                let waits = self.cursors.iter_mut().map(|c| Box::pin(c.wake.changed()));
+            self.changed().await;
+        }
+    }
+
+    /// Appends to `out` whatever is new now, without waiting.
+    pub fn poll_events(&mut self, out: &mut Vec<Event>) {
+        self.poll_cursors(out);
+    }
+
+    /// Waits until a channel of the subscription changed since the last `poll_events` (returns at
+    /// once for an empty subscription).
+    pub async fn changed(&mut self) {
+        match self.cursors.as_mut_slice() {
+            [] => {}
+            // The sender lives in the channel we hold, so `changed` cannot fail.
+            [only] => {
+                let _ = only.wake.changed().await;
+            }
+            many => {
+                let waits = many.iter_mut().map(|c| Box::pin(c.wake.changed()));
                 let _ = select_all(waits).await;
             }
         }

@@ -21,11 +21,24 @@ fn id(name: &str) -> ChannelId {
 }
 
 fn text(body: &'static str) -> Publish {
-    Publish { text: Bytes::from_static(body.as_bytes()), event_id: None, event_type: None, store: true }
+    Publish {
+        text: Bytes::from_static(body.as_bytes()),
+        event_id: None,
+        event_type: None,
+        store: true,
+    }
 }
 
 fn to(name: &str, backtrack: u64) -> SubscribeTo {
-    SubscribeTo { channel: id(name), backtrack }
+    let start = if backtrack == 0 {
+        StartAt::Live
+    } else {
+        StartAt::Backtrack(backtrack)
+    };
+    SubscribeTo {
+        channel: id(name),
+        start,
+    }
 }
 
 fn texts(events: &[Event]) -> Vec<String> {
@@ -137,10 +150,21 @@ async fn delete_tells_subscribers_and_frees_the_channel() {
 
 #[tokio::test]
 async fn sweep_removes_idle_empty_channels_only() {
-    let broker = Broker::new(BrokerSettings { max_number_of_channels: None, ..settings() });
+    let broker = Broker::new(BrokerSettings {
+        max_number_of_channels: None,
+        ..settings()
+    });
     broker.publish(&[id("kept")], text("1")).unwrap();
     let sub = broker.subscribe(&[to("watched", 0)]).unwrap();
-    broker.publish(&[id("empty")], Publish { store: false, ..text("1") }).unwrap();
+    broker
+        .publish(
+            &[id("empty")],
+            Publish {
+                store: false,
+                ..text("1")
+            },
+        )
+        .unwrap();
     broker.sweep();
     assert!(broker.channel_info("kept").is_some());
     assert!(broker.channel_info("watched").is_some());
@@ -159,4 +183,51 @@ async fn publishing_after_delete_recreates_the_channel() {
     let info = broker.publish(&[id("a")], text("2")).unwrap();
     assert_eq!(info[0].published_messages, 1);
     assert_eq!(broker.summary().channels, 1);
+}
+
+#[tokio::test]
+async fn recovery_points_select_the_stored_messages_after_them() {
+    let broker = Broker::new(BrokerSettings {
+        max_messages_stored_per_channel: Some(10),
+        ..settings()
+    });
+    for (body, event) in [("1", "e1"), ("2", "e2"), ("3", "e3")] {
+        let publish = Publish {
+            event_id: Some(event.into()),
+            ..text(body)
+        };
+        broker.publish(&[id("a")], publish).unwrap();
+    }
+    let stored = broker.subscribe(&[to("a", 10)]).unwrap().take_backlog();
+    let start_at = |start: StartAt| {
+        let mut sub = broker
+            .subscribe(&[SubscribeTo {
+                channel: id("a"),
+                start,
+            }])
+            .unwrap();
+        sub.take_backlog().iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    assert_eq!(start_at(StartAt::AfterEventId("e1".into())), [2, 3]);
+    assert_eq!(
+        start_at(StartAt::AfterEventId("nope".into())),
+        Vec::<i64>::new()
+    );
+    let first = &stored[0];
+    assert_eq!(
+        start_at(StartAt::After {
+            time: first.time,
+            tag: Some(first.tag)
+        }),
+        [2, 3]
+    );
+    assert_eq!(start_at(StartAt::After { time: 0, tag: None }), [1, 2, 3]);
+    assert_eq!(
+        start_at(StartAt::After {
+            time: stored[2].time,
+            tag: None
+        }),
+        Vec::<i64>::new()
+    );
+    assert_eq!(start_at(StartAt::Live), Vec::<i64>::new());
 }

@@ -30,10 +30,11 @@ impl ConfigError {
     /// Converts a TOML syntax or type error, keeping its position.
     pub fn from_toml(source_name: &str, text: &str, err: &toml::de::Error) -> ConfigError {
         let line = err.span().map(|span| line_of_offset(text, span.start));
+        let key = err.span().and_then(|span| key_at_offset(text, span.start));
         ConfigError {
             source_name: source_name.to_string(),
             line,
-            key: None,
+            key,
             message: err.message().trim().to_string(),
         }
     }
@@ -111,4 +112,57 @@ fn locate_key(text: &str, key: &KeyPath) -> Option<usize> {
         }
     }
     best.map(|offset| line_of_offset(text, offset))
+}
+
+/// The dotted path of the innermost key whose key or value spans `offset` (e.g. `location[1].mode`).
+fn key_at_offset(text: &str, offset: usize) -> Option<String> {
+    fn contains(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+        span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+    }
+    fn walk(table: &dyn toml_edit::TableLike, offset: usize, path: &mut String) -> bool {
+        for (key, item) in table.iter() {
+            let Some((k, _)) = table.get_key_value(key) else { continue };
+            let start_len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            if let Some(aot) = item.as_array_of_tables() {
+                for (index, sub) in aot.iter().enumerate() {
+                    let before = path.len();
+                    path.push_str(&format!("[{index}]"));
+                    if walk(sub, offset, path) {
+                        return true;
+                    }
+                    path.truncate(before);
+                }
+            } else if let Some(sub) = item.as_table_like() {
+                if walk(sub, offset, path) {
+                    return true;
+                }
+            }
+            if contains(k.span(), offset) || contains(item.span(), offset) {
+                return true;
+            }
+            path.truncate(start_len);
+        }
+        false
+    }
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut path = String::new();
+    walk(doc.as_table(), offset, &mut path).then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let text = "[channels]\nmessage_ttl = \"soon\"\n[[location]]\npath = \"/a\"\n[[location]]\nmode = \"x\"\n";
+        let value_offset = text.find("\"soon").unwrap();
+        assert_eq!(key_at_offset(text, value_offset).as_deref(), Some("channels.message_ttl"));
+        let mode_offset = text.find("\"x\"").unwrap();
+        assert_eq!(key_at_offset(text, mode_offset).as_deref(), Some("location[1].mode"));
+    }
 }

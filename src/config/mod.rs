@@ -82,6 +82,8 @@ pub struct ChannelsConfig {
     /// How many recent messages a subscriber may fall behind before it is cut off as a slow consumer
     /// (Herald's bound on per-subscriber memory). Default 1024.
     pub subscriber_lag_limit: u64,
+    /// A long-polling wait that times out answers 200 with a "Timed out" message instead of 304.
+    pub timeout_with_body: bool,
 }
 
 impl Default for ChannelsConfig {
@@ -98,6 +100,7 @@ impl Default for ChannelsConfig {
             channel_deleted_message_text: "Channel deleted".into(),
             channel_inactivity_time: ConfDuration(Duration::from_secs(30)),
             subscriber_lag_limit: 1024,
+            timeout_with_body: false,
         }
     }
 }
@@ -133,13 +136,24 @@ pub enum Role {
 
 /// Subscriber delivery mode of a location.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum SubscriberMode {
     /// Chunked HTTP response carrying formatted messages.
     #[default]
+    #[serde(rename = "streaming")]
     Streaming,
     /// Server-sent events (`text/event-stream`).
+    #[serde(rename = "eventsource")]
     EventSource,
+    /// One request per batch of messages: waits for the next message, or returns at once what is newer
+    /// than the client's point.
+    #[serde(rename = "long-polling")]
+    LongPolling,
+    /// Like long-polling but never waits: 304 when there is nothing newer.
+    #[serde(rename = "polling")]
+    Polling,
+    /// WebSocket: one text frame per message.
+    #[serde(rename = "websocket")]
+    WebSocket,
 }
 
 impl SubscriberMode {
@@ -148,6 +162,9 @@ impl SubscriberMode {
         match self {
             SubscriberMode::Streaming => "streaming",
             SubscriberMode::EventSource => "eventsource",
+            SubscriberMode::LongPolling => "long-polling",
+            SubscriberMode::Polling => "polling",
+            SubscriberMode::WebSocket => "websocket",
         }
     }
 }
@@ -190,6 +207,26 @@ pub struct LocationConfig {
     pub subscriber_connection_ttl: Option<ConfDuration>,
     /// Subscriber only: `Content-Type` of streaming responses (nginx `default_type`). Default `text/plain`.
     pub content_type: Option<String>,
+    /// Long-polling only: longest wait before answering 304. Default: `subscriber_connection_ttl`, else
+    /// unlimited.
+    pub longpolling_connection_ttl: Option<ConfDuration>,
+    /// Subscriber only: expression read instead of the `If-Modified-Since` header (e.g. `$arg_time`).
+    pub last_received_message_time: Option<String>,
+    /// Subscriber only: expression read instead of the `If-None-Match` header (e.g. `$arg_tag`).
+    pub last_received_message_tag: Option<String>,
+    /// Subscriber only: expression read instead of the `Last-Event-ID` header (e.g. `$arg_last_event_id`).
+    pub last_event_id: Option<String>,
+    /// WebSocket only: text frames from the client are published to the subscribed channels.
+    pub websocket_allow_publish: bool,
+    /// Publisher and subscriber: value of `Access-Control-Allow-Origin` (an expression such as `*`,
+    /// `https://example.com` or `$http_origin`); CORS headers are sent only when set.
+    pub allowed_origins: Option<String>,
+    /// Subscriber only: `regex,header_min_size,message_min_size` rules separated by `:`; clients whose
+    /// user agent matches get the header and each message padded to at least those sizes.
+    pub padding_by_user_agent: Option<String>,
+    /// Subscriber only: expression giving the user agent matched by `padding_by_user_agent`. Default
+    /// `$http_user_agent`.
+    pub user_agent: Option<String>,
 }
 
 impl LocationConfig {
@@ -373,6 +410,22 @@ fn validate_location(
             loc.subscriber_connection_ttl.is_some(),
         ),
         ("content_type", loc.content_type.is_some()),
+        (
+            "longpolling_connection_ttl",
+            loc.longpolling_connection_ttl.is_some(),
+        ),
+        (
+            "last_received_message_time",
+            loc.last_received_message_time.is_some(),
+        ),
+        (
+            "last_received_message_tag",
+            loc.last_received_message_tag.is_some(),
+        ),
+        ("last_event_id", loc.last_event_id.is_some()),
+        ("websocket_allow_publish", loc.websocket_allow_publish),
+        ("padding_by_user_agent", loc.padding_by_user_agent.is_some()),
+        ("user_agent", loc.user_agent.is_some()),
     ];
     let publisher_only = [
         ("admin", loc.admin),
@@ -395,9 +448,46 @@ fn validate_location(
     if loc.message_template().trim().is_empty() {
         return Err(("message_template", "must not be blank".into()));
     }
+    if role == Role::Stats && loc.allowed_origins.is_some() {
+        return Err((
+            "allowed_origins",
+            "only applies to publisher and subscriber locations".into(),
+        ));
+    }
+    if loc.websocket_allow_publish && loc.mode != SubscriberMode::WebSocket {
+        return Err((
+            "websocket_allow_publish",
+            "only applies to mode = \"websocket\"".into(),
+        ));
+    }
+    if loc.longpolling_connection_ttl.is_some() && loc.mode != SubscriberMode::LongPolling {
+        return Err((
+            "longpolling_connection_ttl",
+            "only applies to mode = \"long-polling\"".into(),
+        ));
+    }
+    for (name, expr) in [
+        (
+            "last_received_message_time",
+            &loc.last_received_message_time,
+        ),
+        ("last_received_message_tag", &loc.last_received_message_tag),
+        ("last_event_id", &loc.last_event_id),
+        ("allowed_origins", &loc.allowed_origins),
+        ("user_agent", &loc.user_agent),
+    ] {
+        if let Some(expr) = expr {
+            crate::http::channels_path::ChannelsPathExpr::parse(expr).map_err(|m| (name, m))?;
+        }
+    }
+    if let Some(rules) = &loc.padding_by_user_agent {
+        crate::transport::padding::PaddingRules::parse(rules)
+            .map_err(|m| ("padding_by_user_agent", m))?;
+    }
     for (name, value) in [
         ("ping_message_interval", loc.ping_message_interval),
         ("subscriber_connection_ttl", loc.subscriber_connection_ttl),
+        ("longpolling_connection_ttl", loc.longpolling_connection_ttl),
     ] {
         if value.is_some_and(|d| d.0.is_zero()) {
             return Err((

@@ -1,6 +1,7 @@
-//! Where a location finds its channel ids: the `channels_path` expression (`$arg_id`, `$1`, `$suffix`,
-//! literal text, as the module's `push_stream_channels_path` variables) and the subscriber path grammar
-//! `ch1/ch2.b5/ch3` (a trailing `.b<digits>` asks for that many stored messages first).
+//! Where a location finds its channel ids and other per-request values: expressions over request
+//! variables (`$arg_NAME`, `$http_NAME`, `$1`, `$suffix`, literal text, as nginx variables in the
+//! module's directives) and the subscriber path grammar `ch1/ch2.b5/ch3` (a trailing `.b<digits>` asks
+//! for that many stored messages first).
 
 use std::borrow::Cow;
 
@@ -8,6 +9,7 @@ use std::borrow::Cow;
 enum Piece {
     Literal(String),
     Arg(String),
+    Header(String),
     Capture(usize),
     Suffix,
 }
@@ -25,10 +27,12 @@ pub struct RequestVars<'a> {
     pub captures: Vec<Option<&'a str>>,
     /// The request path after a prefix location's path.
     pub suffix: &'a str,
+    /// The request headers.
+    pub headers: Option<&'a hyper::HeaderMap>,
 }
 
 impl ChannelsPathExpr {
-    /// Parses `$arg_NAME`, `$N`, `$suffix` and literal text.
+    /// Parses `$arg_NAME`, `$http_NAME`, `$N`, `$suffix` and literal text.
     pub fn parse(source: &str) -> Result<ChannelsPathExpr, String> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
@@ -43,13 +47,15 @@ impl ChannelsPathExpr {
             let name = &after[..name_len];
             let piece = if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                 Piece::Arg(arg.to_string())
+            } else if let Some(header) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
+                Piece::Header(header.replace('_', "-").to_ascii_lowercase())
             } else if name == "suffix" {
                 Piece::Suffix
             } else if let Ok(index) = name.parse::<usize>() {
                 Piece::Capture(index)
             } else {
                 return Err(format!(
-                    "unknown variable ${name} in {source:?}; expected $arg_NAME, $1..$9 or $suffix"
+                    "unknown variable ${name} in {source:?}; expected $arg_NAME, $http_NAME, $1..$9 or $suffix"
                 ));
             };
             if !literal.is_empty() {
@@ -76,6 +82,11 @@ impl ChannelsPathExpr {
                         .find(|(key, _)| key == name.as_str())
                     {
                         out.push_str(&value);
+                    }
+                }
+                Piece::Header(name) => {
+                    if let Some(value) = vars.headers.and_then(|h| h.get(name.as_str())) {
+                        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
                     }
                 }
                 Piece::Capture(index) => {
@@ -138,11 +149,23 @@ mod tests {
 
     #[test]
     fn expressions_read_args_captures_and_suffix() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "user-agent",
+            hyper::header::HeaderValue::from_static("Agent/1"),
+        );
         let vars = RequestVars {
             query: "x=1&id=a%2Fb+c",
             captures: vec![Some("/sub/z"), Some("z%20y")],
             suffix: "s%2A",
+            headers: Some(&headers),
         };
+        assert_eq!(
+            ChannelsPathExpr::parse("ua=$http_user_agent")
+                .unwrap()
+                .eval(&vars),
+            "ua=Agent/1"
+        );
         assert_eq!(
             ChannelsPathExpr::parse("$arg_id").unwrap().eval(&vars),
             "a/b c"

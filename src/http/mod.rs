@@ -17,8 +17,10 @@ use crate::config::Config;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use axum::body::Body;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use router::{Handler, Router};
@@ -126,7 +128,9 @@ impl Server {
             trigger,
             shutdown_timeout,
         } = self;
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Every connection task holds a clone of `open_connections`; `closed` resolves when all
+        // have ended.
+        let (open_connections, mut closed) = tokio::sync::mpsc::channel::<()>(1);
         let sweeper = tokio::spawn(state.broker.clone().run_sweeper({
             let mut shutdown = state.shutdown.clone();
             async move { shutdown.recv().await }
@@ -151,6 +155,7 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            let mut shutdown = state.shutdown.clone();
             let state = state.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
@@ -159,18 +164,31 @@ impl Server {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let open = open_connections.clone();
             tokio::spawn(async move {
-                if let Err(err) = connection.await {
+                let mut connection = std::pin::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    _ = shutdown.recv() => {
+                        // Finish the response in flight (subscriber streams end with their footer on
+                        // the same signal), then close instead of keeping the connection alive.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
+                drop(open);
             });
         }
         drop(listener);
         tracing::info!("shutting down: closing subscriber connections");
         trigger.trigger();
-        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+        drop(open_connections);
+        if tokio::time::timeout(shutdown_timeout, closed.recv())
             .await
             .is_err()
         {
@@ -185,22 +203,56 @@ impl Server {
 
 /// Dispatches one request to its location.
 async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
-    let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
-    let Some((location, vars)) = state.router.route(&path, &query) else {
+    let (mut parts, body) = request.into_parts();
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let Some((location, vars)) = state.router.route(&path, &query, &parts.headers) else {
         return HttpError::new(StatusCode::NOT_FOUND, format!("No location serves {path}."))
             .into_response();
     };
     let channels_path = location.channels_path.eval(&vars);
-    let method = request.method().clone();
     let result = match &location.handler {
         Handler::Publisher(settings) => {
-            publisher::handle(state, settings, request, &query, &channels_path).await
+            publisher::handle(state, settings, &parts, body, &query, &channels_path).await
         }
         Handler::Subscriber(settings) => {
-            subscriber::handle(state, settings, &method, &channels_path)
+            subscriber::handle(state, settings, &parts, on_upgrade, &vars, &channels_path).await
         }
-        Handler::Stats => stats::handle(state, &method, request.headers(), &vars, &channels_path),
+        Handler::Stats => {
+            stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path)
+        }
     };
-    result.unwrap_or_else(HttpError::into_response)
+    let mut response = result.unwrap_or_else(HttpError::into_response);
+    if let Some(origins) = &location.allowed_origins {
+        add_cors_headers(&mut response, &origins.eval(&vars), &location.handler);
+    }
+    response
+}
+
+/// The module's CORS headers: origin, the location's methods, and the headers its clients send.
+fn add_cors_headers(response: &mut Response<Body>, origin: &str, handler: &Handler) {
+    let methods = match handler {
+        Handler::Publisher(settings) => publisher::allowed_methods(settings),
+        Handler::Subscriber(_) | Handler::Stats => "GET",
+    };
+    let Ok(origin) = HeaderValue::from_str(origin) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "If-Modified-Since,If-None-Match,Etag,Event-Id,Event-Type,Last-Event-Id",
+        ),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Etag,Last-Modified,X-Nginx-PushStream-Explain"),
+    );
 }

@@ -12,23 +12,21 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{header, HeaderMap, Method, Response, StatusCode};
 
 /// Handles one request to a publisher location.
 pub async fn handle(
     state: &AppState,
     settings: &PublisherSettings,
-    request: Request<Incoming>,
+    parts: &Parts,
+    body: Incoming,
     query: &str,
     channels_path: &str,
 ) -> Result<Response<Body>, HttpError> {
-    let allow = if settings.admin {
-        "GET, POST, PUT, DELETE"
-    } else {
-        "GET, POST, PUT"
-    };
-    let method = request.method().clone();
-    let format = InfoFormat::negotiate(request.headers(), query);
+    let allow = allowed_methods(settings);
+    let method = parts.method.clone();
+    let format = InfoFormat::negotiate(&parts.headers, query);
     if method == Method::OPTIONS {
         return Ok(base_response(StatusCode::OK)
             .header(header::ALLOW, allow)
@@ -50,10 +48,10 @@ pub async fn handle(
         Method::POST | Method::PUT => {
             let channels = parse_ids(state, &ids)?;
             let publish = Publish {
-                event_id: header_text(request.headers(), "Event-Id"),
-                event_type: header_text(request.headers(), "Event-Type"),
+                event_id: header_text(&parts.headers, "Event-Id"),
+                event_type: header_text(&parts.headers, "Event-Type"),
                 store: settings.store_messages,
-                text: read_body(state, request).await?,
+                text: read_body(state, &parts.headers, body).await?,
             };
             if publish.text.is_empty() {
                 return Err(HttpError::new(
@@ -74,7 +72,7 @@ pub async fn handle(
         }
         Method::DELETE if settings.admin => {
             let channels = parse_ids(state, &ids)?;
-            let text = read_body(state, request).await?;
+            let text = read_body(state, &parts.headers, body).await?;
             let text = (!text.is_empty()).then_some(text);
             let deleted = state.broker.delete(&channels, text);
             if deleted.is_empty() {
@@ -86,6 +84,15 @@ pub async fn handle(
                 .unwrap_or_default())
         }
         _ => Err(HttpError::method_not_allowed(allow)),
+    }
+}
+
+/// The methods a publisher location accepts (the `Allow` header).
+pub fn allowed_methods(settings: &PublisherSettings) -> &'static str {
+    if settings.admin {
+        "GET, POST, PUT, DELETE"
+    } else {
+        "GET, POST, PUT"
     }
 }
 
@@ -103,7 +110,11 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Reads the request body, refusing more than `max_body_size` bytes with 413.
-async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes, HttpError> {
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, HttpError> {
     let max = state.max_body_size;
     let too_large = || {
         HttpError::new(
@@ -111,8 +122,7 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes
             format!("Request body is too large. Limit: max_body_size = {max} bytes."),
         )
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -120,7 +130,7 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes
         return Err(too_large());
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(request.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(err) => Err(HttpError::new(

@@ -5,11 +5,13 @@ use super::channels_path::{ChannelsPathExpr, RequestVars};
 use crate::broker::FormatId;
 use crate::config::{Config, LocationConfig, MatchKind, Role, SubscriberMode};
 use crate::transport::eventsource::EventSourceFramer;
-use crate::transport::live::LiveOptions;
-use crate::transport::stream::StreamFramer;
+use crate::transport::padding::{PaddedFramer, PaddingRules, PaddingStyle};
+use crate::transport::template::TemplateFramer;
 use crate::transport::Framer;
+use hyper::HeaderMap;
 use regex::Regex;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a publisher location allows.
 #[derive(Debug, Clone)]
@@ -22,13 +24,56 @@ pub struct PublisherSettings {
     pub channel_info_on_publish: bool,
 }
 
+/// One output format of a subscriber location: unpadded, or padded for one user-agent rule.
+#[derive(Debug, Clone)]
+pub struct FormatVariant {
+    /// Frame cache slot.
+    pub format: FormatId,
+    /// Framer producing that format.
+    pub framer: Arc<dyn Framer>,
+}
+
 /// How a subscriber location delivers.
 #[derive(Debug, Clone)]
 pub struct SubscriberSettings {
     /// Delivery mode.
     pub mode: SubscriberMode,
-    /// Options of the live loop.
-    pub live: LiveOptions,
+    /// Variant 0 is unpadded; variant `1 + i` is padded for padding rule `i`.
+    pub variants: Vec<FormatVariant>,
+    /// Padding rules by user agent.
+    pub padding: PaddingRules,
+    /// Where the user agent comes from.
+    pub user_agent: ChannelsPathExpr,
+    /// Ping interval.
+    pub ping_interval: Option<Duration>,
+    /// Lifetime of long-lived connections.
+    pub connection_ttl: Option<Duration>,
+    /// Longest long-polling wait.
+    pub longpolling_ttl: Option<Duration>,
+    /// Long-poll timeouts answer with a "Timed out" message.
+    pub timeout_with_body: bool,
+    /// Replaces `If-Modified-Since`.
+    pub last_received_message_time: Option<ChannelsPathExpr>,
+    /// Replaces `If-None-Match`.
+    pub last_received_message_tag: Option<ChannelsPathExpr>,
+    /// Replaces `Last-Event-ID`.
+    pub last_event_id: Option<ChannelsPathExpr>,
+    /// WebSocket text frames are published.
+    pub websocket_allow_publish: bool,
+}
+
+impl SubscriberSettings {
+    /// The variant for a request's user agent.
+    pub fn variant_for(&self, vars: &RequestVars<'_>) -> &FormatVariant {
+        if self.padding.0.is_empty() {
+            return &self.variants[0];
+        }
+        let agent = self.user_agent.eval(vars);
+        match self.padding.find(&agent) {
+            Some(rule) => &self.variants[1 + rule],
+            None => &self.variants[0],
+        }
+    }
 }
 
 /// What a location does.
@@ -37,7 +82,7 @@ pub enum Handler {
     /// Publisher.
     Publisher(PublisherSettings),
     /// Subscriber.
-    Subscriber(SubscriberSettings),
+    Subscriber(Box<SubscriberSettings>),
     /// Channel statistics.
     Stats,
 }
@@ -52,6 +97,8 @@ pub struct Location {
     regex: Option<Regex>,
     /// Where channel ids come from.
     pub channels_path: ChannelsPathExpr,
+    /// `Access-Control-Allow-Origin` value, when CORS is on.
+    pub allowed_origins: Option<ChannelsPathExpr>,
     /// What it does.
     pub handler: Handler,
 }
@@ -62,9 +109,14 @@ pub struct Router {
     locations: Vec<Location>,
 }
 
+fn expr(source: &Option<String>) -> Result<Option<ChannelsPathExpr>, String> {
+    source.as_deref().map(ChannelsPathExpr::parse).transpose()
+}
+
 impl Router {
-    /// Compiles the config's locations; each subscriber location gets its own output format.
-    /// Returns the router and the number of formats (for the broker's frame caches).
+    /// Compiles the config's locations; each subscriber location gets its own output formats (one,
+    /// plus one per padding rule). Returns the router and the number of formats (for the broker's
+    /// frame caches).
     pub fn compile(config: &Config) -> Result<(Router, usize), String> {
         let mut locations = Vec::with_capacity(config.locations.len());
         let mut formats = 0;
@@ -77,17 +129,7 @@ impl Router {
                 }),
                 Role::Stats => Handler::Stats,
                 Role::Subscriber => {
-                    let format = FormatId(formats);
-                    formats += 1;
-                    Handler::Subscriber(SubscriberSettings {
-                        mode: loc.mode,
-                        live: LiveOptions {
-                            format,
-                            framer: framer_for(loc, &config.channels.ping_message_text),
-                            ping_interval: loc.ping_message_interval.map(|d| d.0),
-                            connection_ttl: loc.subscriber_connection_ttl.map(|d| d.0),
-                        },
-                    })
+                    Handler::Subscriber(Box::new(subscriber_settings(config, loc, &mut formats)?))
                 }
             };
             let regex = match loc.match_kind {
@@ -103,6 +145,7 @@ impl Router {
                 path: loc.path.clone(),
                 regex,
                 channels_path: ChannelsPathExpr::parse(loc.channels_path())?,
+                allowed_origins: expr(&loc.allowed_origins)?,
                 handler,
             });
         }
@@ -114,24 +157,25 @@ impl Router {
         &self.locations
     }
 
-    /// Finds the location for `path` and the variables its channels path may use.
+    /// Finds the location for `path` and the variables its expressions may use.
     pub fn route<'a>(
         &'a self,
         path: &'a str,
         query: &'a str,
+        headers: &'a HeaderMap,
     ) -> Option<(&'a Location, RequestVars<'a>)> {
+        let vars = |captures, suffix| RequestVars {
+            query,
+            captures,
+            suffix,
+            headers: Some(headers),
+        };
         if let Some(loc) = self
             .locations
             .iter()
             .find(|l| l.match_kind == MatchKind::Exact && l.path == path)
         {
-            return Some((
-                loc,
-                RequestVars {
-                    query,
-                    ..RequestVars::default()
-                },
-            ));
+            return Some((loc, vars(Vec::new(), "")));
         }
         for loc in self
             .locations
@@ -140,49 +184,78 @@ impl Router {
         {
             if let Some(captures) = loc.regex.as_ref().and_then(|r| r.captures(path)) {
                 let captures = captures.iter().map(|m| m.map(|m| m.as_str())).collect();
-                return Some((
-                    loc,
-                    RequestVars {
-                        query,
-                        captures,
-                        suffix: "",
-                    },
-                ));
+                return Some((loc, vars(captures, "")));
             }
         }
         self.locations
             .iter()
             .filter(|l| l.match_kind == MatchKind::Prefix && path.starts_with(l.path.as_str()))
             .max_by_key(|l| l.path.len())
-            .map(|loc| {
-                let suffix = &path[loc.path.len()..];
-                (
-                    loc,
-                    RequestVars {
-                        query,
-                        captures: Vec::new(),
-                        suffix,
-                    },
-                )
-            })
+            .map(|loc| (loc, vars(Vec::new(), &path[loc.path.len()..])))
     }
 }
 
-fn framer_for(loc: &LocationConfig, ping_text: &str) -> Arc<dyn Framer> {
-    match loc.mode {
-        SubscriberMode::Streaming => Arc::new(StreamFramer::new(
-            &loc.header_template,
-            loc.message_template(),
-            &loc.footer_template,
-            ping_text,
-            loc.content_type
-                .as_deref()
-                .unwrap_or("text/plain; charset=utf-8"),
-        )),
+fn subscriber_settings(
+    config: &Config,
+    loc: &LocationConfig,
+    formats: &mut usize,
+) -> Result<SubscriberSettings, String> {
+    let mut next_format = || {
+        *formats += 1;
+        FormatId(*formats - 1)
+    };
+    let base: Arc<dyn Framer> = match loc.mode {
         SubscriberMode::EventSource => Arc::new(EventSourceFramer::new(
             &loc.header_template,
             loc.message_template(),
             &loc.footer_template,
         )),
+        _ => Arc::new(TemplateFramer::new(
+            &loc.header_template,
+            loc.message_template(),
+            &loc.footer_template,
+            &config.channels.ping_message_text,
+            loc.content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8"),
+        )),
+    };
+    let padding = match &loc.padding_by_user_agent {
+        Some(rules) => PaddingRules::parse(rules)?,
+        None => PaddingRules::default(),
+    };
+    let style = match loc.mode {
+        SubscriberMode::EventSource => PaddingStyle::SseComment,
+        _ => PaddingStyle::LineBreaks,
+    };
+    let mut variants = vec![FormatVariant {
+        format: next_format(),
+        framer: base.clone(),
+    }];
+    for rule in &padding.0 {
+        variants.push(FormatVariant {
+            format: next_format(),
+            framer: Arc::new(PaddedFramer::new(base.clone(), rule, style)),
+        });
     }
+    let connection_ttl = loc.subscriber_connection_ttl.map(|d| d.0);
+    Ok(SubscriberSettings {
+        mode: loc.mode,
+        variants,
+        padding,
+        user_agent: ChannelsPathExpr::parse(
+            loc.user_agent.as_deref().unwrap_or("$http_user_agent"),
+        )?,
+        ping_interval: loc.ping_message_interval.map(|d| d.0),
+        connection_ttl,
+        longpolling_ttl: loc
+            .longpolling_connection_ttl
+            .map(|d| d.0)
+            .or(connection_ttl),
+        timeout_with_body: config.channels.timeout_with_body,
+        last_received_message_time: expr(&loc.last_received_message_time)?,
+        last_received_message_tag: expr(&loc.last_received_message_tag)?,
+        last_event_id: expr(&loc.last_event_id)?,
+        websocket_allow_publish: loc.websocket_allow_publish,
+    })
 }

@@ -1,12 +1,15 @@
-//! Transports: how a subscription's events become bytes on the wire. `template` renders messages;
-//! each mode has one module (`stream`, `eventsource`) implementing `Framer`; `live` is the loop shared
-//! by long-lived connections (backlog, messages, pings, TTL, deletion, shutdown, footer). Transports
+//! Transports: how a subscription's events become bytes on the wire. `template` renders messages and
+//! holds the plain framing (`TemplateFramer`); `eventsource` frames SSE; `padding` pads frames for
+//! matching user agents; `live` is the loop of long-lived HTTP connections (streaming, EventSource);
+//! `longpoll` answers long-polling and polling; `websocket` runs WebSocket subscribers. Transports
 //! depend on `broker` and `template` only, never on each other or on HTTP routing.
 
 pub mod eventsource;
 pub mod live;
-pub mod stream;
+pub mod longpoll;
+pub mod padding;
 pub mod template;
+pub mod websocket;
 
 use crate::broker::Message;
 use bytes::Bytes;

@@ -2,9 +2,12 @@
 //! module's tokens) and Herald's JSON-escaped forms `~text-json~ ~channel-json~ ~event-id-json~
 //! ~event-type-json~`, compiled once per location and rendered once per message per location.
 //! Token-like text inside a message is never expanded: rendering walks the compiled parts once.
+//! `TemplateFramer` is the plain framing every template-based mode shares.
 
-use crate::broker::Message;
-use bytes::{BufMut, BytesMut};
+use super::Framer;
+use crate::broker::message::PING_MESSAGE_ID;
+use crate::broker::{ChannelId, Message};
+use bytes::{BufMut, Bytes, BytesMut};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -139,6 +142,74 @@ fn render_field(field: Field, message: &Message, out: &mut BytesMut) {
 fn json_escape(text: &str, out: &mut BytesMut) {
     let quoted = serde_json::Value::String(text.to_string()).to_string();
     out.put_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+}
+
+/// The module's plain framing, used by streaming, long-polling, polling and WebSocket: the header
+/// template, each message through the message template, the ping message through the same template,
+/// and the footer template.
+#[derive(Debug)]
+pub struct TemplateFramer {
+    header: Bytes,
+    template: Template,
+    ping: Bytes,
+    footer: Bytes,
+    content_type: String,
+}
+
+impl TemplateFramer {
+    /// Compiles the location's templates; the ping frame is rendered once here.
+    pub fn new(
+        header: &str,
+        message_template: &str,
+        footer: &str,
+        ping_text: &str,
+        content_type: &str,
+    ) -> TemplateFramer {
+        let template = Template::compile(message_template);
+        let ping_message = Message::synthetic(
+            ChannelId::new_unchecked(""),
+            PING_MESSAGE_ID,
+            crate::broker::message::unix_now(),
+            0,
+            Bytes::from(ping_text.to_string()),
+        );
+        let mut ping = BytesMut::new();
+        template.render(&ping_message, &mut ping);
+        TemplateFramer {
+            header: Bytes::from(header.to_string()),
+            template,
+            ping: ping.freeze(),
+            footer: Bytes::from(footer.to_string()),
+            content_type: content_type.to_string(),
+        }
+    }
+}
+
+impl Framer for TemplateFramer {
+    fn header(&self) -> Bytes {
+        self.header.clone()
+    }
+
+    fn message(&self, message: &Message) -> Bytes {
+        if self.template.is_plain_text() {
+            return message.text.clone();
+        }
+        let mut out = BytesMut::new();
+        self.template.render(message, &mut out);
+        out.freeze()
+    }
+
+    fn ping(&self) -> Bytes {
+        self.ping.clone()
+    }
+
+    fn footer(&self) -> Bytes {
+        self.footer.clone()
+    }
+
+    fn content_type(&self) -> &str {
+        &self.content_type
+    }
 }
 
 #[cfg(test)]

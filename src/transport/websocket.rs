@@ -1,0 +1,199 @@
+//! WebSocket subscribers: the header template, backtracked and new messages (one text frame each,
+//! through the location's template), ping frames at the interval, the footer and a normal close when
+//! the server ends the connection. Text frames from the client are published to the subscribed
+//! channels when the location allows it; binary frames, invalid UTF-8 and oversized messages end the
+//! connection with the matching close code. Any failed write ends the connection and frees the
+//! subscriber.
+
+use super::Framer;
+use crate::broker::{Broker, Event, FormatId, Publish, Subscription};
+use crate::shutdown::Shutdown;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// How one WebSocket location runs its subscribers.
+#[derive(Debug, Clone)]
+pub struct WebSocketOptions {
+    /// The location's output format.
+    pub format: FormatId,
+    /// The location's framer.
+    pub framer: Arc<dyn Framer>,
+    /// Ping frame interval.
+    pub ping_interval: Option<Duration>,
+    /// Maximum connection lifetime.
+    pub connection_ttl: Option<Duration>,
+    /// Publish the client's text frames to the subscribed channels.
+    pub allow_publish: bool,
+}
+
+/// A frame as a WebSocket message: text when it is UTF-8 (always, for text published over HTTP),
+/// binary otherwise.
+fn frame_message(frame: Bytes) -> WsMessage {
+    match Utf8Bytes::try_from(frame.clone()) {
+        Ok(text) => WsMessage::Text(text),
+        Err(_) => WsMessage::Binary(frame),
+    }
+}
+
+fn close(code: CloseCode, reason: &str) -> WsMessage {
+    // A close reason is at most 123 bytes; cut on a character boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(&reason[..end]),
+    }))
+}
+
+/// Sends the module's error close frame (`{"http_status": N, "explain": "…"}`, code 1008) for a
+/// subscription refused after the handshake, then closes.
+pub async fn refuse<S>(mut ws: WebSocketStream<S>, http_status: u16, explain: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let payload = serde_json::json!({ "http_status": http_status, "explain": explain }).to_string();
+    let _ = ws.send(close(CloseCode::Policy, &payload)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+}
+
+/// Runs one WebSocket subscriber until the client leaves or the server ends the connection.
+pub async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    mut subscription: Subscription,
+    options: WebSocketOptions,
+    broker: Broker,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let framer = options.framer.clone();
+    let format = options.format;
+    let mut first_frames = Vec::new();
+    let header = framer.header();
+    if !header.is_empty() {
+        first_frames.push(header);
+    }
+    first_frames.extend(
+        subscription
+            .take_backlog()
+            .iter()
+            .map(|m| m.frame(format, |m| framer.message(m))),
+    );
+    for frame in first_frames {
+        if ws.feed(frame_message(frame)).await.is_err() {
+            return;
+        }
+    }
+    if ws.flush().await.is_err() {
+        return;
+    }
+    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
+    let ttl = tokio::time::sleep(options.connection_ttl.unwrap_or(far_future));
+    tokio::pin!(ttl);
+    let ping_period = options.ping_interval.unwrap_or(far_future);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut events = Vec::new();
+    let end: Option<WsMessage> = loop {
+        if subscription.is_empty() {
+            break Some(close(CloseCode::Normal, ""));
+        }
+        events.clear();
+        tokio::select! {
+            _ = subscription.next_events(&mut events) => {}
+            _ = ping.tick() => {
+                if ws.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    break None;
+                }
+                continue;
+            }
+            incoming = ws.next() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if options.allow_publish && !text.is_empty() {
+                        let channels: Vec<_> = subscription.channels().cloned().collect();
+                        let publish = Publish {
+                            text: Bytes::copy_from_slice(text.as_bytes()),
+                            event_id: None,
+                            event_type: None,
+                            store: true,
+                        };
+                        if let Err(err) = broker.publish(&channels, publish) {
+                            tracing::debug!(error = %err, "websocket publish refused");
+                        }
+                    }
+                    continue;
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    break Some(close(CloseCode::Unsupported, "Binary frames are not accepted."));
+                }
+                // Pings are answered by the protocol layer; pongs need nothing.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Err(err)) => break error_close(&err),
+            },
+            _ = &mut ttl => break Some(close(CloseCode::Normal, "")),
+            _ = shutdown.recv() => break Some(close(CloseCode::Away, "Server shutting down.")),
+        }
+        let mut lagged = false;
+        let mut failed = false;
+        for event in events.drain(..) {
+            match event {
+                Event::Message(message) | Event::ChannelDeleted(message) => {
+                    let frame = message.frame(format, |m| framer.message(m));
+                    if ws.feed(frame_message(frame)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                Event::Lagged { channel, missed } => {
+                    tracing::info!(%channel, missed, "slow websocket subscriber cut off");
+                    lagged = true;
+                }
+            }
+        }
+        if failed || ws.flush().await.is_err() {
+            break None;
+        }
+        if lagged {
+            break Some(close(CloseCode::Again, "Slow consumer: too far behind."));
+        }
+    };
+    drop(subscription);
+    if let Some(close_frame) = end {
+        let footer = framer.footer();
+        if !footer.is_empty() {
+            let _ = ws.feed(frame_message(footer)).await;
+        }
+        let _ = ws.send(close_frame).await;
+        // Wait briefly for the client's close reply so the close handshake completes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// The close frame for a read error, when one can still be sent.
+fn error_close(err: &WsError) -> Option<WsMessage> {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Some(close(
+            CloseCode::Size,
+            &format!("Message of {size} bytes is over the limit of {max_size} bytes."),
+        )),
+        WsError::Capacity(_) => Some(close(CloseCode::Size, "Frame too large.")),
+        WsError::Utf8(_) => Some(close(CloseCode::Invalid, "Text frame is not valid UTF-8.")),
+        WsError::Protocol(problem) => Some(close(CloseCode::Protocol, &problem.to_string())),
+        _ => None,
+    }
+}
