@@ -121,7 +121,9 @@ fn key_at_offset(text: &str, offset: usize) -> Option<String> {
     }
     fn walk(table: &dyn toml_edit::TableLike, offset: usize, path: &mut String) -> bool {
         for (key, item) in table.iter() {
-            let Some((k, _)) = table.get_key_value(key) else { continue };
+            let Some((k, _)) = table.get_key_value(key) else {
+                continue;
+            };
             let start_len = path.len();
             if !path.is_empty() {
                 path.push('.');
@@ -161,8 +163,14 @@ mod tests {
     fn type_errors_name_the_key() {
         let text = "[channels]\nmessage_ttl = \"soon\"\n[[location]]\npath = \"/a\"\n[[location]]\nmode = \"x\"\n";
         let value_offset = text.find("\"soon").unwrap();
-        assert_eq!(key_at_offset(text, value_offset).as_deref(), Some("channels.message_ttl"));
+        assert_eq!(
+            key_at_offset(text, value_offset).as_deref(),
+            Some("channels.message_ttl")
+        );
         let mode_offset = text.find("\"x\"").unwrap();
-        assert_eq!(key_at_offset(text, mode_offset).as_deref(), Some("location[1].mode"));
+        assert_eq!(
+            key_at_offset(text, mode_offset).as_deref(),
+            Some("location[1].mode")
+        );
     }
 }

@@ -151,17 +151,20 @@ pub fn doc_response(doc: &Value, format: InfoFormat) -> Response<Body> {
 /// JSON with the module's `": "` and `", "` spacing.
 fn module_json(doc: &Value) -> String {
     struct ModuleFormatter;
+    fn separator<W: ?Sized + io::Write>(w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
     impl serde_json::ser::Formatter for ModuleFormatter {
         fn begin_object_key<W: ?Sized + io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separator(w, first)
         }
         fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
             w.write_all(b": ")
@@ -171,11 +174,7 @@ fn module_json(doc: &Value) -> String {
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separator(w, first)
         }
     }
     let mut out = Vec::new();

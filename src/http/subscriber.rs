@@ -70,19 +70,26 @@ pub async fn handle(
         }
         _ => {
             let subscription = state.broker.subscribe(&targets)?;
-            let options = LiveOptions {
-                format: variant.format,
-                framer: variant.framer.clone(),
-                ping_interval: settings.ping_interval,
-                connection_ttl: settings.connection_ttl,
-            };
-            let body = live_body(subscription, options, state.shutdown.clone());
+            let body = live_body(
+                subscription,
+                live_options(settings, &variant),
+                state.shutdown.clone(),
+            );
             Ok(base_response(StatusCode::OK)
                 .header(header::CONTENT_TYPE, variant.framer.content_type())
                 .header("X-Accel-Buffering", "no")
                 .body(Body::from_stream(body))
                 .unwrap_or_default())
         }
+    }
+}
+
+fn live_options(settings: &SubscriberSettings, variant: &FormatVariant) -> LiveOptions {
+    LiveOptions {
+        format: variant.format,
+        framer: variant.framer.clone(),
+        ping_interval: settings.ping_interval,
+        connection_ttl: settings.connection_ttl,
     }
 }
 
@@ -370,10 +377,7 @@ fn upgrade_websocket(
     };
     let subscription = targets.and_then(|t| state.broker.subscribe(&t).map_err(HttpError::from));
     let options = WebSocketOptions {
-        format: variant.format,
-        framer: variant.framer,
-        ping_interval: settings.ping_interval,
-        connection_ttl: settings.connection_ttl,
+        live: live_options(settings, &variant),
         allow_publish: settings.websocket_allow_publish,
     };
     let max = usize::try_from(state.max_body_size).unwrap_or(usize::MAX);

@@ -1,4 +1,5 @@
-//! The loop shared by long-lived subscriber connections (streaming, EventSource): header, backtracked
+//! The loop shared by long-lived HTTP subscriber connections (streaming, EventSource), and the
+//! connection timers WebSocket shares with it: header, backtracked
 //! messages, then new messages as they arrive, pings at the interval, and the footer when the
 //! connection ends (TTL, every channel deleted, slow consumer, shutdown). Frames come from the
 //! message's shared per-format cache, so fan-out renders each message once per location.
@@ -39,6 +40,17 @@ pub enum EndReason {
     Shutdown,
 }
 
+/// The end-of-life timer (`connection_ttl`) and the ping interval of one connection; either never
+/// fires when not configured.
+pub fn connection_timers(options: &LiveOptions) -> (tokio::time::Sleep, tokio::time::Interval) {
+    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
+    let ttl = tokio::time::sleep(options.connection_ttl.unwrap_or(far_future));
+    let ping_period = options.ping_interval.unwrap_or(far_future);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    (ttl, ping)
+}
+
 /// The response body of a long-lived subscriber: a stream of frames that ends with the footer.
 pub fn live_body(
     mut subscription: Subscription,
@@ -55,12 +67,8 @@ pub fn live_body(
         for message in subscription.take_backlog() {
             yield Ok(message.frame(format, |m| framer.message(m)));
         }
-        let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
-        let ttl = tokio::time::sleep(options.connection_ttl.unwrap_or(far_future));
+        let (ttl, mut ping) = connection_timers(&options);
         tokio::pin!(ttl);
-        let ping_period = options.ping_interval.unwrap_or(far_future);
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut events = Vec::new();
         let reason = loop {
             if subscription.is_empty() {

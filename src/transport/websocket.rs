@@ -5,15 +5,13 @@
 //! connection with the matching close code. Any failed write ends the connection and frees the
 //! subscriber.
 
-use super::Framer;
-use crate::broker::{Broker, Event, FormatId, Publish, Subscription};
+use super::live::{connection_timers, LiveOptions};
+use crate::broker::{Broker, Event, Publish, Subscription};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,14 +21,8 @@ use tokio_tungstenite::WebSocketStream;
 /// How one WebSocket location runs its subscribers.
 #[derive(Debug, Clone)]
 pub struct WebSocketOptions {
-    /// The location's output format.
-    pub format: FormatId,
-    /// The location's framer.
-    pub framer: Arc<dyn Framer>,
-    /// Ping frame interval.
-    pub ping_interval: Option<Duration>,
-    /// Maximum connection lifetime.
-    pub connection_ttl: Option<Duration>,
+    /// Format, framer, ping interval and lifetime, as for other long-lived connections.
+    pub live: LiveOptions,
     /// Publish the client's text frames to the subscribed channels.
     pub allow_publish: bool,
 }
@@ -77,8 +69,8 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let framer = options.framer.clone();
-    let format = options.format;
+    let framer = options.live.framer.clone();
+    let format = options.live.format;
     let mut first_frames = Vec::new();
     let header = framer.header();
     if !header.is_empty() {
@@ -98,12 +90,8 @@ pub async fn run<S>(
     if ws.flush().await.is_err() {
         return;
     }
-    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
-    let ttl = tokio::time::sleep(options.connection_ttl.unwrap_or(far_future));
+    let (ttl, mut ping) = connection_timers(&options.live);
     tokio::pin!(ttl);
-    let ping_period = options.ping_interval.unwrap_or(far_future);
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut events = Vec::new();
     let end: Option<WsMessage> = loop {
         if subscription.is_empty() {
