@@ -4,15 +4,19 @@
 //! are woken after it is released.
 
 use super::message::{Message, MessageParts};
-use super::subscription::StartAt;
+use super::subscription::{Recovery, StartAt};
 use super::ChannelId;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
+
+/// Bytes of bookkeeping counted for each stored message on top of its text and headers (the figure
+/// the module documents for its shared memory).
+pub(crate) const MESSAGE_OVERHEAD: u64 = 200;
 
 /// What a channel appends for one publish.
 pub(crate) struct Append {
@@ -20,6 +24,25 @@ pub(crate) struct Append {
     pub event_id: Option<Box<str>>,
     pub event_type: Option<Box<str>>,
     pub store: bool,
+}
+
+impl Append {
+    /// Bytes a stored copy of this message counts against the memory budget.
+    pub fn cost(&self) -> u64 {
+        let header = |h: &Option<Box<str>>| h.as_ref().map_or(0, |v| v.len() as u64);
+        self.text.len() as u64
+            + header(&self.event_id)
+            + header(&self.event_type)
+            + MESSAGE_OVERHEAD
+    }
+}
+
+fn message_cost(message: &Message) -> u64 {
+    let header = |h: &Option<Box<str>>| h.as_ref().map_or(0, |v| v.len() as u64);
+    message.text.len() as u64
+        + header(&message.event_id)
+        + header(&message.event_type)
+        + MESSAGE_OVERHEAD
 }
 
 /// Limits a channel applies on append, from the config.
@@ -48,11 +71,20 @@ pub(crate) enum ReadStatus {
     Deleted(Arc<Message>),
 }
 
-/// Counter changes an operation caused, for the broker's totals.
-#[derive(Debug, Default, Clone, Copy)]
+/// How stored messages changed: counts and bytes added and dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StoredDelta {
     pub added: u64,
+    pub added_bytes: u64,
     pub removed: u64,
+    pub removed_bytes: u64,
+}
+
+impl StoredDelta {
+    fn drop_message(&mut self, message: &Message) {
+        self.removed += 1;
+        self.removed_bytes += message_cost(message);
+    }
 }
 
 #[derive(Debug)]
@@ -61,6 +93,9 @@ struct ChannelState {
     last_id: u64,
     /// Stored messages, oldest first, for backtrack and recovery.
     stored: VecDeque<Arc<Message>>,
+    /// (time, tag) of the newest message that left `stored` (evicted or expired): a client whose
+    /// recovery point is older missed something.
+    dropped_up_to: Option<(u64, u64)>,
     /// Messages published while subscribers were attached, contiguous ids, for their cursors.
     recent: VecDeque<Arc<Message>>,
     /// Subscribers attached now.
@@ -80,6 +115,8 @@ pub struct Channel {
     head: watch::Sender<()>,
     /// Milliseconds since the broker started, at the last publish or subscriber arrival/departure.
     last_activity_ms: AtomicU64,
+    /// Set while the channel sits in its shard's idle queue (at most one entry per channel).
+    pub(crate) idle_queued: AtomicBool,
 }
 
 /// A channel's counters at one moment.
@@ -103,6 +140,7 @@ impl Channel {
             state: Mutex::new(ChannelState {
                 last_id: 0,
                 stored: VecDeque::new(),
+                dropped_up_to: None,
                 recent: VecDeque::new(),
                 subscribers: 0,
                 deleted: None,
@@ -110,11 +148,16 @@ impl Channel {
             }),
             head: watch::Sender::new(()),
             last_activity_ms: AtomicU64::new(now_ms),
+            idle_queued: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_activity_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_activity_ms(&self) -> u64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn info(&self) -> ChannelInfo {
@@ -127,6 +170,17 @@ impl Channel {
         }
     }
 
+    /// True when nothing keeps the channel alive: no subscribers and no stored messages.
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.state.lock();
+        state.subscribers == 0 && state.stored.is_empty() && !state.removed
+    }
+
+    /// True when it holds at least one stored message (the module's "exists" for authorized-only).
+    pub(crate) fn has_stored(&self) -> bool {
+        !self.state.lock().stored.is_empty()
+    }
+
     /// Appends one message, stores it if asked (dropping the oldest beyond the limit), keeps it in the
     /// recent window while subscribers are attached, then wakes them.
     pub(crate) fn append(
@@ -137,6 +191,7 @@ impl Channel {
         format_count: usize,
     ) -> Result<(Arc<Message>, StoredDelta), ChannelGone> {
         let mut delta = StoredDelta::default();
+        let cost = append.cost();
         let message = {
             let mut state = self.state.lock();
             if state.removed {
@@ -160,10 +215,13 @@ impl Channel {
             if append.store {
                 state.stored.push_back(message.clone());
                 delta.added = 1;
+                delta.added_bytes = cost;
                 if let Some(max) = limits.max_stored {
                     while state.stored.len() as u64 > max {
-                        state.stored.pop_front();
-                        delta.removed += 1;
+                        if let Some(old) = state.stored.pop_front() {
+                            delta.drop_message(&old);
+                            state.dropped_up_to = Some((old.time, old.tag));
+                        }
                     }
                 }
             }
@@ -196,25 +254,29 @@ impl Channel {
             }
         }
         state.subscribers += 1;
-        let backlog = select_stored(&state.stored, start);
+        let (backlog, recovery) = select_stored(&state.stored, state.dropped_up_to, start);
         let mut wake = self.head.subscribe();
         wake.mark_unchanged();
         Ok(Attached {
             cursor: state.last_id,
             backlog,
             wake,
+            recovery,
         })
     }
 
-    /// Detaches a subscriber; the recent window is dropped when the last one leaves.
-    pub(crate) fn detach(&self, now_ms: u64) {
+    /// Detaches a subscriber; the recent window is dropped when the last one leaves. Returns true
+    /// when that was the last subscriber.
+    pub(crate) fn detach(&self, now_ms: u64) -> bool {
         let mut state = self.state.lock();
         state.subscribers = state.subscribers.saturating_sub(1);
-        if state.subscribers == 0 {
+        let last = state.subscribers == 0;
+        if last {
             state.recent.clear();
         }
         drop(state);
         self.touch(now_ms);
+        last
     }
 
     /// Reads every recent message with an id above `cursor` into `out`, advancing the cursor.
@@ -241,36 +303,38 @@ impl Channel {
     }
 
     /// Marks the channel deleted: stored messages go, subscribers receive `message` and are woken.
-    /// Returns how many stored messages were dropped.
-    pub(crate) fn delete(&self, message: Arc<Message>) -> u64 {
-        let dropped = {
+    pub(crate) fn delete(&self, message: Arc<Message>) -> StoredDelta {
+        let mut delta = StoredDelta::default();
+        {
             let mut state = self.state.lock();
             state.removed = true;
             state.deleted = Some(message);
             state.recent.clear();
-            let dropped = state.stored.len() as u64;
-            state.stored.clear();
-            dropped
-        };
+            for old in state.stored.drain(..) {
+                delta.drop_message(&old);
+            }
+        }
         self.head.send_replace(());
-        dropped
+        delta
     }
 
-    /// Drops expired stored messages; returns how many.
-    pub(crate) fn expire(&self, now: Instant) -> u64 {
+    /// Drops expired stored messages.
+    pub(crate) fn expire(&self, now: Instant) -> StoredDelta {
+        let mut delta = StoredDelta::default();
         let mut state = self.state.lock();
-        let mut dropped = 0;
         while state.stored.front().is_some_and(|m| m.expires_at <= now) {
-            state.stored.pop_front();
-            dropped += 1;
+            if let Some(old) = state.stored.pop_front() {
+                delta.drop_message(&old);
+                state.dropped_up_to = Some((old.time, old.tag));
+            }
         }
-        dropped
+        delta
     }
 
     /// Marks the channel removed if it has had no subscribers and no stored messages since `idle_before_ms`.
     pub(crate) fn remove_if_inactive(&self, idle_before_ms: u64) -> bool {
         let mut state = self.state.lock();
-        let idle = self.last_activity_ms.load(Ordering::Relaxed) <= idle_before_ms;
+        let idle = self.last_activity_ms() <= idle_before_ms;
         if idle && state.subscribers == 0 && state.stored.is_empty() && !state.removed {
             state.removed = true;
             true
@@ -280,26 +344,44 @@ impl Channel {
     }
 }
 
-/// The stored messages a subscriber starting at `start` receives first, oldest first.
-fn select_stored(stored: &VecDeque<Arc<Message>>, start: &StartAt) -> Vec<Arc<Message>> {
+/// The stored messages a subscriber starting at `start` receives first, oldest first, and whether
+/// the recovery point it named could be honoured in full.
+fn select_stored(
+    stored: &VecDeque<Arc<Message>>,
+    dropped_up_to: Option<(u64, u64)>,
+    start: &StartAt,
+) -> (Vec<Arc<Message>>, Recovery) {
     match start {
-        StartAt::Live => Vec::new(),
+        StartAt::Live => (Vec::new(), Recovery::NotAsked),
         StartAt::Backtrack(count) => {
             let keep = usize::try_from(*count).unwrap_or(usize::MAX);
             let skip = stored.len().saturating_sub(keep);
-            stored.iter().skip(skip).cloned().collect()
+            (
+                stored.iter().skip(skip).cloned().collect(),
+                Recovery::NotAsked,
+            )
         }
         StartAt::After { time, tag } => {
             let point = (*time, tag.unwrap_or(u64::MAX));
             // Stored messages are in (time, tag) order: find the first one past the point.
             let first = stored.partition_point(|m| (m.time, m.tag) <= point);
-            stored.iter().skip(first).cloned().collect()
+            let recovery = if dropped_up_to.is_some_and(|dropped| dropped > point) {
+                Recovery::Truncated
+            } else {
+                Recovery::Complete
+            };
+            (stored.iter().skip(first).cloned().collect(), recovery)
         }
         StartAt::AfterEventId(event_id) => stored
             .iter()
             .position(|m| m.event_id.as_deref() == Some(event_id.as_str()))
-            .map(|at| stored.iter().skip(at + 1).cloned().collect())
-            .unwrap_or_default(),
+            .map(|at| {
+                (
+                    stored.iter().skip(at + 1).cloned().collect(),
+                    Recovery::Complete,
+                )
+            })
+            .unwrap_or((Vec::new(), Recovery::UnknownEventId)),
     }
 }
 
@@ -308,6 +390,7 @@ pub(crate) struct Attached {
     pub cursor: u64,
     pub backlog: Vec<Arc<Message>>,
     pub wake: watch::Receiver<()>,
+    pub recovery: Recovery,
 }
 
 /// Why attaching failed.

@@ -1,37 +1,52 @@
 //! The in-memory engine: the registry of channels (sharded by hash), publishing, deleting,
-//! subscribing, limits, totals for statistics and the sweeper that expires messages and removes
-//! inactive channels. It knows nothing of HTTP: transports read `Subscription`s, the HTTP layer calls
-//! `Broker` methods and maps `BrokerError` to status codes.
+//! subscribing, limits, totals for statistics, the events channel, and the sweeper that expires
+//! messages and removes inactive channels. It knows nothing of HTTP: transports read `Subscription`s,
+//! the HTTP layer calls `Broker` methods and maps `BrokerError` to status codes.
 //!
 //! Contract every engine keeps: a publish is appended to the channel's log and its subscribers are
 //! woken in one step per channel; message ids are consecutive per channel and `(time, tag)` increases
-//! with them; a subscriber reads each message at most once, in order, or learns that it lagged.
+//! with them across the whole process; a subscriber reads each message at most once, in order, or
+//! learns that it lagged.
 
 mod channel;
 mod channel_id;
 pub mod message;
 mod subscription;
+mod sweeper;
+mod trash;
 
 pub use channel::{Channel, ChannelInfo};
 pub use channel_id::{ChannelId, ChannelIdRules};
 pub use message::{FormatId, Message};
-pub use subscription::{Event, StartAt, SubscribeTo, Subscription};
+pub use subscription::{Event, Recovery, StartAt, SubscribePolicy, SubscribeTo, Subscription};
+pub use trash::TRASH_HOLD;
 
 use bytes::Bytes;
-use channel::{Append, AttachError, ChannelGone, ChannelLimits};
+use channel::{Append, AttachError, ChannelGone, ChannelLimits, StoredDelta};
 use message::{Clock, MessageParts};
 use parking_lot::Mutex;
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use trash::Trash;
 
 const SHARDS: usize = 64;
 
-/// One shard of the channel registry.
-type Shard = Mutex<HashMap<ChannelId, Arc<Channel>>>;
+/// One shard of the channel registry, with the queues the sweeper works from.
+#[derive(Debug, Default)]
+struct ShardState {
+    channels: HashMap<ChannelId, Arc<Channel>>,
+    /// (expiry, channel) per stored message, in publish order.
+    expiry: VecDeque<(Instant, Weak<Channel>)>,
+    /// (deadline in broker ms, channel) for channels that may have become inactive; one entry per
+    /// channel at most (`Channel::idle_queued`).
+    idle: VecDeque<(u64, Weak<Channel>)>,
+}
+
+type Shard = Mutex<ShardState>;
 
 /// Errors the broker reports; each names the rule or limit involved (and its configured value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +77,33 @@ pub enum BrokerError {
         /// The configured limit.
         max: u64,
     },
+    /// Creating one more wildcard channel would exceed the limit.
+    #[error("Number of channels were exceeded. Limit: max_number_of_wildcard_channels = {max}.")]
+    TooManyWildcardChannels {
+        /// The configured limit.
+        max: u64,
+    },
+    /// A subscribe request names more wildcard channels than allowed, or only wildcard channels.
+    #[error("Subscribed too much wildcard channels. Limit: wildcard_channel_max_qtd = {max}, with at least one normal channel.")]
+    TooManyWildcardInRequest {
+        /// The configured limit.
+        max: u64,
+    },
+    /// Authorized-channels-only: a channel does not exist or holds no stored message.
+    #[error("Subscriber could not create channels. Only channels with stored messages can be joined here (authorized_channels_only).")]
+    NotAuthorizedToCreate,
+    /// The events channel is written by Herald only.
+    #[error("Only internal routines can change events channel.")]
+    EventsChannelReadOnly,
+    /// Subscribing to the events channel is not allowed on this location.
+    #[error("Subscription to events channel is not allowed.")]
+    EventsChannelSubscription,
+    /// Storing the message would exceed the memory budget.
+    #[error("Message storage is full. Limit: shared_memory_size = {max} bytes.")]
+    MemoryExhausted {
+        /// The configured budget.
+        max: u64,
+    },
     /// One more subscriber would exceed the per-channel limit.
     #[error("Subscribers limit per channel has been exceeded. Limit: max_subscribers_per_channel = {max}.")]
     TooManySubscribers {
@@ -89,6 +131,12 @@ pub struct BrokerSettings {
     pub channel_deleted_message_text: Bytes,
     /// Messages a subscriber may fall behind before it is cut off.
     pub subscriber_lag_limit: usize,
+    /// Channel receiving lifecycle events.
+    pub events_channel_id: Option<ChannelId>,
+    /// Most wildcard channels at once.
+    pub max_number_of_wildcard_channels: Option<u64>,
+    /// Budget in bytes for stored messages (text, headers and a fixed overhead each).
+    pub shared_memory_size: Option<u64>,
     /// Number of output formats (one per subscriber location); see `FormatId`.
     pub format_count: usize,
 }
@@ -112,6 +160,13 @@ impl BrokerSettings {
             channel_deleted_message_text: Bytes::from(config.channel_deleted_message_text.clone()),
             subscriber_lag_limit: usize::try_from(config.subscriber_lag_limit)
                 .unwrap_or(usize::MAX),
+            events_channel_id: config
+                .events_channel_id
+                .as_deref()
+                .filter(|id| !id.is_empty())
+                .map(ChannelId::new_unchecked),
+            max_number_of_wildcard_channels: config.max_number_of_wildcard_channels,
+            shared_memory_size: config.shared_memory_size.map(|s| s.0),
             format_count,
         }
     }
@@ -133,14 +188,20 @@ pub struct Publish {
 /// Process-wide totals for the statistics summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Normal channels now.
+    /// Normal channels now (the events channel included).
     pub channels: u64,
     /// Wildcard channels now.
     pub wildcard_channels: u64,
-    /// Messages published since start.
+    /// Messages published since start (events-channel messages excluded).
     pub published_messages: u64,
     /// Messages stored now.
     pub stored_messages: u64,
+    /// Bytes counted against `shared_memory_size` now.
+    pub stored_bytes: u64,
+    /// Messages dropped within the last `TRASH_HOLD`.
+    pub messages_in_trash: u64,
+    /// Channels removed within the last `TRASH_HOLD`.
+    pub channels_in_trash: u64,
     /// Subscriber connections now (a connection following several channels counts once).
     pub subscribers: u64,
     /// Seconds since the broker started.
@@ -153,6 +214,7 @@ struct Totals {
     wildcard_channels: AtomicU64,
     published: AtomicU64,
     stored: AtomicU64,
+    stored_bytes: AtomicU64,
     connections: AtomicU64,
     lagged: AtomicU64,
 }
@@ -166,12 +228,33 @@ struct Inner {
     clock: Clock,
     started: Instant,
     totals: Totals,
+    trash: Trash,
 }
 
 /// Handle to the engine; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
+}
+
+/// Lifecycle events published to the events channel.
+#[derive(Debug, Clone, Copy)]
+enum LifecycleEvent {
+    ChannelCreated,
+    ChannelDestroyed,
+    ClientSubscribed,
+    ClientUnsubscribed,
+}
+
+impl LifecycleEvent {
+    fn name(self) -> &'static str {
+        match self {
+            LifecycleEvent::ChannelCreated => "channel_created",
+            LifecycleEvent::ChannelDestroyed => "channel_destroyed",
+            LifecycleEvent::ClientSubscribed => "client_subscribed",
+            LifecycleEvent::ClientUnsubscribed => "client_unsubscribed",
+        }
+    }
 }
 
 impl Broker {
@@ -186,11 +269,14 @@ impl Broker {
             inner: Arc::new(Inner {
                 settings,
                 limits,
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| Mutex::new(ShardState::default()))
+                    .collect(),
                 hasher: RandomState::new(),
                 clock: Clock::default(),
                 started: Instant::now(),
                 totals: Totals::default(),
+                trash: Trash::default(),
             }),
         }
     }
@@ -209,59 +295,85 @@ impl Broker {
         self.inner.started.elapsed().as_millis() as u64
     }
 
-    fn is_wildcard(&self, id: &ChannelId) -> bool {
+    fn is_wildcard(&self, id: &str) -> bool {
         self.inner
             .settings
             .wildcard_channel_prefix
             .as_deref()
-            .is_some_and(|prefix| id.as_str().starts_with(prefix))
+            .is_some_and(|prefix| id.starts_with(prefix))
+    }
+
+    fn is_events_channel(&self, id: &str) -> bool {
+        self.inner
+            .settings
+            .events_channel_id
+            .as_ref()
+            .is_some_and(|events| events.as_str() == id)
     }
 
     /// Finds a channel.
     fn find(&self, id: &str) -> Option<Arc<Channel>> {
-        self.shard(id).lock().get(id).cloned()
+        self.shard(id).lock().channels.get(id).cloned()
     }
 
-    /// Finds or creates a channel, counting it against the channel limit; marks it active.
+    /// Finds or creates a channel, counting it against the channel limits; marks it active.
     fn get_or_create(&self, id: &ChannelId) -> Result<Arc<Channel>, BrokerError> {
         let now_ms = self.now_ms();
-        let mut shard = self.shard(id.as_str()).lock();
-        match shard.entry(id.clone()) {
-            Entry::Occupied(entry) => {
-                entry.get().touch(now_ms);
-                Ok(entry.get().clone())
-            }
-            Entry::Vacant(entry) => {
-                let wildcard = self.is_wildcard(id);
-                let totals = &self.inner.totals;
-                let counter = if wildcard {
-                    &totals.wildcard_channels
-                } else {
-                    &totals.channels
-                };
-                if let Some(max) = self
-                    .inner
-                    .settings
-                    .max_number_of_channels
-                    .filter(|_| !wildcard)
-                {
-                    counter
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n < max).then_some(n + 1)
-                        })
-                        .map_err(|_| BrokerError::TooManyChannels { max })?;
-                } else {
-                    counter.fetch_add(1, Ordering::AcqRel);
+        let created = {
+            let mut shard = self.shard(id.as_str()).lock();
+            match shard.channels.entry(id.clone()) {
+                Entry::Occupied(entry) => {
+                    entry.get().touch(now_ms);
+                    return Ok(entry.get().clone());
                 }
-                let channel = Arc::new(Channel::new(id.clone(), wildcard, now_ms));
-                entry.insert(channel.clone());
-                Ok(channel)
+                Entry::Vacant(entry) => {
+                    let wildcard = self.is_wildcard(id.as_str());
+                    self.count_new_channel(wildcard)?;
+                    let channel = Arc::new(Channel::new(id.clone(), wildcard, now_ms));
+                    entry.insert(channel.clone());
+                    channel
+                }
+            }
+        };
+        self.schedule_idle_check(&created, now_ms);
+        self.emit(LifecycleEvent::ChannelCreated, id);
+        Ok(created)
+    }
+
+    /// Counts one more channel, or refuses it when its limit is reached.
+    fn count_new_channel(&self, wildcard: bool) -> Result<(), BrokerError> {
+        let totals = &self.inner.totals;
+        let settings = &self.inner.settings;
+        let (counter, limit) = if wildcard {
+            let max = settings.max_number_of_wildcard_channels;
+            (
+                &totals.wildcard_channels,
+                max.map(|max| (max, BrokerError::TooManyWildcardChannels { max })),
+            )
+        } else {
+            let max = settings.max_number_of_channels;
+            (
+                &totals.channels,
+                max.map(|max| (max, BrokerError::TooManyChannels { max })),
+            )
+        };
+        match limit {
+            Some((max, error)) => counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .map(|_| ())
+                .map_err(|_| error),
+            None => {
+                counter.fetch_add(1, Ordering::AcqRel);
+                Ok(())
             }
         }
     }
 
-    /// Takes a removed channel out of the totals (the registry entry is already gone).
-    fn forget(&self, channel: &Channel) {
+    /// Takes a removed channel out of the totals (the registry entry is already gone), counts it in
+    /// the trash and tells the events channel.
+    fn forget(&self, channel: &Channel, dropped: StoredDelta) {
         let totals = &self.inner.totals;
         let counter = if channel.wildcard {
             &totals.wildcard_channels
@@ -269,6 +381,61 @@ impl Broker {
             &totals.channels
         };
         counter.fetch_sub(1, Ordering::AcqRel);
+        self.apply(dropped);
+        self.inner.trash.add(1, 0);
+        self.emit(LifecycleEvent::ChannelDestroyed, &channel.id);
+    }
+
+    /// Applies a change of stored messages to the totals; dropped messages go to the trash.
+    fn apply(&self, delta: StoredDelta) {
+        let totals = &self.inner.totals;
+        totals.stored.fetch_add(delta.added, Ordering::Relaxed);
+        totals.stored.fetch_sub(delta.removed, Ordering::Relaxed);
+        // The publish path reserved `added_bytes` already.
+        totals
+            .stored_bytes
+            .fetch_sub(delta.removed_bytes, Ordering::Relaxed);
+        self.inner.trash.add(0, delta.removed);
+    }
+
+    /// Publishes a lifecycle event to the events channel, when one is configured (never about the
+    /// events channel itself).
+    fn emit(&self, event: LifecycleEvent, channel: &ChannelId) {
+        let Some(events) = &self.inner.settings.events_channel_id else {
+            return;
+        };
+        if events == channel {
+            return;
+        }
+        let channel_json = serde_json::Value::String(channel.as_str().to_string());
+        let text = format!(
+            "{{\"type\": \"{}\", \"channel\": {channel_json}}}",
+            event.name()
+        );
+        let publish = Publish {
+            text: Bytes::from(text),
+            event_id: None,
+            event_type: None,
+            store: true,
+        };
+        if let Err(err) = self.publish_unchecked(std::slice::from_ref(events), publish) {
+            tracing::debug!(error = %err, "could not publish to the events channel");
+        }
+    }
+
+    /// Puts `channel` in its shard's idle queue (once) to be checked for inactivity at `since_ms` +
+    /// `channel_inactivity_time`. The events channel is never collected.
+    fn schedule_idle_check(&self, channel: &Arc<Channel>, since_ms: u64) {
+        if self.is_events_channel(channel.id.as_str())
+            || channel.idle_queued.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let deadline = since_ms + self.inner.settings.channel_inactivity_time.as_millis() as u64;
+        self.shard(channel.id.as_str())
+            .lock()
+            .idle
+            .push_back((deadline, Arc::downgrade(channel)));
     }
 
     /// Current info of one channel, `None` if it does not exist.
@@ -283,6 +450,7 @@ impl Broker {
             found.extend(
                 shard
                     .lock()
+                    .channels
                     .values()
                     .filter(|c| c.id.as_str().starts_with(prefix))
                     .cloned(),
@@ -296,11 +464,15 @@ impl Broker {
     /// Process-wide totals.
     pub fn summary(&self) -> Summary {
         let t = &self.inner.totals;
+        let (channels_in_trash, messages_in_trash) = self.inner.trash.counts();
         Summary {
             channels: t.channels.load(Ordering::Relaxed),
             wildcard_channels: t.wildcard_channels.load(Ordering::Relaxed),
             published_messages: t.published.load(Ordering::Relaxed),
             stored_messages: t.stored.load(Ordering::Relaxed),
+            stored_bytes: t.stored_bytes.load(Ordering::Relaxed),
+            messages_in_trash,
+            channels_in_trash,
             subscribers: t.connections.load(Ordering::Relaxed),
             uptime: self.inner.started.elapsed().as_secs(),
         }
@@ -319,9 +491,24 @@ impl Broker {
     }
 
     /// Publishes one message to each channel (created as needed), storing it if asked, and wakes their
-    /// subscribers. Every channel is created (or the limit error returned) before anything is appended,
-    /// so a refused publish changes no stored message. Returns each channel's info after the publish.
+    /// subscribers. Every channel is created (or the limit error returned) and the memory for every
+    /// stored copy reserved before anything is appended, so a refused publish changes no stored
+    /// message. Returns each channel's info after the publish.
     pub fn publish(
+        &self,
+        channels: &[ChannelId],
+        publish: Publish,
+    ) -> Result<Vec<ChannelInfo>, BrokerError> {
+        if channels
+            .iter()
+            .any(|id| self.is_events_channel(id.as_str()))
+        {
+            return Err(BrokerError::EventsChannelReadOnly);
+        }
+        self.publish_unchecked(channels, publish)
+    }
+
+    fn publish_unchecked(
         &self,
         channels: &[ChannelId],
         publish: Publish,
@@ -332,17 +519,23 @@ impl Broker {
         }
         let event_id: Option<Box<str>> = publish.event_id.map(Into::into);
         let event_type: Option<Box<str>> = publish.event_type.map(Into::into);
+        let append = || Append {
+            text: publish.text.clone(),
+            event_id: event_id.clone(),
+            event_type: event_type.clone(),
+            store: publish.store,
+        };
+        if publish.store {
+            self.reserve_memory(append().cost() * channels.len() as u64)?;
+        }
+        let events = channels
+            .iter()
+            .any(|id| self.is_events_channel(id.as_str()));
         let mut infos = Vec::with_capacity(targets.len());
         for (id, mut channel) in channels.iter().zip(targets) {
-            let (_, delta) = loop {
-                let append = Append {
-                    text: publish.text.clone(),
-                    event_id: event_id.clone(),
-                    event_type: event_type.clone(),
-                    store: publish.store,
-                };
+            let (message, delta) = loop {
                 match channel.append(
-                    append,
+                    append(),
                     &self.inner.limits,
                     &self.inner.clock,
                     self.inner.settings.format_count,
@@ -352,22 +545,57 @@ impl Broker {
                     Err(ChannelGone::Removed) => channel = self.get_or_create(id)?,
                 }
             };
-            let totals = &self.inner.totals;
-            totals.published.fetch_add(1, Ordering::Relaxed);
-            totals.stored.fetch_add(delta.added, Ordering::Relaxed);
-            totals.stored.fetch_sub(delta.removed, Ordering::Relaxed);
+            if !events {
+                self.inner.totals.published.fetch_add(1, Ordering::Relaxed);
+            }
+            self.apply(delta);
+            if publish.store {
+                self.shard(id.as_str())
+                    .lock()
+                    .expiry
+                    .push_back((message.expires_at, Arc::downgrade(&channel)));
+            } else if channel.is_idle() {
+                self.schedule_idle_check(&channel, self.now_ms());
+            }
             infos.push(channel.info());
         }
         Ok(infos)
     }
 
+    /// Reserves `bytes` of the memory budget, or refuses.
+    fn reserve_memory(&self, bytes: u64) -> Result<(), BrokerError> {
+        let used = &self.inner.totals.stored_bytes;
+        match self.inner.settings.shared_memory_size {
+            Some(max) => used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    n.checked_add(bytes).filter(|total| *total <= max)
+                })
+                .map(|_| ())
+                .map_err(|_| BrokerError::MemoryExhausted { max }),
+            None => {
+                used.fetch_add(bytes, Ordering::AcqRel);
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes channels: their stored messages go, their subscribers receive the channel-deleted message
     /// (`text`, or the configured text) and are detached. Returns the ids that existed.
-    pub fn delete(&self, channels: &[ChannelId], text: Option<Bytes>) -> Vec<ChannelId> {
+    pub fn delete(
+        &self,
+        channels: &[ChannelId],
+        text: Option<Bytes>,
+    ) -> Result<Vec<ChannelId>, BrokerError> {
+        if channels
+            .iter()
+            .any(|id| self.is_events_channel(id.as_str()))
+        {
+            return Err(BrokerError::EventsChannelReadOnly);
+        }
         let text = text.unwrap_or_else(|| self.inner.settings.channel_deleted_message_text.clone());
         let mut deleted = Vec::new();
         for id in channels {
-            let Some(channel) = self.shard(id.as_str()).lock().remove(id.as_str()) else {
+            let Some(channel) = self.shard(id.as_str()).lock().channels.remove(id.as_str()) else {
                 continue;
             };
             let (time, tag) = self.inner.clock.next();
@@ -385,23 +613,48 @@ impl Broker {
                 self.inner.settings.format_count,
             ));
             let dropped = channel.delete(message);
-            self.inner
-                .totals
-                .stored
-                .fetch_sub(dropped, Ordering::Relaxed);
-            self.forget(&channel);
+            self.forget(&channel, dropped);
             deleted.push(id.clone());
         }
-        deleted
+        Ok(deleted)
     }
 
-    /// Attaches a subscriber to each channel (created as needed) in order. Backtracked messages come
-    /// channel by channel in request order. On a limit error nothing stays attached.
-    pub fn subscribe(&self, requests: &[SubscribeTo]) -> Result<Subscription, BrokerError> {
+    /// Attaches a subscriber to each channel (created as needed, unless `policy` forbids it) in
+    /// order. Backtracked messages come channel by channel in request order. On an error nothing
+    /// stays attached.
+    pub fn subscribe(
+        &self,
+        requests: &[SubscribeTo],
+        policy: &SubscribePolicy,
+    ) -> Result<Subscription, BrokerError> {
+        let wildcards = requests
+            .iter()
+            .filter(|r| self.is_wildcard(r.channel.as_str()))
+            .count() as u64;
+        if let Some(max) = policy.wildcard_channel_max_qtd {
+            if wildcards > max || (wildcards > 0 && wildcards == requests.len() as u64) {
+                return Err(BrokerError::TooManyWildcardInRequest { max });
+            }
+        }
+        for request in requests {
+            let id = request.channel.as_str();
+            if self.is_events_channel(id) && !policy.allow_events_channel {
+                return Err(BrokerError::EventsChannelSubscription);
+            }
+            if policy.authorized_channels_only
+                && !self.is_wildcard(id)
+                && !self.find(id).is_some_and(|c| c.has_stored())
+            {
+                return Err(BrokerError::NotAuthorizedToCreate);
+            }
+        }
+        if policy.authorized_channels_only && wildcards == requests.len() as u64 && wildcards > 0 {
+            return Err(BrokerError::NotAuthorizedToCreate);
+        }
         let mut subscription = Subscription::new(self.clone());
         for request in requests {
             let max = self.inner.settings.max_subscribers_per_channel;
-            let attached = loop {
+            let (channel, attached) = loop {
                 let channel = self.get_or_create(&request.channel)?;
                 match channel.attach(max, &request.start) {
                     Ok(attached) => break (channel, attached),
@@ -411,13 +664,18 @@ impl Broker {
                     }
                 }
             };
-            subscription.push(attached.0, attached.1);
+            subscription.push(channel, attached);
+            self.emit(LifecycleEvent::ClientSubscribed, &request.channel);
         }
         Ok(subscription)
     }
 
-    pub(crate) fn detached(&self, channel: &Channel) {
-        channel.detach(self.now_ms());
+    pub(crate) fn detached(&self, channel: &Arc<Channel>) {
+        let now_ms = self.now_ms();
+        if channel.detach(now_ms) {
+            self.schedule_idle_check(channel, now_ms);
+        }
+        self.emit(LifecycleEvent::ClientUnsubscribed, &channel.id);
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -436,45 +694,6 @@ impl Broker {
 
     pub(crate) fn count_lagged(&self) {
         self.inner.totals.lagged.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One sweep: expire stored messages, remove channels idle for `channel_inactivity_time`.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let idle_before_ms = self
-            .now_ms()
-            .checked_sub(self.inner.settings.channel_inactivity_time.as_millis() as u64);
-        for shard in self.inner.shards.iter() {
-            let channels: Vec<Arc<Channel>> = shard.lock().values().cloned().collect();
-            for channel in channels {
-                let expired = channel.expire(now);
-                self.inner
-                    .totals
-                    .stored
-                    .fetch_sub(expired, Ordering::Relaxed);
-                if let Some(idle_before_ms) = idle_before_ms {
-                    let mut shard = shard.lock();
-                    if channel.remove_if_inactive(idle_before_ms) {
-                        shard.remove(channel.id.as_str());
-                        drop(shard);
-                        self.forget(&channel);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs `sweep` every second until `shutdown` resolves.
-    pub async fn run_sweeper(self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tick.tick() => self.sweep(),
-            }
-        }
     }
 }
 

@@ -28,6 +28,44 @@ pub enum StartAt {
     AfterEventId(String),
 }
 
+/// Whether the recovery point a subscriber named could be honoured (reported to clients in the
+/// `X-Herald-Recovery` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recovery {
+    /// No recovery point was given (live or `.bN`).
+    NotAsked,
+    /// Every stored message after the point was found and is delivered.
+    Complete,
+    /// The point is older than the stored window: what is stored is delivered, older ones are gone.
+    Truncated,
+    /// No stored message has the `Last-Event-ID` given; nothing old is delivered.
+    UnknownEventId,
+}
+
+impl Recovery {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovery::NotAsked => "none",
+            Recovery::Complete => "complete",
+            Recovery::Truncated => "truncated",
+            Recovery::UnknownEventId => "unknown-event-id",
+        }
+    }
+}
+
+/// Limits and permissions of the location a subscriber comes through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribePolicy {
+    /// Only channels that exist and hold a stored message may be joined (wildcards exempt, but they
+    /// need a normal channel beside them).
+    pub authorized_channels_only: bool,
+    /// The events channel may be joined.
+    pub allow_events_channel: bool,
+    /// Most wildcard channels in one request; when set, a request of wildcard channels only is refused.
+    pub wildcard_channel_max_qtd: Option<u64>,
+}
+
 /// One channel of a subscribe request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeTo {
@@ -67,6 +105,7 @@ pub struct Subscription {
     cursors: Vec<Cursor>,
     backlog: Vec<Arc<Message>>,
     read_buf: Vec<Arc<Message>>,
+    recovery: Recovery,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -86,11 +125,13 @@ impl Subscription {
             cursors: Vec::new(),
             backlog: Vec::new(),
             read_buf: Vec::new(),
+            recovery: Recovery::NotAsked,
         }
     }
 
     pub(crate) fn push(&mut self, channel: Arc<Channel>, attached: Attached) {
         self.backlog.extend(attached.backlog);
+        self.recovery = self.recovery.max(attached.recovery);
         self.cursors.push(Cursor {
             channel,
             last_read: attached.cursor,
@@ -101,6 +142,11 @@ impl Subscription {
     /// The backtracked stored messages, channel by channel in request order (taken once).
     pub fn take_backlog(&mut self) -> Vec<Arc<Message>> {
         std::mem::take(&mut self.backlog)
+    }
+
+    /// How well the recovery point was honoured, worst channel first.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
     }
 
     /// True when no channel is left (all were deleted).

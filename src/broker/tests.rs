@@ -12,6 +12,9 @@ fn settings() -> BrokerSettings {
         channel_inactivity_time: Duration::ZERO,
         channel_deleted_message_text: Bytes::from_static(b"gone"),
         subscriber_lag_limit: 4,
+        events_channel_id: None,
+        max_number_of_wildcard_channels: None,
+        shared_memory_size: None,
         format_count: 1,
     }
 }
@@ -55,7 +58,9 @@ fn texts(events: &[Event]) -> Vec<String> {
 #[tokio::test]
 async fn messages_arrive_in_order_with_increasing_ids_and_tags() {
     let broker = Broker::new(settings());
-    let mut sub = broker.subscribe(&[to("a", 0)]).unwrap();
+    let mut sub = broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .unwrap();
     for body in ["1", "2", "3"] {
         broker.publish(&[id("a")], text(body)).unwrap();
     }
@@ -82,10 +87,14 @@ async fn backtrack_takes_the_newest_stored_and_storage_is_bounded() {
     let info = broker.channel_info("a").unwrap();
     assert_eq!((info.published_messages, info.stored_messages), (5, 3));
     assert_eq!(broker.summary().stored_messages, 3);
-    let mut sub = broker.subscribe(&[to("a", 2)]).unwrap();
+    let mut sub = broker
+        .subscribe(&[to("a", 2)], &SubscribePolicy::default())
+        .unwrap();
     let backlog: Vec<_> = sub.take_backlog().iter().map(|m| m.id).collect();
     assert_eq!(backlog, [4, 5]);
-    let mut all = broker.subscribe(&[to("a", 100)]).unwrap();
+    let mut all = broker
+        .subscribe(&[to("a", 100)], &SubscribePolicy::default())
+        .unwrap();
     assert_eq!(all.take_backlog().len(), 3);
 }
 
@@ -103,20 +112,30 @@ async fn limits_refuse_without_side_effects() {
     broker.publish(&[id("bc_1")], text("z")).unwrap();
     assert_eq!(broker.summary().wildcard_channels, 1);
     assert_eq!(broker.summary().channels, 2);
-    let _s1 = broker.subscribe(&[to("a", 0)]).unwrap();
-    let _s2 = broker.subscribe(&[to("a", 0)]).unwrap();
+    let _s1 = broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .unwrap();
+    let _s2 = broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .unwrap();
     assert_eq!(
-        broker.subscribe(&[to("a", 0)]).unwrap_err(),
+        broker
+            .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+            .unwrap_err(),
         BrokerError::TooManySubscribers { max: 2 }
     );
     drop(_s1);
-    assert!(broker.subscribe(&[to("a", 0)]).is_ok());
+    assert!(broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .is_ok());
 }
 
 #[tokio::test]
 async fn a_slow_subscriber_learns_that_it_lagged() {
     let broker = Broker::new(settings());
-    let mut sub = broker.subscribe(&[to("a", 0)]).unwrap();
+    let mut sub = broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .unwrap();
     for _ in 0..10 {
         broker.publish(&[id("a")], text("m")).unwrap();
     }
@@ -130,16 +149,23 @@ async fn a_slow_subscriber_learns_that_it_lagged() {
 async fn delete_tells_subscribers_and_frees_the_channel() {
     let broker = Broker::new(settings());
     broker.publish(&[id("a")], text("1")).unwrap();
-    let mut sub = broker.subscribe(&[to("a", 0), to("b", 0)]).unwrap();
+    let mut sub = broker
+        .subscribe(&[to("a", 0), to("b", 0)], &SubscribePolicy::default())
+        .unwrap();
     assert_eq!(broker.summary().subscribers, 1);
-    assert_eq!(broker.delete(&[id("a"), id("zz")], None), vec![id("a")]);
+    assert_eq!(
+        broker.delete(&[id("a"), id("zz")], None).unwrap(),
+        vec![id("a")]
+    );
     let mut events = Vec::new();
     sub.next_events(&mut events).await;
     assert_eq!(texts(&events), ["deleted:gone"]);
     assert!(!sub.is_empty(), "still follows b");
     assert!(broker.channel_info("a").is_none());
     assert_eq!(broker.summary().stored_messages, 0);
-    broker.delete(&[id("b")], Some(Bytes::from_static(b"bye")));
+    broker
+        .delete(&[id("b")], Some(Bytes::from_static(b"bye")))
+        .unwrap();
     events.clear();
     sub.next_events(&mut events).await;
     assert_eq!(texts(&events), ["deleted:bye"]);
@@ -155,7 +181,9 @@ async fn sweep_removes_idle_empty_channels_only() {
         ..settings()
     });
     broker.publish(&[id("kept")], text("1")).unwrap();
-    let sub = broker.subscribe(&[to("watched", 0)]).unwrap();
+    let sub = broker
+        .subscribe(&[to("watched", 0)], &SubscribePolicy::default())
+        .unwrap();
     broker
         .publish(
             &[id("empty")],
@@ -179,7 +207,7 @@ async fn sweep_removes_idle_empty_channels_only() {
 async fn publishing_after_delete_recreates_the_channel() {
     let broker = Broker::new(settings());
     broker.publish(&[id("a")], text("1")).unwrap();
-    broker.delete(&[id("a")], None);
+    broker.delete(&[id("a")], None).unwrap();
     let info = broker.publish(&[id("a")], text("2")).unwrap();
     assert_eq!(info[0].published_messages, 1);
     assert_eq!(broker.summary().channels, 1);
@@ -198,13 +226,19 @@ async fn recovery_points_select_the_stored_messages_after_them() {
         };
         broker.publish(&[id("a")], publish).unwrap();
     }
-    let stored = broker.subscribe(&[to("a", 10)]).unwrap().take_backlog();
+    let stored = broker
+        .subscribe(&[to("a", 10)], &SubscribePolicy::default())
+        .unwrap()
+        .take_backlog();
     let start_at = |start: StartAt| {
         let mut sub = broker
-            .subscribe(&[SubscribeTo {
-                channel: id("a"),
-                start,
-            }])
+            .subscribe(
+                &[SubscribeTo {
+                    channel: id("a"),
+                    start,
+                }],
+                &SubscribePolicy::default(),
+            )
             .unwrap();
         sub.take_backlog().iter().map(|m| m.id).collect::<Vec<_>>()
     };
@@ -230,4 +264,185 @@ async fn recovery_points_select_the_stored_messages_after_them() {
         Vec::<i64>::new()
     );
     assert_eq!(start_at(StartAt::Live), Vec::<i64>::new());
+}
+
+fn texts_of(sub: &mut Subscription) -> Vec<String> {
+    sub.take_backlog()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.text).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_events_channel_reports_lifecycle_and_is_read_only() {
+    let broker = Broker::new(BrokerSettings {
+        events_channel_id: Some(id("events")),
+        max_number_of_channels: None,
+        max_messages_stored_per_channel: Some(100),
+        ..settings()
+    });
+    let sub = broker
+        .subscribe(&[to("a", 0)], &SubscribePolicy::default())
+        .unwrap();
+    drop(sub);
+    broker.delete(&[id("a")], None).unwrap();
+    let allowed = SubscribePolicy {
+        allow_events_channel: true,
+        ..SubscribePolicy::default()
+    };
+    let mut events = broker.subscribe(&[to("events", 100)], &allowed).unwrap();
+    assert_eq!(
+        texts_of(&mut events),
+        [
+            r#"{"type": "channel_created", "channel": "a"}"#,
+            r#"{"type": "client_subscribed", "channel": "a"}"#,
+            r#"{"type": "client_unsubscribed", "channel": "a"}"#,
+            r#"{"type": "channel_destroyed", "channel": "a"}"#,
+        ]
+    );
+    assert_eq!(
+        broker.publish(&[id("events")], text("x")).unwrap_err(),
+        BrokerError::EventsChannelReadOnly
+    );
+    assert_eq!(
+        broker.delete(&[id("events")], None).unwrap_err(),
+        BrokerError::EventsChannelReadOnly
+    );
+    assert_eq!(
+        broker
+            .subscribe(&[to("events", 0)], &SubscribePolicy::default())
+            .unwrap_err(),
+        BrokerError::EventsChannelSubscription
+    );
+    // Events-channel messages are not counted as published.
+    assert_eq!(broker.summary().published_messages, 0);
+}
+
+#[tokio::test]
+async fn wildcard_and_authorized_only_policies() {
+    let broker = Broker::new(BrokerSettings {
+        max_number_of_wildcard_channels: Some(1),
+        ..settings()
+    });
+    let qtd = SubscribePolicy {
+        wildcard_channel_max_qtd: Some(1),
+        ..SubscribePolicy::default()
+    };
+    assert_eq!(
+        broker.subscribe(&[to("bc_1", 0)], &qtd).unwrap_err(),
+        BrokerError::TooManyWildcardInRequest { max: 1 }
+    );
+    assert_eq!(
+        broker
+            .subscribe(&[to("a", 0), to("bc_1", 0), to("bc_2", 0)], &qtd)
+            .unwrap_err(),
+        BrokerError::TooManyWildcardInRequest { max: 1 }
+    );
+    let _ok = broker
+        .subscribe(&[to("a", 0), to("bc_1", 0)], &qtd)
+        .unwrap();
+    assert_eq!(
+        broker
+            .subscribe(&[to("a", 0), to("bc_2", 0)], &qtd)
+            .unwrap_err(),
+        BrokerError::TooManyWildcardChannels { max: 1 }
+    );
+    let authorized = SubscribePolicy {
+        authorized_channels_only: true,
+        ..SubscribePolicy::default()
+    };
+    assert_eq!(
+        broker.subscribe(&[to("b", 0)], &authorized).unwrap_err(),
+        BrokerError::NotAuthorizedToCreate
+    );
+    assert!(
+        broker.channel_info("b").is_none(),
+        "a refused subscriber creates nothing"
+    );
+    broker.publish(&[id("b")], text("1")).unwrap();
+    assert!(broker
+        .subscribe(&[to("b", 0), to("bc_1", 0)], &authorized)
+        .is_ok());
+    assert_eq!(
+        broker.subscribe(&[to("bc_1", 0)], &authorized).unwrap_err(),
+        BrokerError::NotAuthorizedToCreate
+    );
+}
+
+#[tokio::test]
+async fn the_memory_budget_refuses_stores_and_frees_on_delete() {
+    let broker = Broker::new(BrokerSettings {
+        shared_memory_size: Some(1000),
+        max_messages_stored_per_channel: None,
+        ..settings()
+    });
+    // Each stored message costs its text plus 200 bytes.
+    for _ in 0..4 {
+        broker.publish(&[id("a")], text("0123456789")).unwrap();
+    }
+    assert_eq!(broker.summary().stored_bytes, 840);
+    assert_eq!(
+        broker.publish(&[id("a")], text("0123456789")).unwrap_err(),
+        BrokerError::MemoryExhausted { max: 1000 }
+    );
+    // Unstored messages still go through, and nothing stored was lost.
+    broker
+        .publish(
+            &[id("a")],
+            Publish {
+                store: false,
+                ..text("live")
+            },
+        )
+        .unwrap();
+    assert_eq!(broker.channel_info("a").unwrap().stored_messages, 4);
+    broker.delete(&[id("a")], None).unwrap();
+    assert_eq!(broker.summary().stored_bytes, 0);
+    assert_eq!(broker.summary().messages_in_trash, 4);
+    assert_eq!(broker.summary().channels_in_trash, 1);
+    broker.publish(&[id("a")], text("0123456789")).unwrap();
+}
+
+#[tokio::test]
+async fn recovery_reports_truncation_and_unknown_event_ids() {
+    let broker = Broker::new(settings());
+    for body in ["1", "2", "3", "4", "5"] {
+        broker
+            .publish(
+                &[id("a")],
+                Publish {
+                    event_id: Some(format!("e{body}")),
+                    ..text("x")
+                },
+            )
+            .unwrap();
+    }
+    let start = |start: StartAt| {
+        let sub = broker
+            .subscribe(
+                &[SubscribeTo {
+                    channel: id("a"),
+                    start,
+                }],
+                &SubscribePolicy::default(),
+            )
+            .unwrap();
+        sub.recovery()
+    };
+    assert_eq!(
+        start(StartAt::After {
+            time: 0,
+            tag: Some(0)
+        }),
+        Recovery::Truncated
+    );
+    assert_eq!(
+        start(StartAt::AfterEventId("e4".into())),
+        Recovery::Complete
+    );
+    assert_eq!(
+        start(StartAt::AfterEventId("e1".into())),
+        Recovery::UnknownEventId
+    );
+    assert_eq!(start(StartAt::Live), Recovery::NotAsked);
 }

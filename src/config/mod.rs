@@ -84,6 +84,15 @@ pub struct ChannelsConfig {
     pub subscriber_lag_limit: u64,
     /// A long-polling wait that times out answers 200 with a "Timed out" message instead of 304.
     pub timeout_with_body: bool,
+    /// Channel that receives lifecycle events (channel created/destroyed, client subscribed/
+    /// unsubscribed) as JSON. Default: none.
+    pub events_channel_id: Option<String>,
+    /// Most wildcard channels at once. Default: unlimited.
+    pub max_number_of_wildcard_channels: Option<u64>,
+    /// Budget for stored messages in bytes (text, headers and 200 bytes of bookkeeping each); a
+    /// publish that would store past it gets 500 (the module's `push_stream_shared_memory_size`).
+    /// Default `256m`.
+    pub shared_memory_size: Option<ConfSize>,
 }
 
 impl Default for ChannelsConfig {
@@ -101,6 +110,9 @@ impl Default for ChannelsConfig {
             channel_inactivity_time: ConfDuration(Duration::from_secs(30)),
             subscriber_lag_limit: 1024,
             timeout_with_body: false,
+            events_channel_id: None,
+            max_number_of_wildcard_channels: None,
+            shared_memory_size: Some(ConfSize(256 << 20)),
         }
     }
 }
@@ -227,6 +239,14 @@ pub struct LocationConfig {
     /// Subscriber only: expression giving the user agent matched by `padding_by_user_agent`. Default
     /// `$http_user_agent`.
     pub user_agent: Option<String>,
+    /// Subscriber only: only channels that exist and hold a stored message may be joined; wildcard
+    /// channels are exempt but need a normal channel beside them.
+    pub authorized_channels_only: bool,
+    /// Subscriber only: the events channel may be joined.
+    pub allow_connections_to_events_channel: bool,
+    /// Subscriber only: most wildcard channels in one request; when set, a request of wildcard
+    /// channels only is refused too.
+    pub wildcard_channel_max_qtd: Option<u64>,
 }
 
 impl LocationConfig {
@@ -325,6 +345,11 @@ impl Config {
                 ch.max_subscribers_per_channel,
             ),
             ("subscriber_lag_limit", Some(ch.subscriber_lag_limit)),
+            (
+                "max_number_of_wildcard_channels",
+                ch.max_number_of_wildcard_channels,
+            ),
+            ("shared_memory_size", ch.shared_memory_size.map(|s| s.0)),
         ];
         for (name, value) in positive {
             if value == Some(0) {
@@ -360,7 +385,8 @@ impl Config {
                     KeySeg::Name(name),
                 ])
             };
-            validate_location(loc, base_dir).map_err(|(name, message)| (at(name), message))?;
+            validate_location(loc, &self.channels, base_dir)
+                .map_err(|(name, message)| (at(name), message))?;
         }
         Ok(())
     }
@@ -368,8 +394,34 @@ impl Config {
 
 fn validate_location(
     loc: &mut LocationConfig,
+    channels: &ChannelsConfig,
     base_dir: Option<&Path>,
 ) -> Result<(), (&'static str, String)> {
+    if let Some(qtd) = loc.wildcard_channel_max_qtd {
+        if channels
+            .wildcard_channel_prefix
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Err((
+                "wildcard_channel_max_qtd",
+                "needs [channels] wildcard_channel_prefix".into(),
+            ));
+        }
+        if qtd == 0 {
+            return Err(("wildcard_channel_max_qtd", "must be at least 1".into()));
+        }
+        if let Some(max) = channels
+            .max_number_of_wildcard_channels
+            .filter(|max| qtd > *max)
+        {
+            return Err((
+                "wildcard_channel_max_qtd",
+                format!("{qtd} is more than [channels] max_number_of_wildcard_channels = {max}"),
+            ));
+        }
+    }
     let Some(role) = loc.role else {
         return Err((
             "role",
@@ -426,6 +478,15 @@ fn validate_location(
         ("websocket_allow_publish", loc.websocket_allow_publish),
         ("padding_by_user_agent", loc.padding_by_user_agent.is_some()),
         ("user_agent", loc.user_agent.is_some()),
+        ("authorized_channels_only", loc.authorized_channels_only),
+        (
+            "allow_connections_to_events_channel",
+            loc.allow_connections_to_events_channel,
+        ),
+        (
+            "wildcard_channel_max_qtd",
+            loc.wildcard_channel_max_qtd.is_some(),
+        ),
     ];
     let publisher_only = [
         ("admin", loc.admin),

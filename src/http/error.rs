@@ -73,7 +73,14 @@ impl From<BrokerError> for HttpError {
             | BrokerError::ChannelIdNotAllowed { .. } => StatusCode::BAD_REQUEST,
             BrokerError::ReservedChannelId
             | BrokerError::TooManyChannels { .. }
+            | BrokerError::TooManyWildcardChannels { .. }
+            | BrokerError::TooManyWildcardInRequest { .. }
+            | BrokerError::NotAuthorizedToCreate
+            | BrokerError::EventsChannelReadOnly
+            | BrokerError::EventsChannelSubscription
             | BrokerError::TooManySubscribers { .. } => StatusCode::FORBIDDEN,
+            // The module answers 500 when its shared memory is full.
+            BrokerError::MemoryExhausted { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError::new(status, err.to_string())
     }

@@ -253,6 +253,6 @@ fn add_cors_headers(response: &mut Response<Body>, origin: &str, handler: &Handl
     );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Etag,Last-Modified,X-Nginx-PushStream-Explain"),
+        HeaderValue::from_static("Etag,Last-Modified,X-Nginx-PushStream-Explain,X-Herald-Recovery"),
     );
 }

@@ -74,7 +74,7 @@ pub async fn handle(
             let channels = parse_ids(state, &ids)?;
             let text = read_body(state, &parts.headers, body).await?;
             let text = (!text.is_empty()).then_some(text);
-            let deleted = state.broker.delete(&channels, text);
+            let deleted = state.broker.delete(&channels, text)?;
             if deleted.is_empty() {
                 return Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found."));
             }

@@ -2,7 +2,7 @@
 //! nginx order (exact match, then regexes in config order, then the longest prefix).
 
 use super::channels_path::{ChannelsPathExpr, RequestVars};
-use crate::broker::FormatId;
+use crate::broker::{FormatId, SubscribePolicy};
 use crate::config::{Config, LocationConfig, MatchKind, Role, SubscriberMode};
 use crate::transport::eventsource::EventSourceFramer;
 use crate::transport::padding::{PaddedFramer, PaddingRules, PaddingStyle};
@@ -60,6 +60,8 @@ pub struct SubscriberSettings {
     pub last_event_id: Option<ChannelsPathExpr>,
     /// WebSocket text frames are published.
     pub websocket_allow_publish: bool,
+    /// Which channels subscribers of this location may join.
+    pub policy: SubscribePolicy,
 }
 
 impl SubscriberSettings {
@@ -257,5 +259,10 @@ fn subscriber_settings(
         last_received_message_tag: expr(&loc.last_received_message_tag)?,
         last_event_id: expr(&loc.last_event_id)?,
         websocket_allow_publish: loc.websocket_allow_publish,
+        policy: SubscribePolicy {
+            authorized_channels_only: loc.authorized_channels_only,
+            allow_events_channel: loc.allow_connections_to_events_channel,
+            wildcard_channel_max_qtd: loc.wildcard_channel_max_qtd,
+        },
     })
 }

@@ -103,9 +103,9 @@ fn summary_doc(state: &AppState) -> Value {
         "wildcard_channels": s.wildcard_channels,
         "published_messages": s.published_messages,
         "stored_messages": s.stored_messages,
-        "messages_in_trash": 0,
+        "messages_in_trash": s.messages_in_trash,
         "channels_in_delete": 0,
-        "channels_in_trash": 0,
+        "channels_in_trash": s.channels_in_trash,
         "subscribers": s.subscribers,
         "uptime": s.uptime,
         "by_worker": [{

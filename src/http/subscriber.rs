@@ -8,7 +8,7 @@ use super::error::HttpError;
 use super::response::base_response;
 use super::router::{FormatVariant, SubscriberSettings};
 use super::AppState;
-use crate::broker::{BrokerError, StartAt, SubscribeTo};
+use crate::broker::{BrokerError, Recovery, StartAt, SubscribeTo};
 use crate::config::SubscriberMode;
 use crate::transport::live::{live_body, LiveOptions};
 use crate::transport::longpoll::{self, PollAnswer};
@@ -69,18 +69,32 @@ pub async fn handle(
             .await
         }
         _ => {
-            let subscription = state.broker.subscribe(&targets)?;
+            let subscription = state.broker.subscribe(&targets, &settings.policy)?;
+            let recovery = subscription.recovery();
             let body = live_body(
                 subscription,
                 live_options(settings, &variant),
                 state.shutdown.clone(),
             );
-            Ok(base_response(StatusCode::OK)
+            Ok(with_recovery(base_response(StatusCode::OK), recovery)
                 .header(header::CONTENT_TYPE, variant.framer.content_type())
                 .header("X-Accel-Buffering", "no")
                 .body(Body::from_stream(body))
                 .unwrap_or_default())
         }
+    }
+}
+
+/// Header telling a client that named a recovery point whether it got everything after it.
+pub const RECOVERY_HEADER: &str = "X-Herald-Recovery";
+
+fn with_recovery(
+    builder: hyper::http::response::Builder,
+    recovery: Recovery,
+) -> hyper::http::response::Builder {
+    match recovery {
+        Recovery::NotAsked => builder,
+        other => builder.header(RECOVERY_HEADER, other.as_str()),
     }
 }
 
@@ -230,7 +244,8 @@ async fn poll(
         }
     }
     let watermark = state.broker.watermark();
-    let mut subscription = state.broker.subscribe(targets)?;
+    let mut subscription = state.broker.subscribe(targets, &settings.policy)?;
+    let recovery = subscription.recovery();
     let wait = mode == SubscriberMode::LongPolling;
     let answer = longpoll::poll(
         &state.broker,
@@ -248,7 +263,7 @@ async fn poll(
         variant.framer.content_type()
     };
     let respond = |status: StatusCode, last_modified: String, etag: String, body: Body| {
-        base_response(status)
+        with_recovery(base_response(status), recovery)
             .header(header::CONTENT_TYPE, content_type)
             .header(header::LAST_MODIFIED, last_modified)
             .header(header::ETAG, etag)
@@ -279,7 +294,7 @@ async fn poll(
                     .unwrap_or("")
                     .to_string()
             };
-            let mut builder = base_response(StatusCode::NOT_MODIFIED);
+            let mut builder = with_recovery(base_response(StatusCode::NOT_MODIFIED), recovery);
             let (since, tag) = (echo(header::IF_MODIFIED_SINCE), echo(header::IF_NONE_MATCH));
             if !since.is_empty() {
                 builder = builder.header(header::LAST_MODIFIED, since);
@@ -375,7 +390,15 @@ fn upgrade_websocket(
         )
         .into_response();
     };
-    let subscription = targets.and_then(|t| state.broker.subscribe(&t).map_err(HttpError::from));
+    let subscription = targets.and_then(|t| {
+        state
+            .broker
+            .subscribe(&t, &settings.policy)
+            .map_err(HttpError::from)
+    });
+    let recovery = subscription
+        .as_ref()
+        .map_or(Recovery::NotAsked, |s| s.recovery());
     let options = WebSocketOptions {
         live: live_options(settings, &variant),
         allow_publish: settings.websocket_allow_publish,
@@ -403,7 +426,7 @@ fn upgrade_websocket(
             Err(err) => websocket::refuse(ws, err.status.as_u16(), &err.explain).await,
         }
     });
-    base_response(StatusCode::SWITCHING_PROTOCOLS)
+    with_recovery(base_response(StatusCode::SWITCHING_PROTOCOLS), recovery)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
         .header(
