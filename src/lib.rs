@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod shutdown;
 pub mod transport;
 

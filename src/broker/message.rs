@@ -34,6 +34,8 @@ pub struct Message {
     pub event_type: Option<Box<str>>,
     /// The message body as published.
     pub text: Bytes,
+    /// When it was published (for publish-to-write latency).
+    pub published_at: Instant,
     /// When a stored copy of this message expires.
     pub(crate) expires_at: Instant,
     frames: Box<[OnceLock<Bytes>]>,
@@ -61,6 +63,7 @@ impl Message {
             event_id: parts.event_id,
             event_type: parts.event_type,
             text: parts.text,
+            published_at: Instant::now(),
             expires_at: parts.expires_at,
             frames: (0..format_count).map(|_| OnceLock::new()).collect(),
         }

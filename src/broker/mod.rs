@@ -216,6 +216,7 @@ struct Totals {
     stored: AtomicU64,
     stored_bytes: AtomicU64,
     connections: AtomicU64,
+    subscriptions: AtomicU64,
     lagged: AtomicU64,
 }
 
@@ -485,6 +486,11 @@ impl Broker {
         self.inner.clock.watermark()
     }
 
+    /// Channel subscriptions now (a connection on three channels counts three).
+    pub fn subscriptions(&self) -> u64 {
+        self.inner.totals.subscriptions.load(Ordering::Relaxed)
+    }
+
     /// Subscribers cut off because they fell behind the recent window, since start.
     pub fn lagged_subscribers(&self) -> u64 {
         self.inner.totals.lagged.load(Ordering::Relaxed)
@@ -664,6 +670,10 @@ impl Broker {
                     }
                 }
             };
+            self.inner
+                .totals
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed);
             subscription.push(channel, attached);
             self.emit(LifecycleEvent::ClientSubscribed, &request.channel);
         }
@@ -671,6 +681,10 @@ impl Broker {
     }
 
     pub(crate) fn detached(&self, channel: &Arc<Channel>) {
+        self.inner
+            .totals
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
         let now_ms = self.now_ms();
         if channel.detach(now_ms) {
             self.schedule_idle_check(channel, now_ms);

@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub max_body_size: ConfSize,
     /// How long subscriber connections get to receive their footer and close after SIGTERM/SIGINT. Default `5s`.
     pub shutdown_timeout: ConfDuration,
+    /// A write that makes no progress for this long (the client stopped reading) closes the
+    /// connection and frees its subscriber slot. Default `30s`.
+    pub send_timeout: ConfDuration,
+    /// Idle time before TCP keepalive probes on accepted sockets. Default `60s`.
+    pub tcp_keepalive: ConfDuration,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_size: ConfSize(1 << 20),
             shutdown_timeout: ConfDuration(Duration::from_secs(5)),
+            send_timeout: ConfDuration(Duration::from_secs(30)),
+            tcp_keepalive: ConfDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -144,6 +151,8 @@ pub enum Role {
     Subscriber,
     /// Channel statistics (`/channels-stats`).
     Stats,
+    /// Prometheus metrics (`/metrics`).
+    Metrics,
 }
 
 /// Subscriber delivery mode of a location.
@@ -190,7 +199,7 @@ pub struct LocationConfig {
     /// How `path` is matched: `prefix` (default), `exact` or `regex`.
     #[serde(rename = "match")]
     pub match_kind: MatchKind,
-    /// `publisher`, `subscriber` or `stats`. Required.
+    /// `publisher`, `subscriber`, `stats` or `metrics`. Required.
     pub role: Option<Role>,
     /// Publisher only: also accept DELETE to delete channels (the module's `push_stream_publisher admin`).
     pub admin: bool,
@@ -281,6 +290,7 @@ impl LocationConfig {
             Role::Publisher => "publisher".to_string(),
             Role::Subscriber => format!("subscriber {}", self.mode.name()),
             Role::Stats => "channels statistics".to_string(),
+            Role::Metrics => "prometheus metrics".to_string(),
         };
         format!("{kind}{} ({role})", self.path)
     }
@@ -359,6 +369,17 @@ impl Config {
                 ));
             }
         }
+        for (name, value) in [
+            ("send_timeout", self.server.send_timeout),
+            ("tcp_keepalive", self.server.tcp_keepalive),
+        ] {
+            if value.0.is_zero() {
+                return Err((
+                    key(&[KeySeg::Name("server"), KeySeg::Name(name)]),
+                    "must be longer than zero".into(),
+                ));
+            }
+        }
         if ch.message_ttl.0.is_zero() {
             return Err((
                 key(&[KeySeg::Name("channels"), KeySeg::Name("message_ttl")]),
@@ -425,7 +446,7 @@ fn validate_location(
     let Some(role) = loc.role else {
         return Err((
             "role",
-            "missing; expected \"publisher\", \"subscriber\" or \"stats\"".into(),
+            "missing; expected \"publisher\", \"subscriber\", \"stats\" or \"metrics\"".into(),
         ));
     };
     if loc.path.is_empty() {
@@ -509,7 +530,7 @@ fn validate_location(
     if loc.message_template().trim().is_empty() {
         return Err(("message_template", "must not be blank".into()));
     }
-    if role == Role::Stats && loc.allowed_origins.is_some() {
+    if matches!(role, Role::Stats | Role::Metrics) && loc.allowed_origins.is_some() {
         return Err((
             "allowed_origins",
             "only applies to publisher and subscriber locations".into(),

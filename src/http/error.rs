@@ -82,6 +82,22 @@ impl From<BrokerError> for HttpError {
             // The module answers 500 when its shared memory is full.
             BrokerError::MemoryExhausted { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if let Some(limit) = limit_name(&err) {
+            crate::metrics::count_limit_refusal(limit);
+        }
         HttpError::new(status, err.to_string())
     }
+}
+
+/// The config key of the limit an error reports, if it is a limit.
+fn limit_name(err: &BrokerError) -> Option<&'static str> {
+    Some(match err {
+        BrokerError::ChannelIdTooLong { .. } => "max_channel_id_length",
+        BrokerError::TooManyChannels { .. } => "max_number_of_channels",
+        BrokerError::TooManyWildcardChannels { .. } => "max_number_of_wildcard_channels",
+        BrokerError::TooManyWildcardInRequest { .. } => "wildcard_channel_max_qtd",
+        BrokerError::TooManySubscribers { .. } => "max_subscribers_per_channel",
+        BrokerError::MemoryExhausted { .. } => "shared_memory_size",
+        _ => return None,
+    })
 }

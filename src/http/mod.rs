@@ -4,6 +4,7 @@
 
 pub mod channels_path;
 mod error;
+mod io;
 mod publisher;
 mod response;
 pub mod router;
@@ -70,6 +71,8 @@ pub struct Server {
     state: Arc<AppState>,
     trigger: ShutdownTrigger,
     shutdown_timeout: Duration,
+    send_timeout: Duration,
+    tcp_keepalive: Duration,
 }
 
 impl Server {
@@ -86,6 +89,11 @@ impl Server {
         )
         .map_err(|e| StartError::Config(format!("channels.channel_id_pattern: {e}")))?;
         let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats));
+        if crate::metrics::install().is_none() {
+            tracing::warn!(
+                "another metrics recorder is installed; /metrics will not show Herald's metrics"
+            );
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -106,6 +114,8 @@ impl Server {
             state,
             trigger,
             shutdown_timeout: config.server.shutdown_timeout.0,
+            send_timeout: config.server.send_timeout.0,
+            tcp_keepalive: config.server.tcp_keepalive.0,
         })
     }
 
@@ -127,6 +137,8 @@ impl Server {
             state,
             trigger,
             shutdown_timeout,
+            send_timeout,
+            tcp_keepalive,
         } = self;
         // Every connection task holds a clone of `open_connections`; `closed` resolves when all
         // have ended.
@@ -135,6 +147,18 @@ impl Server {
             let mut shutdown = state.shutdown.clone();
             async move { shutdown.recv().await }
         }));
+        let upkeep = tokio::spawn({
+            let mut shutdown = state.shutdown.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => crate::metrics::upkeep(),
+                        _ = shutdown.recv() => return,
+                    }
+                }
+            }
+        });
         tokio::pin!(signal);
         let mut accept_backoff = Duration::from_millis(5);
         loop {
@@ -155,6 +179,10 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            if let Err(err) = io::enable_keepalive(&stream, tcp_keepalive) {
+                tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
+            }
+            let stream = io::TimedIo::new(stream, send_timeout);
             let mut shutdown = state.shutdown.clone();
             let state = state.clone();
             let service = service_fn(move |request| {
@@ -198,6 +226,7 @@ impl Server {
             );
         }
         let _ = sweeper.await;
+        let _ = upkeep.await;
     }
 }
 
@@ -206,6 +235,9 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
     let (mut parts, body) = request.into_parts();
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let path = parts.uri.path().to_string();
+    if let Some(response) = health_response(state, &path) {
+        return response;
+    }
     let query = parts.uri.query().unwrap_or("").to_string();
     let Some((location, vars)) = state.router.route(&path, &query, &parts.headers) else {
         return HttpError::new(StatusCode::NOT_FOUND, format!("No location serves {path}."))
@@ -222,19 +254,53 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
         Handler::Stats => {
             stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path)
         }
+        Handler::Metrics => metrics_response(state, &parts.method),
     };
     let mut response = result.unwrap_or_else(HttpError::into_response);
     if let Some(origins) = &location.allowed_origins {
         add_cors_headers(&mut response, &origins.eval(&vars), &location.handler);
     }
+    crate::metrics::count_request(&location.path, response.status().as_u16());
     response
+}
+
+/// `/healthz` (the process answers) and `/readyz` (accepting subscribers: 503 once shutdown began).
+fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
+    let (status, text) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n"),
+        "/readyz" if state.shutdown.is_shutdown() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
+        "/readyz" => (StatusCode::OK, "ready\n"),
+        _ => return None,
+    };
+    Some(
+        response::base_response(status)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(text))
+            .unwrap_or_default(),
+    )
+}
+
+/// The metrics location: Prometheus text exposition.
+fn metrics_response(state: &AppState, method: &hyper::Method) -> Result<Response<Body>, HttpError> {
+    if method != hyper::Method::GET {
+        return Err(HttpError::method_not_allowed("GET"));
+    }
+    Ok(response::base_response(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(Body::from(crate::metrics::render(&state.broker)))
+        .unwrap_or_default())
 }
 
 /// The module's CORS headers: origin, the location's methods, and the headers its clients send.
 fn add_cors_headers(response: &mut Response<Body>, origin: &str, handler: &Handler) {
     let methods = match handler {
         Handler::Publisher(settings) => publisher::allowed_methods(settings),
-        Handler::Subscriber(_) | Handler::Stats => "GET",
+        Handler::Subscriber(_) | Handler::Stats | Handler::Metrics => "GET",
     };
     let Ok(origin) = HeaderValue::from_str(origin) else {
         return;

@@ -117,6 +117,7 @@ async fn read_body(
 ) -> Result<Bytes, HttpError> {
     let max = state.max_body_size;
     let too_large = || {
+        crate::metrics::count_limit_refusal("max_body_size");
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request body is too large. Limit: max_body_size = {max} bytes."),

@@ -87,6 +87,8 @@ pub enum Handler {
     Subscriber(Box<SubscriberSettings>),
     /// Channel statistics.
     Stats,
+    /// Prometheus metrics.
+    Metrics,
 }
 
 /// A compiled location.
@@ -95,7 +97,8 @@ pub struct Location {
     /// For logs: path and role.
     pub description: String,
     match_kind: MatchKind,
-    path: String,
+    /// The configured path (the `location` label of request metrics).
+    pub path: String,
     regex: Option<Regex>,
     /// Where channel ids come from.
     pub channels_path: ChannelsPathExpr,
@@ -130,6 +133,7 @@ impl Router {
                     channel_info_on_publish: loc.channel_info_on_publish.unwrap_or(true),
                 }),
                 Role::Stats => Handler::Stats,
+                Role::Metrics => Handler::Metrics,
                 Role::Subscriber => {
                     Handler::Subscriber(Box::new(subscriber_settings(config, loc, &mut formats)?))
                 }

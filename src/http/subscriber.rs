@@ -10,6 +10,7 @@ use super::router::{FormatVariant, SubscriberSettings};
 use super::AppState;
 use crate::broker::{BrokerError, Recovery, StartAt, SubscribeTo};
 use crate::config::SubscriberMode;
+use crate::metrics::ConnectionMetrics;
 use crate::transport::live::{live_body, LiveOptions};
 use crate::transport::longpoll::{self, PollAnswer};
 use crate::transport::websocket::{self, WebSocketOptions};
@@ -73,7 +74,7 @@ pub async fn handle(
             let recovery = subscription.recovery();
             let body = live_body(
                 subscription,
-                live_options(settings, &variant),
+                live_options(settings, &variant, mode),
                 state.shutdown.clone(),
             );
             Ok(with_recovery(base_response(StatusCode::OK), recovery)
@@ -98,12 +99,17 @@ fn with_recovery(
     }
 }
 
-fn live_options(settings: &SubscriberSettings, variant: &FormatVariant) -> LiveOptions {
+fn live_options(
+    settings: &SubscriberSettings,
+    variant: &FormatVariant,
+    mode: SubscriberMode,
+) -> LiveOptions {
     LiveOptions {
         format: variant.format,
         framer: variant.framer.clone(),
         ping_interval: settings.ping_interval,
         connection_ttl: settings.connection_ttl,
+        transport: mode.name(),
     }
 }
 
@@ -246,6 +252,7 @@ async fn poll(
     let watermark = state.broker.watermark();
     let mut subscription = state.broker.subscribe(targets, &settings.policy)?;
     let recovery = subscription.recovery();
+    let mut metrics = ConnectionMetrics::open(mode.name());
     let wait = mode == SubscriberMode::LongPolling;
     let answer = longpoll::poll(
         &state.broker,
@@ -272,6 +279,9 @@ async fn poll(
     };
     Ok(match answer {
         PollAnswer::Messages { messages, newest } => {
+            for message in &messages {
+                metrics.delivered(message.text.len(), message.published_at);
+            }
             let body = longpoll::render_body(
                 &*variant.framer,
                 variant.format,
@@ -400,7 +410,7 @@ fn upgrade_websocket(
         .as_ref()
         .map_or(Recovery::NotAsked, |s| s.recovery());
     let options = WebSocketOptions {
-        live: live_options(settings, &variant),
+        live: live_options(settings, &variant, SubscriberMode::WebSocket),
         allow_publish: settings.websocket_allow_publish,
     };
     let max = usize::try_from(state.max_body_size).unwrap_or(usize::MAX);

@@ -6,6 +6,7 @@
 
 use super::Framer;
 use crate::broker::{Event, FormatId, Subscription};
+use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -25,6 +26,8 @@ pub struct LiveOptions {
     pub ping_interval: Option<Duration>,
     /// Maximum connection lifetime.
     pub connection_ttl: Option<Duration>,
+    /// Transport name for metrics (`streaming`, `eventsource`, `websocket`).
+    pub transport: &'static str,
 }
 
 /// Why a live connection ended.
@@ -60,12 +63,15 @@ pub fn live_body(
     async_stream::stream! {
         let framer = options.framer.clone();
         let format = options.format;
+        let mut metrics = ConnectionMetrics::open(options.transport);
         let header = framer.header();
         if !header.is_empty() {
             yield Ok(header);
         }
         for message in subscription.take_backlog() {
-            yield Ok(message.frame(format, |m| framer.message(m)));
+            let frame = message.frame(format, |m| framer.message(m));
+            metrics.delivered(frame.len(), message.published_at);
+            yield Ok(frame);
         }
         let (ttl, mut ping) = connection_timers(&options);
         tokio::pin!(ttl);
@@ -78,7 +84,9 @@ pub fn live_body(
             tokio::select! {
                 _ = subscription.next_events(&mut events) => {}
                 _ = ping.tick() => {
-                    yield Ok(framer.ping());
+                    let ping = framer.ping();
+                    metrics.pinged(ping.len());
+                    yield Ok(ping);
                     continue;
                 }
                 _ = &mut ttl => break EndReason::Ttl,
@@ -88,7 +96,9 @@ pub fn live_body(
             for event in events.drain(..) {
                 match event {
                     Event::Message(message) | Event::ChannelDeleted(message) => {
-                        yield Ok(message.frame(format, |m| framer.message(m)));
+                        let frame = message.frame(format, |m| framer.message(m));
+                        metrics.delivered(frame.len(), message.published_at);
+                        yield Ok(frame);
                     }
                     Event::Lagged { channel, missed } => {
                         tracing::info!(%channel, missed, "slow subscriber cut off: it fell behind the recent-message window");

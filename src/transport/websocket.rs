@@ -7,6 +7,7 @@
 
 use super::live::{connection_timers, LiveOptions};
 use crate::broker::{Broker, Event, Publish, Subscription};
+use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -71,17 +72,17 @@ pub async fn run<S>(
 {
     let framer = options.live.framer.clone();
     let format = options.live.format;
+    let mut metrics = ConnectionMetrics::open(options.live.transport);
     let mut first_frames = Vec::new();
     let header = framer.header();
     if !header.is_empty() {
         first_frames.push(header);
     }
-    first_frames.extend(
-        subscription
-            .take_backlog()
-            .iter()
-            .map(|m| m.frame(format, |m| framer.message(m))),
-    );
+    for message in subscription.take_backlog() {
+        let frame = message.frame(format, |m| framer.message(m));
+        metrics.delivered(frame.len(), message.published_at);
+        first_frames.push(frame);
+    }
     for frame in first_frames {
         if ws.feed(frame_message(frame)).await.is_err() {
             return;
@@ -104,6 +105,7 @@ pub async fn run<S>(
                 if ws.send(WsMessage::Ping(Bytes::new())).await.is_err() {
                     break None;
                 }
+                metrics.pinged(2);
                 continue;
             }
             incoming = ws.next() => match incoming {
@@ -139,6 +141,7 @@ pub async fn run<S>(
             match event {
                 Event::Message(message) | Event::ChannelDeleted(message) => {
                     let frame = message.frame(format, |m| framer.message(m));
+                    metrics.delivered(frame.len(), message.published_at);
                     if ws.feed(frame_message(frame)).await.is_err() {
                         failed = true;
                         break;
