@@ -1,7 +1,9 @@
-//! The `herald` command: run the server (embedded default config, `--config FILE`, `--listen ADDR`)
-//! or check a config file (`herald check-config FILE`).
+//! The `herald` command: run the server (embedded default config, `--config FILE`, `--listen ADDR`),
+//! check a config file (`herald check-config FILE`), or ask a running server to reload its config
+//! (`herald reload PID`, the same as `kill -HUP PID`).
 
 use clap::{Parser, Subcommand};
+use herald::config::LogFormat;
 use herald::{Config, Server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,17 +30,48 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Ask the running server with this process id to re-read its configuration (sends SIGHUP).
+    Reload {
+        /// Process id of the server.
+        pid: i32,
+    },
+}
+
+/// Logs to stderr as text or JSON lines; levels from `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(file: Option<&PathBuf>) -> Result<Config, herald::config::ConfigError> {
+    match file {
+        Some(file) => Config::from_file(file),
+        None => Config::embedded_default(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(Command::Reload { pid }) = &cli.command {
+        // SAFETY: kill(2) with a caller-given pid and a valid signal number has no memory effects.
+        let sent = unsafe { libc::kill(*pid, libc::SIGHUP) };
+        if sent != 0 {
+            eprintln!(
+                "cannot signal process {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::FAILURE;
+        }
+        println!("asked process {pid} to reload its configuration");
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::from_file(file) {
             Ok(config) => {
@@ -55,17 +88,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
-        Some(file) => Config::from_file(file),
-        None => Config::embedded_default(),
-    };
-    let config = match config {
+    let config = match load_config(cli.config.as_ref()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::FAILURE;
         }
     };
+    init_logging(config.server.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -73,10 +103,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, cli.listen))
+    runtime.block_on(serve(config, cli.config, cli.listen))
 }
 
-async fn serve(config: Config, listen: Option<SocketAddr>) -> ExitCode {
+async fn serve(
+    config: Config,
+    config_file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> ExitCode {
     let server = match Server::bind(&config, listen).await {
         Ok(server) => server,
         Err(err) => {
@@ -91,16 +125,57 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> ExitCode {
         ),
         Err(err) => tracing::warn!(error = %err, "listening, but the local address is unknown"),
     }
-    for location in server.state().router.locations() {
+    for location in server.state().routes().router.locations() {
         tracing::info!("location {}", location.description);
     }
+    let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), config_file));
     server.run(shutdown_signal()).await;
+    reloads.abort();
     tracing::info!("herald stopped");
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Re-reads the configuration on every SIGHUP; an invalid one is logged and the old one kept.
+async fn reload_on_sighup(
+    state: std::sync::Arc<herald::http::AppState>,
+    config_file: Option<PathBuf>,
+) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; reload is unavailable");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let source = config_file
+            .as_ref()
+            .map_or("embedded default".to_string(), |f| f.display().to_string());
+        match load_config(config_file.as_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|c| state.reload(&c))
+        {
+            Ok(()) => {
+                tracing::info!(config = %source, "configuration reloaded; new connections use it")
+            }
+            Err(err) => {
+                tracing::error!(config = %source, error = %err, "reload refused; keeping the running configuration")
+            }
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits the process at once.
 async fn shutdown_signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn first_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %err, "cannot listen for SIGINT");

@@ -222,8 +222,7 @@ struct Totals {
 
 #[derive(Debug)]
 struct Inner {
-    settings: BrokerSettings,
-    limits: ChannelLimits,
+    settings: arc_swap::ArcSwap<BrokerSettings>,
     shards: Box<[Shard]>,
     hasher: RandomState,
     clock: Clock,
@@ -261,15 +260,9 @@ impl LifecycleEvent {
 impl Broker {
     /// An empty broker.
     pub fn new(settings: BrokerSettings) -> Broker {
-        let limits = ChannelLimits {
-            max_stored: settings.max_messages_stored_per_channel,
-            message_ttl: settings.message_ttl,
-            lag_limit: settings.subscriber_lag_limit.max(1),
-        };
         Broker {
             inner: Arc::new(Inner {
-                settings,
-                limits,
+                settings: arc_swap::ArcSwap::from_pointee(settings),
                 shards: (0..SHARDS)
                     .map(|_| Mutex::new(ShardState::default()))
                     .collect(),
@@ -282,9 +275,27 @@ impl Broker {
         }
     }
 
-    /// The broker's settings.
-    pub fn settings(&self) -> &BrokerSettings {
-        &self.inner.settings
+    /// The broker's settings now.
+    pub fn settings(&self) -> Arc<BrokerSettings> {
+        self.inner.settings.load_full()
+    }
+
+    /// Replaces the settings (config reload). Limits apply to what happens from now on: channels and
+    /// stored messages over a lowered limit stay until they go on their own.
+    pub fn reconfigure(&self, settings: BrokerSettings) {
+        self.inner.settings.store(Arc::new(settings));
+    }
+
+    fn cfg(&self) -> arc_swap::Guard<Arc<BrokerSettings>> {
+        self.inner.settings.load()
+    }
+
+    fn limits(settings: &BrokerSettings) -> ChannelLimits {
+        ChannelLimits {
+            max_stored: settings.max_messages_stored_per_channel,
+            message_ttl: settings.message_ttl,
+            lag_limit: settings.subscriber_lag_limit.max(1),
+        }
     }
 
     fn shard(&self, id: &str) -> &Shard {
@@ -297,16 +308,14 @@ impl Broker {
     }
 
     fn is_wildcard(&self, id: &str) -> bool {
-        self.inner
-            .settings
+        self.cfg()
             .wildcard_channel_prefix
             .as_deref()
             .is_some_and(|prefix| id.starts_with(prefix))
     }
 
     fn is_events_channel(&self, id: &str) -> bool {
-        self.inner
-            .settings
+        self.cfg()
             .events_channel_id
             .as_ref()
             .is_some_and(|events| events.as_str() == id)
@@ -344,7 +353,7 @@ impl Broker {
     /// Counts one more channel, or refuses it when its limit is reached.
     fn count_new_channel(&self, wildcard: bool) -> Result<(), BrokerError> {
         let totals = &self.inner.totals;
-        let settings = &self.inner.settings;
+        let settings = self.cfg();
         let (counter, limit) = if wildcard {
             let max = settings.max_number_of_wildcard_channels;
             (
@@ -402,7 +411,8 @@ impl Broker {
     /// Publishes a lifecycle event to the events channel, when one is configured (never about the
     /// events channel itself).
     fn emit(&self, event: LifecycleEvent, channel: &ChannelId) {
-        let Some(events) = &self.inner.settings.events_channel_id else {
+        let settings = self.cfg();
+        let Some(events) = &settings.events_channel_id else {
             return;
         };
         if events == channel {
@@ -432,7 +442,7 @@ impl Broker {
         {
             return;
         }
-        let deadline = since_ms + self.inner.settings.channel_inactivity_time.as_millis() as u64;
+        let deadline = since_ms + self.cfg().channel_inactivity_time.as_millis() as u64;
         self.shard(channel.id.as_str())
             .lock()
             .idle
@@ -537,15 +547,12 @@ impl Broker {
         let events = channels
             .iter()
             .any(|id| self.is_events_channel(id.as_str()));
+        let settings = self.settings();
+        let limits = Self::limits(&settings);
         let mut infos = Vec::with_capacity(targets.len());
         for (id, mut channel) in channels.iter().zip(targets) {
             let (message, delta) = loop {
-                match channel.append(
-                    append(),
-                    &self.inner.limits,
-                    &self.inner.clock,
-                    self.inner.settings.format_count,
-                ) {
+                match channel.append(append(), &limits, &self.inner.clock, settings.format_count) {
                     Ok(done) => break done,
                     // Deleted or swept since we found it: publish to the channel that replaces it.
                     Err(ChannelGone::Removed) => channel = self.get_or_create(id)?,
@@ -571,7 +578,7 @@ impl Broker {
     /// Reserves `bytes` of the memory budget, or refuses.
     fn reserve_memory(&self, bytes: u64) -> Result<(), BrokerError> {
         let used = &self.inner.totals.stored_bytes;
-        match self.inner.settings.shared_memory_size {
+        match self.cfg().shared_memory_size {
             Some(max) => used
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     n.checked_add(bytes).filter(|total| *total <= max)
@@ -598,7 +605,7 @@ impl Broker {
         {
             return Err(BrokerError::EventsChannelReadOnly);
         }
-        let text = text.unwrap_or_else(|| self.inner.settings.channel_deleted_message_text.clone());
+        let text = text.unwrap_or_else(|| self.cfg().channel_deleted_message_text.clone());
         let mut deleted = Vec::new();
         for id in channels {
             let Some(channel) = self.shard(id.as_str()).lock().channels.remove(id.as_str()) else {
@@ -616,7 +623,7 @@ impl Broker {
                     text: text.clone(),
                     expires_at: Instant::now(),
                 },
-                self.inner.settings.format_count,
+                self.cfg().format_count,
             ));
             let dropped = channel.delete(message);
             self.forget(&channel, dropped);
@@ -659,7 +666,7 @@ impl Broker {
         }
         let mut subscription = Subscription::new(self.clone());
         for request in requests {
-            let max = self.inner.settings.max_subscribers_per_channel;
+            let max = self.cfg().max_subscribers_per_channel;
             let (channel, attached) = loop {
                 let channel = self.get_or_create(&request.channel)?;
                 match channel.attach(max, &request.start) {

@@ -12,7 +12,7 @@ impl Broker {
     pub fn sweep(&self) {
         let now = Instant::now();
         let now_ms = self.now_ms();
-        let inactivity_ms = self.inner.settings.channel_inactivity_time.as_millis() as u64;
+        let inactivity_ms = self.cfg().channel_inactivity_time.as_millis() as u64;
         for shard in self.inner.shards.iter() {
             self.expire_messages(shard, now);
             // Take the due idle checks out under the lock, then look at each channel.

@@ -46,6 +46,21 @@ pub struct ServerConfig {
     pub send_timeout: ConfDuration,
     /// Idle time before TCP keepalive probes on accepted sockets. Default `60s`.
     pub tcp_keepalive: ConfDuration,
+    /// Log lines as `text` (default) or `json`; levels come from `RUST_LOG`.
+    pub log_format: LogFormat,
+    /// One log line per request (target `herald::access`). Default off.
+    pub access_log: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +71,8 @@ impl Default for ServerConfig {
             shutdown_timeout: ConfDuration(Duration::from_secs(5)),
             send_timeout: ConfDuration(Duration::from_secs(30)),
             tcp_keepalive: ConfDuration(Duration::from_secs(60)),
+            log_format: LogFormat::Text,
+            access_log: false,
         }
     }
 }

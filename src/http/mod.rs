@@ -16,6 +16,7 @@ pub use error::HttpError;
 use crate::broker::{Broker, BrokerSettings, ChannelIdRules};
 use crate::config::Config;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -24,7 +25,8 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use router::{Handler, Router};
+use parking_lot::Mutex;
+use router::{FormatRegistry, Handler, Router};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,21 +34,85 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// The part of the configuration a reload replaces: locations, id rules and connection limits.
+/// Requests take a snapshot when they start; connections keep what they started with.
+#[derive(Debug)]
+pub struct Routes {
+    /// Compiled locations.
+    pub router: Router,
+    /// Channel id rules.
+    pub rules: ChannelIdRules,
+    /// Largest request body (and WebSocket message).
+    pub max_body_size: u64,
+    /// Write stall that closes a connection.
+    pub send_timeout: Duration,
+    /// TCP keepalive idle time.
+    pub tcp_keepalive: Duration,
+    /// Drain time after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// The configured listen address (a reload cannot move the listener).
+    pub listen: String,
+    /// Log one line per request.
+    pub access_log: bool,
+}
+
+impl Routes {
+    fn compile(config: &Config, formats: &mut FormatRegistry) -> Result<Routes, String> {
+        Ok(Routes {
+            router: Router::compile(config, formats)?,
+            rules: ChannelIdRules::new(
+                config.channels.max_channel_id_length,
+                &config.channels.channel_id_pattern,
+            )
+            .map_err(|e| format!("channels.channel_id_pattern: {e}"))?,
+            max_body_size: config.server.max_body_size.0,
+            send_timeout: config.server.send_timeout.0,
+            tcp_keepalive: config.server.tcp_keepalive.0,
+            shutdown_timeout: config.server.shutdown_timeout.0,
+            listen: config.server.listen.clone(),
+            access_log: config.server.access_log,
+        })
+    }
+}
+
 /// Everything a request handler needs. Shared by all connections.
 #[derive(Debug)]
 pub struct AppState {
     /// The engine.
     pub broker: Broker,
-    /// Channel id rules.
-    pub rules: ChannelIdRules,
-    /// Compiled locations.
-    pub router: Router,
+    routes: ArcSwap<Routes>,
+    formats: Mutex<FormatRegistry>,
     /// Host name for statistics.
     pub hostname: String,
-    /// Largest request body.
-    pub max_body_size: u64,
     /// Ends live subscriber streams on shutdown.
     pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// The current locations and limits.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Applies a new configuration: new requests and connections use its locations, templates,
+    /// TTLs and limits; open connections keep theirs. The listen address cannot change (a warning
+    /// says so).
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let mut formats = self.formats.lock();
+        let routes = Routes::compile(config, &mut formats)?;
+        let settings = BrokerSettings::from_config(&config.channels, formats.len());
+        drop(formats);
+        if routes.listen != self.routes().listen {
+            tracing::warn!(
+                old = %self.routes().listen,
+                new = %routes.listen,
+                "server.listen cannot change on reload; restart to move the listener"
+            );
+        }
+        self.broker.reconfigure(settings);
+        self.routes.store(Arc::new(routes));
+        Ok(())
+    }
 }
 
 /// Why the server could not start.
@@ -70,9 +136,6 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     trigger: ShutdownTrigger,
-    shutdown_timeout: Duration,
-    send_timeout: Duration,
-    tcp_keepalive: Duration,
 }
 
 impl Server {
@@ -82,13 +145,9 @@ impl Server {
             Some(addr) => addr,
             None => config.listen_addr().map_err(StartError::Config)?,
         };
-        let (router, formats) = Router::compile(config).map_err(StartError::Config)?;
-        let rules = ChannelIdRules::new(
-            config.channels.max_channel_id_length,
-            &config.channels.channel_id_pattern,
-        )
-        .map_err(|e| StartError::Config(format!("channels.channel_id_pattern: {e}")))?;
-        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats));
+        let mut formats = FormatRegistry::default();
+        let routes = Routes::compile(config, &mut formats).map_err(StartError::Config)?;
+        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats.len()));
         if crate::metrics::install().is_none() {
             tracing::warn!(
                 "another metrics recorder is installed; /metrics will not show Herald's metrics"
@@ -103,19 +162,15 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let state = Arc::new(AppState {
             broker,
-            rules,
-            router,
+            routes: ArcSwap::from_pointee(routes),
+            formats: Mutex::new(formats),
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-            max_body_size: config.server.max_body_size.0,
             shutdown,
         });
         Ok(Server {
             listener,
             state,
             trigger,
-            shutdown_timeout: config.server.shutdown_timeout.0,
-            send_timeout: config.server.send_timeout.0,
-            tcp_keepalive: config.server.tcp_keepalive.0,
         })
     }
 
@@ -136,9 +191,6 @@ impl Server {
             listener,
             state,
             trigger,
-            shutdown_timeout,
-            send_timeout,
-            tcp_keepalive,
         } = self;
         // Every connection task holds a clone of `open_connections`; `closed` resolves when all
         // have ended.
@@ -179,10 +231,11 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            if let Err(err) = io::enable_keepalive(&stream, tcp_keepalive) {
+            let routes = state.routes();
+            if let Err(err) = io::enable_keepalive(&stream, routes.tcp_keepalive) {
                 tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
             }
-            let stream = io::TimedIo::new(stream, send_timeout);
+            let stream = io::TimedIo::new(stream, routes.send_timeout);
             let mut shutdown = state.shutdown.clone();
             let state = state.clone();
             let service = service_fn(move |request| {
@@ -216,6 +269,7 @@ impl Server {
         tracing::info!("shutting down: closing subscriber connections");
         trigger.trigger();
         drop(open_connections);
+        let shutdown_timeout = state.routes().shutdown_timeout;
         if tokio::time::timeout(shutdown_timeout, closed.recv())
             .await
             .is_err()
@@ -239,7 +293,8 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
         return response;
     }
     let query = parts.uri.query().unwrap_or("").to_string();
-    let Some((location, vars)) = state.router.route(&path, &query, &parts.headers) else {
+    let routes = state.routes();
+    let Some((location, vars)) = routes.router.route(&path, &query, &parts.headers) else {
         return HttpError::new(StatusCode::NOT_FOUND, format!("No location serves {path}."))
             .into_response();
     };
@@ -260,7 +315,11 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
     if let Some(origins) = &location.allowed_origins {
         add_cors_headers(&mut response, &origins.eval(&vars), &location.handler);
     }
-    crate::metrics::count_request(&location.path, response.status().as_u16());
+    let status = response.status().as_u16();
+    crate::metrics::count_request(&location.path, status);
+    if routes.access_log {
+        tracing::info!(target: "herald::access", method = %parts.method, path = %path, status, location = %location.path, "request");
+    }
     response
 }
 

@@ -41,7 +41,7 @@ pub async fn handle(
     match method {
         Method::GET => {
             for id in &ids {
-                state.rules.check_shape(id)?;
+                state.routes().rules.check_shape(id)?;
             }
             infos_response(state, &ids, format)
         }
@@ -98,7 +98,7 @@ pub fn allowed_methods(settings: &PublisherSettings) -> &'static str {
 
 fn parse_ids(state: &AppState, ids: &[&str]) -> Result<Vec<ChannelId>, HttpError> {
     ids.iter()
-        .map(|id| state.rules.parse(id).map_err(HttpError::from))
+        .map(|id| state.routes().rules.parse(id).map_err(HttpError::from))
         .collect()
 }
 
@@ -115,7 +115,7 @@ async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Bytes, HttpError> {
-    let max = state.max_body_size;
+    let max = state.routes().max_body_size;
     let too_large = || {
         crate::metrics::count_limit_refusal("max_body_size");
         HttpError::new(

@@ -10,6 +10,7 @@ use crate::transport::template::TemplateFramer;
 use crate::transport::Framer;
 use hyper::HeaderMap;
 use regex::Regex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,12 +120,11 @@ fn expr(source: &Option<String>) -> Result<Option<ChannelsPathExpr>, String> {
 }
 
 impl Router {
-    /// Compiles the config's locations; each subscriber location gets its own output formats (one,
-    /// plus one per padding rule). Returns the router and the number of formats (for the broker's
-    /// frame caches).
-    pub fn compile(config: &Config) -> Result<(Router, usize), String> {
+    /// Compiles the config's locations. Each distinct framing (mode, templates, padding rule) gets an
+    /// output format from `formats`, which keeps its ids across reloads so that an unchanged
+    /// location keeps sharing frames with the messages already published.
+    pub fn compile(config: &Config, formats: &mut FormatRegistry) -> Result<Router, String> {
         let mut locations = Vec::with_capacity(config.locations.len());
-        let mut formats = 0;
         for loc in &config.locations {
             let handler = match loc.role() {
                 Role::Publisher => Handler::Publisher(PublisherSettings {
@@ -135,7 +135,7 @@ impl Router {
                 Role::Stats => Handler::Stats,
                 Role::Metrics => Handler::Metrics,
                 Role::Subscriber => {
-                    Handler::Subscriber(Box::new(subscriber_settings(config, loc, &mut formats)?))
+                    Handler::Subscriber(Box::new(subscriber_settings(config, loc, formats)?))
                 }
             };
             let regex = match loc.match_kind {
@@ -155,7 +155,7 @@ impl Router {
                 handler,
             });
         }
-        Ok((Router { locations }, formats))
+        Ok(Router { locations })
     }
 
     /// The locations, in config order.
@@ -201,15 +201,52 @@ impl Router {
     }
 }
 
+/// Output formats by framing, kept across reloads: the same framing always gets the same id.
+#[derive(Debug, Default)]
+pub struct FormatRegistry {
+    ids: HashMap<String, FormatId>,
+}
+
+impl FormatRegistry {
+    fn id_for(&mut self, key: String) -> FormatId {
+        let next = FormatId(self.ids.len());
+        *self.ids.entry(key).or_insert(next)
+    }
+
+    /// How many formats exist (the size of each message's frame cache).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when no format exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 fn subscriber_settings(
     config: &Config,
     loc: &LocationConfig,
-    formats: &mut usize,
+    formats: &mut FormatRegistry,
 ) -> Result<SubscriberSettings, String> {
-    let mut next_format = || {
-        *formats += 1;
-        FormatId(*formats - 1)
+    let content_type = loc
+        .content_type
+        .as_deref()
+        .unwrap_or("text/plain; charset=utf-8");
+    let framing = if loc.mode == SubscriberMode::EventSource {
+        "eventsource"
+    } else {
+        "template"
     };
+    let base_key = [
+        framing,
+        &loc.header_template,
+        loc.message_template(),
+        &loc.footer_template,
+        &config.channels.ping_message_text,
+        content_type,
+    ]
+    .join("\u{1}");
     let base: Arc<dyn Framer> = match loc.mode {
         SubscriberMode::EventSource => Arc::new(EventSourceFramer::new(
             &loc.header_template,
@@ -221,9 +258,7 @@ fn subscriber_settings(
             loc.message_template(),
             &loc.footer_template,
             &config.channels.ping_message_text,
-            loc.content_type
-                .as_deref()
-                .unwrap_or("text/plain; charset=utf-8"),
+            content_type,
         )),
     };
     let padding = match &loc.padding_by_user_agent {
@@ -235,12 +270,16 @@ fn subscriber_settings(
         _ => PaddingStyle::LineBreaks,
     };
     let mut variants = vec![FormatVariant {
-        format: next_format(),
+        format: formats.id_for(base_key.clone()),
         framer: base.clone(),
     }];
     for rule in &padding.0 {
+        let key = format!(
+            "{base_key}\u{1}{}\u{1}{}\u{1}{}",
+            rule.pattern, rule.header_min, rule.message_min
+        );
         variants.push(FormatVariant {
-            format: next_format(),
+            format: formats.id_for(key),
             framer: Arc::new(PaddedFramer::new(base.clone(), rule, style)),
         });
     }

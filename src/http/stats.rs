@@ -287,7 +287,7 @@ pub fn handle(
         return Ok(doc_response(&group_doc(state, &infos), format));
     }
     for id in &ids {
-        state.rules.check_shape(id)?;
+        state.routes().rules.check_shape(id)?;
     }
     infos_response(state, &ids, format)
 }

@@ -208,7 +208,7 @@ fn subscribe_targets(
     let client = client_start(settings, vars, &headers);
     let mut targets: Vec<SubscribeTo> = Vec::with_capacity(requested.len());
     for channel in &requested {
-        let id = state.rules.parse(channel.id)?;
+        let id = state.routes().rules.parse(channel.id)?;
         let start = if channel.backtrack > 0 {
             StartAt::Backtrack(channel.backtrack)
         } else {
@@ -413,7 +413,7 @@ fn upgrade_websocket(
         live: live_options(settings, &variant, SubscriberMode::WebSocket),
         allow_publish: settings.websocket_allow_publish,
     };
-    let max = usize::try_from(state.max_body_size).unwrap_or(usize::MAX);
+    let max = usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX);
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
