@@ -129,7 +129,12 @@ pub async fn run<S>(
                 }
                 // Pings are answered by the protocol layer; pongs need nothing.
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Ok(WsMessage::Close(_))) => {
+                    // The protocol layer queued the close reply: send it before leaving.
+                    let _ = ws.flush().await;
+                    break None;
+                }
+                None => break None,
                 Some(Err(err)) => break error_close(&err),
             },
             _ = &mut ttl => break Some(close(CloseCode::Normal, "")),
