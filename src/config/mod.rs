@@ -170,6 +170,8 @@ pub enum Role {
     Stats,
     /// Prometheus metrics (`/metrics`).
     Metrics,
+    /// Files compiled in from `static/` (browser client, demo page, dashboard).
+    Static,
 }
 
 /// Subscriber delivery mode of a location.
@@ -216,7 +218,7 @@ pub struct LocationConfig {
     /// How `path` is matched: `prefix` (default), `exact` or `regex`.
     #[serde(rename = "match")]
     pub match_kind: MatchKind,
-    /// `publisher`, `subscriber`, `stats` or `metrics`. Required.
+    /// `publisher`, `subscriber`, `stats`, `metrics` or `static`. Required.
     pub role: Option<Role>,
     /// Publisher only: also accept DELETE to delete channels (the module's `push_stream_publisher admin`).
     pub admin: bool,
@@ -285,7 +287,7 @@ impl LocationConfig {
     pub fn channels_path(&self) -> &str {
         match (&self.channels_path, self.role()) {
             (Some(expr), _) => expr,
-            (None, Role::Subscriber) => "$suffix",
+            (None, Role::Subscriber | Role::Static) => "$suffix",
             (None, _) => "$arg_id",
         }
     }
@@ -308,6 +310,7 @@ impl LocationConfig {
             Role::Subscriber => format!("subscriber {}", self.mode.name()),
             Role::Stats => "channels statistics".to_string(),
             Role::Metrics => "prometheus metrics".to_string(),
+            Role::Static => "static files".to_string(),
         };
         format!("{kind}{} ({role})", self.path)
     }
@@ -463,7 +466,8 @@ fn validate_location(
     let Some(role) = loc.role else {
         return Err((
             "role",
-            "missing; expected \"publisher\", \"subscriber\", \"stats\" or \"metrics\"".into(),
+            "missing; expected \"publisher\", \"subscriber\", \"stats\", \"metrics\" or \"static\""
+                .into(),
         ));
     };
     if loc.path.is_empty() {
@@ -547,7 +551,7 @@ fn validate_location(
     if loc.message_template().trim().is_empty() {
         return Err(("message_template", "must not be blank".into()));
     }
-    if matches!(role, Role::Stats | Role::Metrics) && loc.allowed_origins.is_some() {
+    if matches!(role, Role::Stats | Role::Metrics | Role::Static) && loc.allowed_origins.is_some() {
         return Err((
             "allowed_origins",
             "only applies to publisher and subscriber locations".into(),

@@ -8,6 +8,7 @@ mod io;
 mod publisher;
 mod response;
 pub mod router;
+mod static_files;
 mod stats;
 mod subscriber;
 
@@ -310,6 +311,7 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
             stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path)
         }
         Handler::Metrics => metrics_response(state, &parts.method),
+        Handler::Static => static_files::handle(&parts.method, &channels_path),
     };
     let mut response = result.unwrap_or_else(HttpError::into_response);
     if let Some(origins) = &location.allowed_origins {
@@ -359,7 +361,7 @@ fn metrics_response(state: &AppState, method: &hyper::Method) -> Result<Response
 fn add_cors_headers(response: &mut Response<Body>, origin: &str, handler: &Handler) {
     let methods = match handler {
         Handler::Publisher(settings) => publisher::allowed_methods(settings),
-        Handler::Subscriber(_) | Handler::Stats | Handler::Metrics => "GET",
+        Handler::Subscriber(_) | Handler::Stats | Handler::Metrics | Handler::Static => "GET",
     };
     let Ok(origin) = HeaderValue::from_str(origin) else {
         return;

@@ -90,6 +90,8 @@ pub enum Handler {
     Stats,
     /// Prometheus metrics.
     Metrics,
+    /// Embedded static files.
+    Static,
 }
 
 /// A compiled location.
@@ -134,6 +136,7 @@ impl Router {
                 }),
                 Role::Stats => Handler::Stats,
                 Role::Metrics => Handler::Metrics,
+                Role::Static => Handler::Static,
                 Role::Subscriber => {
                     Handler::Subscriber(Box::new(subscriber_settings(config, loc, formats)?))
                 }

@@ -1,0 +1,55 @@
+//! Static files (the browser client, demo page and dashboard under `static/`), compiled into the
+//! binary so that `cargo run --release` serves them with no extra files. A `static` location serves the
+//! file named by its channels path expression (the path after the location by default): `""` is
+//! `index.html`, and `name` also finds `name.html`.
+
+use super::error::HttpError;
+use super::response::base_response;
+use axum::body::Body;
+use hyper::{header, Method, Response, StatusCode};
+
+#[derive(rust_embed::Embed)]
+#[folder = "static/"]
+struct Assets;
+
+/// Answers `GET`/`HEAD` for the embedded file at `path`.
+pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HttpError::method_not_allowed("GET, HEAD"));
+    }
+    let path = path.trim_start_matches('/');
+    let candidates = if path.is_empty() || path.ends_with('/') {
+        vec![format!("{path}index.html")]
+    } else {
+        vec![
+            path.to_string(),
+            format!("{path}.html"),
+            format!("{path}/index.html"),
+        ]
+    };
+    let Some((name, file)) = candidates
+        .into_iter()
+        .find_map(|name| Assets::get(&name).map(|file| (name, file)))
+    else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("No file /{path} here."),
+        ));
+    };
+    let mime = file.metadata.mimetype();
+    let content_type = if mime.starts_with("text/") || mime.ends_with("javascript") {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(file.data.into_owned())
+    };
+    tracing::trace!(file = %name, "static file");
+    Ok(base_response(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .unwrap_or_default())
+}
