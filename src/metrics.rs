@@ -45,6 +45,11 @@ pub const OPEN_FDS: &str = "herald_process_open_fds";
 /// Requests refused by a limit (channels, subscribers, body size, memory, …), by limit.
 pub const LIMIT_REFUSALS: &str = "herald_limit_refusals_total";
 
+/// Requests refused by access rules, by reason.
+pub const AUTH_REFUSALS: &str = "herald_auth_refusals_total";
+/// Connections refused at accept time by `max_connections` / `max_connections_per_address`.
+pub const CONNECTION_REFUSALS: &str = "herald_connection_refusals_total";
+
 /// One in how many deliveries of a connection records its publish-to-write latency.
 const LATENCY_SAMPLE_EVERY: u32 = 16;
 
@@ -170,6 +175,16 @@ pub fn process_open_fds() -> Option<u64> {
 /// Counts a refusal by a configured limit.
 pub fn count_limit_refusal(limit: &'static str) {
     counter!(LIMIT_REFUSALS, "limit" => limit).increment(1);
+}
+
+/// Counts a request refused by access rules (address, bearer, token, upstream, private channel).
+pub fn count_auth_refusal(reason: &'static str) {
+    counter!(AUTH_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// Counts a connection refused at accept time.
+pub fn count_connection_refusal(limit: &'static str) {
+    counter!(CONNECTION_REFUSALS, "limit" => limit).increment(1);
 }
 
 /// Counts a connection closed by the liveness checks.

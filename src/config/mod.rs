@@ -3,6 +3,7 @@
 //! HTTP layer take the validated values they need from here. Units live in `units`.
 
 mod error;
+pub mod nginx;
 pub mod units;
 
 pub use error::ConfigError;
@@ -50,6 +51,18 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// One log line per request (target `herald::access`). Default off.
     pub access_log: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR list); the client address of a request is
+    /// then the last address in that header that is not a trusted proxy. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Most open connections; one more is answered 503 and closed. Default 50000.
+    pub max_connections: Option<u64>,
+    /// Most open connections from one client address (TCP peer). Default: unlimited.
+    pub max_connections_per_address: Option<u64>,
+    /// Time a client gets to send its request headers (slow-loris protection). Default `30s`.
+    pub header_read_timeout: ConfDuration,
+    /// Largest request head (request line and headers); larger ones get 431. Default `16k`
+    /// (at least 8k).
+    pub max_header_size: ConfSize,
 }
 
 /// How log lines are written.
@@ -73,6 +86,11 @@ impl Default for ServerConfig {
             tcp_keepalive: ConfDuration(Duration::from_secs(60)),
             log_format: LogFormat::Text,
             access_log: false,
+            trusted_proxies: Vec::new(),
+            max_connections: Some(50_000),
+            max_connections_per_address: None,
+            header_read_timeout: ConfDuration(Duration::from_secs(30)),
+            max_header_size: ConfSize(16 << 10),
         }
     }
 }
@@ -117,6 +135,11 @@ pub struct ChannelsConfig {
     /// publish that would store past it gets 500 (the module's `push_stream_shared_memory_size`).
     /// Default `256m`.
     pub shared_memory_size: Option<ConfSize>,
+    /// Channels whose id starts with one of these prefixes can only be joined through a location
+    /// that authorizes subscribers (`jwt_secret`, `jwt_public_key_file` or `auth_request_url`).
+    pub private_channel_prefixes: Vec<String>,
+    /// Most channels in one subscribe request; more get 403. Default 100.
+    pub max_channels_per_subscription: Option<u64>,
 }
 
 impl Default for ChannelsConfig {
@@ -137,6 +160,8 @@ impl Default for ChannelsConfig {
             events_channel_id: None,
             max_number_of_wildcard_channels: None,
             shared_memory_size: Some(ConfSize(256 << 20)),
+            private_channel_prefixes: Vec::new(),
+            max_channels_per_subscription: Some(100),
         }
     }
 }
@@ -275,6 +300,30 @@ pub struct LocationConfig {
     /// Subscriber only: most wildcard channels in one request; when set, a request of wildcard
     /// channels only is refused too.
     pub wildcard_channel_max_qtd: Option<u64>,
+    /// Any location: requests must carry `Authorization: Bearer <one of these>` (401 otherwise).
+    pub auth_bearer_tokens: Vec<String>,
+    /// Any location: client addresses (CIDR or single address) allowed; empty = everyone.
+    pub allow_addresses: Vec<String>,
+    /// Any location: client addresses (CIDR or single address) refused (403), checked first.
+    pub deny_addresses: Vec<String>,
+    /// Publisher only: most publish requests per second per client (per bearer token when one is
+    /// used), e.g. `"50/s"` or `"600/m"`; more get 429.
+    pub publish_rate_limit: Option<String>,
+    /// Subscriber only: HS256 secret of the JWTs subscribers must present.
+    pub jwt_secret: Option<String>,
+    /// Subscriber only: PEM file with the RSA public key of RS256 JWTs subscribers must present.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Subscriber only: where the JWT comes from (expression). Default `$arg_token`, then the
+    /// `Authorization: Bearer` header.
+    pub token: Option<String>,
+    /// Subscriber only: URL that authorizes each subscribe request (its headers and cookies are
+    /// forwarded; 2xx admits).
+    pub auth_request_url: Option<String>,
+    /// Subscriber only: how long the authorization request may take (503 after). Default `2s`.
+    pub auth_request_timeout: Option<ConfDuration>,
+    /// Subscriber only: how long an authorization answer is reused for the same credentials and
+    /// channels. Default `5s`; `0` = no cache.
+    pub auth_request_cache: Option<ConfDuration>,
 }
 
 impl LocationConfig {
@@ -389,9 +438,32 @@ impl Config {
                 ));
             }
         }
+        for proxy in &self.server.trusted_proxies {
+            crate::http::access::parse_net(proxy).map_err(|m| {
+                (
+                    key(&[KeySeg::Name("server"), KeySeg::Name("trusted_proxies")]),
+                    m,
+                )
+            })?;
+        }
+        for (name, value) in [
+            ("max_connections", self.server.max_connections),
+            (
+                "max_connections_per_address",
+                self.server.max_connections_per_address,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err((
+                    key(&[KeySeg::Name("server"), KeySeg::Name(name)]),
+                    "must be at least 1 (leave the key out for no limit)".into(),
+                ));
+            }
+        }
         for (name, value) in [
             ("send_timeout", self.server.send_timeout),
             ("tcp_keepalive", self.server.tcp_keepalive),
+            ("header_read_timeout", self.server.header_read_timeout),
         ] {
             if value.0.is_zero() {
                 return Err((
@@ -583,6 +655,12 @@ fn validate_location(
             crate::http::channels_path::ChannelsPathExpr::parse(expr).map_err(|m| (name, m))?;
         }
     }
+    if let (Some(file), Some(dir)) = (&loc.jwt_public_key_file, base_dir) {
+        if file.is_relative() {
+            loc.jwt_public_key_file = Some(dir.join(file));
+        }
+    }
+    crate::http::access::LocationAccess::from_config(loc)?;
     if let Some(rules) = &loc.padding_by_user_agent {
         crate::transport::padding::PaddingRules::parse(rules)
             .map_err(|m| ("padding_by_user_agent", m))?;

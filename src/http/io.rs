@@ -114,3 +114,77 @@ pub fn enable_keepalive(stream: &tokio::net::TcpStream, idle: Duration) -> io::R
         .with_interval((idle / 3).max(Duration::from_secs(1)));
     socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
+
+/// Open connections, in total and per peer address, for `max_connections` and
+/// `max_connections_per_address`.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    total: std::sync::atomic::AtomicU64,
+    per_address: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+}
+
+/// Holds one connection's place in `ConnectionCounts`; released on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    counts: std::sync::Arc<ConnectionCounts>,
+    address: std::net::IpAddr,
+}
+
+impl ConnectionCounts {
+    /// Admits a connection from `address`, or names the limit that refuses it.
+    pub fn admit(
+        counts: &std::sync::Arc<ConnectionCounts>,
+        address: std::net::IpAddr,
+        max_total: Option<u64>,
+        max_per_address: Option<u64>,
+    ) -> Result<ConnectionSlot, &'static str> {
+        use std::sync::atomic::Ordering;
+        let total = counts.total.fetch_add(1, Ordering::AcqRel) + 1;
+        if max_total.is_some_and(|max| total > max) {
+            counts.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_connections");
+        }
+        let mut per_address = counts.per_address.lock();
+        let open = per_address.entry(address).or_insert(0);
+        if max_per_address.is_some_and(|max| *open >= max) {
+            drop(per_address);
+            counts.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_connections_per_address");
+        }
+        *open += 1;
+        Ok(ConnectionSlot {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.counts
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut per_address = self.counts.per_address.lock();
+        if let Some(open) = per_address.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Answers a connection refused by a limit with a 503 naming it, then closes it.
+pub async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!("Too many connections. Limit: {limit}.\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Nginx-PushStream-Explain: Too many connections. Limit: {limit}.\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

@@ -2,6 +2,7 @@
 //! location (publisher, subscriber, statistics), and the error-to-response mapping. It wires
 //! `broker` and `transport` together and holds no channel state of its own.
 
+pub mod access;
 pub mod channels_path;
 mod error;
 mod io;
@@ -55,6 +56,20 @@ pub struct Routes {
     pub listen: String,
     /// Log one line per request.
     pub access_log: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Channel prefixes that need an authorizing location.
+    pub private_channel_prefixes: Vec<String>,
+    /// Most channels per subscribe request.
+    pub max_channels_per_subscription: Option<u64>,
+    /// Most open connections.
+    pub max_connections: Option<u64>,
+    /// Most open connections per peer address.
+    pub max_connections_per_address: Option<u64>,
+    /// Time to send the request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_size: usize,
 }
 
 impl Routes {
@@ -72,6 +87,20 @@ impl Routes {
             shutdown_timeout: config.server.shutdown_timeout.0,
             listen: config.server.listen.clone(),
             access_log: config.server.access_log,
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|p| access::parse_net(p))
+                .collect::<Result<_, _>>()?,
+            private_channel_prefixes: config.channels.private_channel_prefixes.clone(),
+            max_channels_per_subscription: config.channels.max_channels_per_subscription,
+            max_connections: config.server.max_connections,
+            max_connections_per_address: config.server.max_connections_per_address,
+            header_read_timeout: config.server.header_read_timeout.0,
+            max_header_size: usize::try_from(config.server.max_header_size.0)
+                .unwrap_or(usize::MAX)
+                .max(8192),
         })
     }
 }
@@ -212,6 +241,7 @@ impl Server {
                 }
             }
         });
+        let connection_counts = Arc::new(io::ConnectionCounts::default());
         tokio::pin!(signal);
         let mut accept_backoff = Duration::from_millis(5);
         loop {
@@ -231,8 +261,21 @@ impl Server {
                     }
                 },
             };
-            let _ = stream.set_nodelay(true);
             let routes = state.routes();
+            let slot = match io::ConnectionCounts::admit(
+                &connection_counts,
+                peer.ip(),
+                routes.max_connections,
+                routes.max_connections_per_address,
+            ) {
+                Ok(slot) => slot,
+                Err(limit) => {
+                    crate::metrics::count_connection_refusal(limit);
+                    tokio::spawn(io::refuse_connection(stream, limit));
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             if let Err(err) = io::enable_keepalive(&stream, routes.tcp_keepalive) {
                 tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
             }
@@ -241,11 +284,12 @@ impl Server {
             let state = state.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                async move { Ok::<_, Infallible>(handle(&state, request, peer.ip()).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(routes.header_read_timeout)
+                .max_buf_size(routes.max_header_size)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let open = open_connections.clone();
@@ -263,6 +307,7 @@ impl Server {
                 if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
+                drop(slot);
                 drop(open);
             });
         }
@@ -286,7 +331,11 @@ impl Server {
 }
 
 /// Dispatches one request to its location.
-async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: &AppState,
+    request: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let path = parts.uri.path().to_string();
@@ -300,18 +349,46 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
             .into_response();
     };
     let channels_path = location.channels_path.eval(&vars);
-    let result = match &location.handler {
-        Handler::Publisher(settings) => {
+    let client = access::client_address(peer, &parts.headers, &routes.trusted_proxies);
+    let checked = if parts.method == hyper::Method::OPTIONS {
+        // CORS preflights carry no credentials.
+        Ok(())
+    } else {
+        location
+            .access
+            .check_request(client, &parts.headers)
+            .and_then(|()| {
+                let publishes = matches!(parts.method, hyper::Method::POST | hyper::Method::PUT);
+                match &location.handler {
+                    Handler::Publisher(_) if publishes => {
+                        location.access.check_publish_rate(client, &parts.headers)
+                    }
+                    _ => Ok(()),
+                }
+            })
+    };
+    let result = match (&location.handler, checked) {
+        (_, Err(refused)) => Err(refused),
+        (Handler::Publisher(settings), Ok(())) => {
             publisher::handle(state, settings, &parts, body, &query, &channels_path).await
         }
-        Handler::Subscriber(settings) => {
-            subscriber::handle(state, settings, &parts, on_upgrade, &vars, &channels_path).await
+        (Handler::Subscriber(settings), Ok(())) => {
+            subscriber::handle(
+                state,
+                settings,
+                &location.access,
+                &parts,
+                on_upgrade,
+                &vars,
+                &channels_path,
+            )
+            .await
         }
-        Handler::Stats => {
+        (Handler::Stats, Ok(())) => {
             stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path)
         }
-        Handler::Metrics => metrics_response(state, &parts.method),
-        Handler::Static => static_files::handle(&parts.method, &channels_path),
+        (Handler::Metrics, Ok(())) => metrics_response(state, &parts.method),
+        (Handler::Static, Ok(())) => static_files::handle(&parts.method, &channels_path),
     };
     let mut response = result.unwrap_or_else(HttpError::into_response);
     if let Some(origins) = &location.allowed_origins {

@@ -1,6 +1,7 @@
 //! Locations: the config's `[[location]]` list compiled into handlers, and request-path matching in
 //! nginx order (exact match, then regexes in config order, then the longest prefix).
 
+use super::access::LocationAccess;
 use super::channels_path::{ChannelsPathExpr, RequestVars};
 use crate::broker::{FormatId, SubscribePolicy};
 use crate::config::{Config, LocationConfig, MatchKind, Role, SubscriberMode};
@@ -107,6 +108,8 @@ pub struct Location {
     pub channels_path: ChannelsPathExpr,
     /// `Access-Control-Allow-Origin` value, when CORS is on.
     pub allowed_origins: Option<ChannelsPathExpr>,
+    /// Who may use it.
+    pub access: LocationAccess,
     /// What it does.
     pub handler: Handler,
 }
@@ -155,6 +158,8 @@ impl Router {
                 regex,
                 channels_path: ChannelsPathExpr::parse(loc.channels_path())?,
                 allowed_origins: expr(&loc.allowed_origins)?,
+                access: LocationAccess::from_config(loc)
+                    .map_err(|(key, message)| format!("location {}: {key}: {message}", loc.path))?,
                 handler,
             });
         }

@@ -3,6 +3,7 @@
 //! and hands the subscription to the transport of the location's mode (or of the mode asked for with
 //! `X-Nginx-PushStream-Mode`).
 
+use super::access::LocationAccess;
 use super::channels_path::{parse_subscriber_path, ChannelsPathExpr, RequestVars};
 use super::error::HttpError;
 use super::response::base_response;
@@ -31,6 +32,7 @@ const MODE_HEADER: &str = "X-Nginx-PushStream-Mode";
 pub async fn handle(
     state: &AppState,
     settings: &SubscriberSettings,
+    access: &LocationAccess,
     parts: &Parts,
     on_upgrade: Option<OnUpgrade>,
     vars: &RequestVars<'_>,
@@ -50,12 +52,16 @@ pub async fn handle(
     let variant = settings.variant_for(vars).clone();
     if mode == SubscriberMode::WebSocket {
         let handshake = check_websocket_handshake(&parts.headers)?;
-        let targets = subscribe_targets(state, settings, vars, channels_path);
+        let targets = subscribe_targets(state, settings, &parts.headers, vars, channels_path);
+        if let Ok(targets) = &targets {
+            authorize(state, access, vars, &parts.headers, targets).await?;
+        }
         return Ok(upgrade_websocket(
             state, settings, variant, handshake, on_upgrade, targets,
         ));
     }
-    let targets = subscribe_targets(state, settings, vars, channels_path)?;
+    let targets = subscribe_targets(state, settings, &parts.headers, vars, channels_path)?;
+    authorize(state, access, vars, &parts.headers, &targets).await?;
     match mode {
         SubscriberMode::LongPolling | SubscriberMode::Polling => {
             poll(
@@ -194,9 +200,29 @@ fn client_start(
 }
 
 /// The channels to subscribe and where each starts (`.bN` wins over the client's recovery point).
+/// Token, upstream and private-channel checks of the location, for the channels asked for.
+async fn authorize(
+    state: &AppState,
+    access: &LocationAccess,
+    vars: &RequestVars<'_>,
+    headers: &HeaderMap,
+    targets: &[SubscribeTo],
+) -> Result<(), HttpError> {
+    let channels: Vec<&str> = targets.iter().map(|t| t.channel.as_str()).collect();
+    access
+        .check_subscriber(
+            vars,
+            headers,
+            &channels,
+            &state.routes().private_channel_prefixes,
+        )
+        .await
+}
+
 fn subscribe_targets(
     state: &AppState,
     settings: &SubscriberSettings,
+    headers: &HeaderMap,
     vars: &RequestVars<'_>,
     channels_path: &str,
 ) -> Result<Vec<SubscribeTo>, HttpError> {
@@ -204,11 +230,20 @@ fn subscribe_targets(
     if requested.is_empty() {
         return Err(BrokerError::NoChannelId.into());
     }
-    let headers = vars.headers.cloned().unwrap_or_default();
-    let client = client_start(settings, vars, &headers);
+    let routes = state.routes();
+    if let Some(max) = routes.max_channels_per_subscription {
+        if requested.len() as u64 > max {
+            crate::metrics::count_limit_refusal("max_channels_per_subscription");
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!("Too many channels in one subscription. Limit: max_channels_per_subscription = {max}."),
+            ));
+        }
+    }
+    let client = client_start(settings, vars, headers);
     let mut targets: Vec<SubscribeTo> = Vec::with_capacity(requested.len());
     for channel in &requested {
-        let id = state.routes().rules.parse(channel.id)?;
+        let id = routes.rules.parse(channel.id)?;
         let start = if channel.backtrack > 0 {
             StartAt::Backtrack(channel.backtrack)
         } else {

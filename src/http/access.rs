@@ -1,0 +1,572 @@
+//! Who may use a location: client address allow/deny lists (with trusted proxies'
+//! `X-Forwarded-For`), bearer secrets, publish rate limits, and for subscribers signed tokens (JWT
+//! HS256/RS256 naming the channels they may join), an upstream authorization request, and private
+//! channel prefixes. Every refusal is a status, a clear explanation and a metric.
+
+use super::channels_path::{ChannelsPathExpr, RequestVars};
+use super::error::HttpError;
+use crate::config::LocationConfig;
+use axum::body::Body;
+use hyper::{header, HeaderMap, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Parses `10.0.0.0/8` or a single address.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or CIDR range (e.g. 10.0.0.0/8, ::1)"))
+}
+
+fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter().map(|n| parse_net(n)).collect()
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not one.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// A publish rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rate {
+    count: f64,
+    per: Duration,
+    text_count: u64,
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let (count, unit) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} must look like \"50/s\", \"600/m\" or \"10000/h\""))?;
+    let count: u64 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: {count:?} is not a whole number"))?;
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => return Err(format!("{text:?}: unit {other:?} must be s, m or h")),
+    };
+    if count == 0 {
+        return Err(format!("{text:?}: the count must be at least 1"));
+    }
+    Ok(Rate {
+        count: count as f64,
+        per,
+        text_count: count,
+    })
+}
+
+/// Token buckets per client key; stale keys are dropped so the map stays bounded by active clients.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: Rate,
+    text: String,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+const RATE_LIMITER_MAX_KEYS: usize = 100_000;
+
+impl RateLimiter {
+    /// Takes one request from `key`'s bucket; `Err(wait)` when it is empty.
+    fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let per_second = self.rate.count / self.rate.per.as_secs_f64();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= RATE_LIMITER_MAX_KEYS {
+            // Full buckets of idle clients carry no state worth keeping.
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < self.rate.per);
+        }
+        let (tokens, at) = buckets
+            .entry(key.to_string())
+            .or_insert((self.rate.count, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(self.rate.count);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / per_second))
+        }
+    }
+}
+
+/// How subscriber tokens are verified.
+struct TokenAuth {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+    source: Option<ChannelsPathExpr>,
+}
+
+impl std::fmt::Debug for TokenAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuth")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+/// The claims Herald reads from a subscriber token.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    /// Channels allowed: exact ids, or prefixes ending with `*`.
+    #[serde(default)]
+    channels: Vec<String>,
+    /// Optional user id (logged).
+    #[serde(default)]
+    sub: Option<String>,
+}
+
+/// Upstream authorization (the way nchan's authorize request works).
+#[derive(Debug)]
+struct UpstreamAuth {
+    url: hyper::Uri,
+    timeout: Duration,
+    cache_for: Duration,
+    cache: Mutex<HashMap<String, CachedAnswer>>,
+}
+
+const UPSTREAM_CACHE_MAX: usize = 10_000;
+
+/// An authorization answer and when it was given.
+type CachedAnswer = (Instant, Result<(), HttpError>);
+
+/// The access rules of one location.
+#[derive(Debug)]
+pub struct LocationAccess {
+    bearer_tokens: Vec<String>,
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    rate: Option<RateLimiter>,
+    token: Option<TokenAuth>,
+    upstream: Option<UpstreamAuth>,
+}
+
+impl LocationAccess {
+    /// Builds the rules from a location's config; errors name the key.
+    pub fn from_config(loc: &LocationConfig) -> Result<LocationAccess, (&'static str, String)> {
+        let token = match (&loc.jwt_secret, &loc.jwt_public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "jwt_public_key_file",
+                    "use either jwt_secret (HS256) or jwt_public_key_file (RS256)".into(),
+                ))
+            }
+            (Some(secret), None) => {
+                if secret.len() < 16 {
+                    return Err(("jwt_secret", "must be at least 16 bytes".into()));
+                }
+                Some((
+                    jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+                    jsonwebtoken::Algorithm::HS256,
+                ))
+            }
+            (None, Some(file)) => {
+                let pem = std::fs::read(file).map_err(|e| {
+                    (
+                        "jwt_public_key_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                let key = jsonwebtoken::DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+                    (
+                        "jwt_public_key_file",
+                        format!("{} is not an RSA public key in PEM: {e}", file.display()),
+                    )
+                })?;
+                Some((key, jsonwebtoken::Algorithm::RS256))
+            }
+            (None, None) => None,
+        };
+        let token = match token {
+            Some((key, algorithm)) => {
+                let mut validation = jsonwebtoken::Validation::new(algorithm);
+                validation.required_spec_claims.clear();
+                validation.validate_exp = true;
+                validation.leeway = 5;
+                let source = loc
+                    .token
+                    .as_deref()
+                    .map(ChannelsPathExpr::parse)
+                    .transpose()
+                    .map_err(|m| ("token", m))?;
+                Some(TokenAuth {
+                    key,
+                    validation,
+                    source,
+                })
+            }
+            None if loc.token.is_some() => {
+                return Err(("token", "needs jwt_secret or jwt_public_key_file".into()));
+            }
+            None => None,
+        };
+        let upstream = match &loc.auth_request_url {
+            Some(url) => {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| ("auth_request_url", format!("invalid URL {url:?}: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    return Err(("auth_request_url", format!("{url:?} must be an http:// URL (put TLS in front of the backend's proxy)")));
+                }
+                Some(UpstreamAuth {
+                    url: uri,
+                    timeout: loc
+                        .auth_request_timeout
+                        .map_or(Duration::from_secs(2), |d| d.0),
+                    cache_for: loc
+                        .auth_request_cache
+                        .map_or(Duration::from_secs(5), |d| d.0),
+                    cache: Mutex::new(HashMap::new()),
+                })
+            }
+            None => None,
+        };
+        let rate = match &loc.publish_rate_limit {
+            Some(text) => Some(RateLimiter {
+                rate: parse_rate(text).map_err(|m| ("publish_rate_limit", m))?,
+                text: text.clone(),
+                buckets: Mutex::new(HashMap::new()),
+            }),
+            None => None,
+        };
+        if loc.auth_bearer_tokens.iter().any(|t| t.trim().len() < 16) {
+            return Err((
+                "auth_bearer_tokens",
+                "each token must be at least 16 characters".into(),
+            ));
+        }
+        Ok(LocationAccess {
+            bearer_tokens: loc.auth_bearer_tokens.clone(),
+            allow: parse_nets(&loc.allow_addresses).map_err(|m| ("allow_addresses", m))?,
+            deny: parse_nets(&loc.deny_addresses).map_err(|m| ("deny_addresses", m))?,
+            rate,
+            token,
+            upstream,
+        })
+    }
+
+    /// True when subscribers of this location are authorized (so private channels may be joined).
+    pub fn authorizes_subscribers(&self) -> bool {
+        self.token.is_some() || self.upstream.is_some()
+    }
+
+    /// Request-level checks: address lists, then the bearer secret.
+    pub fn check_request(&self, client: IpAddr, headers: &HeaderMap) -> Result<(), HttpError> {
+        if self.deny.iter().any(|net| net.contains(&client))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(&client)))
+        {
+            crate::metrics::count_auth_refusal("address");
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!("Client address {client} is not allowed here."),
+            ));
+        }
+        if !self.bearer_tokens.is_empty() {
+            let given = bearer(headers);
+            // Compare every token in full so the time taken does not tell which prefix matched.
+            let matched = self.bearer_tokens.iter().fold(false, |found, token| {
+                found | given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+            });
+            if !matched {
+                crate::metrics::count_auth_refusal("bearer");
+                let explain = if given.is_some() {
+                    "Wrong bearer token."
+                } else {
+                    "Missing bearer token: send Authorization: Bearer <token>."
+                };
+                let mut err = HttpError::new(StatusCode::UNAUTHORIZED, explain);
+                err.headers
+                    .push((header::WWW_AUTHENTICATE, "Bearer".into()));
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one publish from the client's (or bearer token's) rate budget.
+    pub fn check_publish_rate(&self, client: IpAddr, headers: &HeaderMap) -> Result<(), HttpError> {
+        let Some(limiter) = &self.rate else {
+            return Ok(());
+        };
+        let key = bearer(headers).map_or_else(|| client.to_string(), |t| format!("token:{t}"));
+        limiter.take(&key).map_err(|wait| {
+            crate::metrics::count_limit_refusal("publish_rate_limit");
+            let mut err = HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Publish rate limit exceeded. Limit: publish_rate_limit = {} per client.",
+                    limiter.text
+                ),
+            );
+            err.headers
+                .push((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            err
+        })
+    }
+
+    /// Subscriber checks for the channels asked for: token, private prefixes, upstream request.
+    pub async fn check_subscriber(
+        &self,
+        vars: &RequestVars<'_>,
+        headers: &HeaderMap,
+        channels: &[&str],
+        private_prefixes: &[String],
+    ) -> Result<(), HttpError> {
+        if !self.authorizes_subscribers() {
+            if let Some(channel) = channels
+                .iter()
+                .find(|c| private_prefixes.iter().any(|p| c.starts_with(p.as_str())))
+            {
+                crate::metrics::count_auth_refusal("private_channel");
+                return Err(HttpError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("Channel {channel} is private: subscribe through a location that authorizes subscribers."),
+                ));
+            }
+        }
+        if let Some(auth) = &self.token {
+            check_token(auth, vars, headers, channels)?;
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.check(headers, channels).await?;
+        }
+        Ok(())
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_token(
+    auth: &TokenAuth,
+    vars: &RequestVars<'_>,
+    headers: &HeaderMap,
+    channels: &[&str],
+) -> Result<(), HttpError> {
+    let from_expr = auth
+        .source
+        .as_ref()
+        .map(|e| e.eval(vars))
+        .filter(|t| !t.is_empty());
+    let from_arg = || {
+        form_urlencoded::parse(vars.query.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    };
+    let token = match &auth.source {
+        Some(_) => from_expr,
+        None => from_arg().or_else(|| bearer(headers).map(str::to_string)),
+    };
+    let Some(token) = token else {
+        crate::metrics::count_auth_refusal("token_missing");
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing subscriber token (the token query argument or Authorization: Bearer).",
+        ));
+    };
+    let claims =
+        jsonwebtoken::decode::<Claims>(&token, &auth.key, &auth.validation).map_err(|e| {
+            crate::metrics::count_auth_refusal("token_invalid");
+            let explain = match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    "Subscriber token expired.".to_string()
+                }
+                _ => format!("Invalid subscriber token: {e}."),
+            };
+            HttpError::new(StatusCode::UNAUTHORIZED, explain)
+        })?;
+    let allowed = |channel: &str| {
+        claims
+            .claims
+            .channels
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => channel == pattern,
+            })
+    };
+    if let Some(channel) = channels.iter().find(|c| !allowed(c)) {
+        crate::metrics::count_auth_refusal("token_channel");
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("The subscriber token does not allow channel {channel}."),
+        ));
+    }
+    if let Some(user) = &claims.claims.sub {
+        tracing::debug!(user, "subscriber token accepted");
+    }
+    Ok(())
+}
+
+impl UpstreamAuth {
+    async fn check(&self, headers: &HeaderMap, channels: &[&str]) -> Result<(), HttpError> {
+        let credentials = |name: header::HeaderName| {
+            headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let cache_key = format!(
+            "{}\u{1}{}\u{1}{}",
+            credentials(header::COOKIE),
+            credentials(header::AUTHORIZATION),
+            channels.join("/")
+        );
+        if !self.cache_for.is_zero() {
+            if let Some((at, answer)) = self.cache.lock().get(&cache_key) {
+                if at.elapsed() < self.cache_for {
+                    return answer.clone();
+                }
+            }
+        }
+        let answer = self.ask(headers, channels).await;
+        if !self.cache_for.is_zero() {
+            let mut cache = self.cache.lock();
+            if cache.len() >= UPSTREAM_CACHE_MAX {
+                let cache_for = self.cache_for;
+                cache.retain(|_, (at, _)| at.elapsed() < cache_for);
+            }
+            cache.insert(cache_key, (Instant::now(), answer.clone()));
+        }
+        answer
+    }
+
+    async fn ask(&self, headers: &HeaderMap, channels: &[&str]) -> Result<(), HttpError> {
+        let mut request = hyper::Request::get(self.url.clone());
+        for name in [
+            header::COOKIE,
+            header::AUTHORIZATION,
+            header::USER_AGENT,
+            header::ORIGIN,
+        ] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        let request = request
+            .header("X-Herald-Channels", channels.join("/"))
+            .body(Body::empty())
+            .map_err(|e| {
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot build the authorization request: {e}"),
+                )
+            })?;
+        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+        match tokio::time::timeout(self.timeout, client.request(request)).await {
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => {
+                crate::metrics::count_auth_refusal("upstream");
+                let status = if response.status() == StatusCode::UNAUTHORIZED {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                Err(HttpError::new(
+                    status,
+                    format!(
+                        "Subscription refused by the authorization service ({}).",
+                        response.status()
+                    ),
+                ))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(url = %self.url, error = %err, "authorization service unreachable");
+                Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Authorization service unreachable; try again later.",
+                ))
+            }
+            Err(_) => {
+                tracing::warn!(url = %self.url, timeout = ?self.timeout, "authorization service timed out");
+                Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Authorization service did not answer in time; try again later.",
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_honours_only_trusted_proxies() {
+        let trusted = vec![
+            parse_net("127.0.0.1").unwrap(),
+            parse_net("10.0.0.0/8").unwrap(),
+        ];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9, 10.1.2.3".parse().unwrap());
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_address(proxy, &headers, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_address(stranger, &headers, &trusted), stranger);
+    }
+
+    #[test]
+    fn rates_parse_and_limit() {
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("5/d").is_err());
+        assert!(parse_rate("five/s").is_err());
+        let limiter = RateLimiter {
+            rate: parse_rate("2/m").unwrap(),
+            text: "2/m".into(),
+            buckets: Mutex::new(HashMap::new()),
+        };
+        assert!(limiter.take("a").is_ok());
+        assert!(limiter.take("a").is_ok());
+        assert!(limiter.take("a").is_err());
+        assert!(limiter.take("b").is_ok());
+        assert_eq!(limiter.rate.text_count, 2);
+    }
+}
