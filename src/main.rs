@@ -1,8 +1,10 @@
-//! The `herald` command: run the server (embedded default config, `--config FILE`, `--listen ADDR`),
-//! check a config file (`herald check-config FILE`), or ask a running server to reload its config
-//! (`herald reload PID`, the same as `kill -HUP PID`).
+//! The `herald` command: run the server (embedded default config, `--config FILE`, `--nginx-config
+//! FILE`, `--listen ADDR`), check a config file (`herald check-config FILE`), print the TOML equivalent of
+//! an nginx push-stream configuration (`herald migrate FILE`), or ask a running server to reload its
+//! config (`herald reload PID`, the same as `kill -HUP PID`).
 
 use clap::{Parser, Subcommand};
+use herald::config::nginx::{self, Warning};
 use herald::config::LogFormat;
 use herald::{Config, Server};
 use std::net::SocketAddr;
@@ -16,6 +18,10 @@ struct Cli {
     /// Configuration file (TOML). Default: the embedded config/herald.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve an nginx configuration written for the push-stream module (its push_stream locations;
+    /// other nginx directives are ignored with a warning).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    nginx_config: Option<PathBuf>,
     /// Listen on this address instead of the config's `server.listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -35,6 +41,43 @@ enum Command {
         /// Process id of the server.
         pid: i32,
     },
+    /// Print the Herald TOML equivalent of an nginx push-stream configuration (warnings on stderr).
+    Migrate {
+        /// The nginx configuration file (includes are followed).
+        file: PathBuf,
+    },
+}
+
+/// Where the configuration comes from; SIGHUP re-reads the same source.
+#[derive(Debug, Clone)]
+enum ConfigSource {
+    /// The embedded config/herald.toml.
+    Embedded,
+    /// A TOML file (`--config`).
+    Toml(PathBuf),
+    /// An nginx configuration (`--nginx-config`).
+    Nginx(PathBuf),
+}
+
+impl ConfigSource {
+    fn describe(&self) -> String {
+        match self {
+            ConfigSource::Embedded => "embedded default".to_string(),
+            ConfigSource::Toml(file) | ConfigSource::Nginx(file) => file.display().to_string(),
+        }
+    }
+
+    /// Loads and validates the configuration, with the importer's warnings for an nginx file.
+    fn load(&self) -> Result<(Config, Vec<Warning>), herald::config::ConfigError> {
+        match self {
+            ConfigSource::Embedded => Ok((Config::embedded_default()?, Vec::new())),
+            ConfigSource::Toml(file) => Ok((Config::from_file(file)?, Vec::new())),
+            ConfigSource::Nginx(file) => {
+                let import = nginx::import_file(file)?;
+                Ok((import.config, import.warnings))
+            }
+        }
+    }
 }
 
 /// Logs to stderr as text or JSON lines; levels from `RUST_LOG` (default `info`).
@@ -47,13 +90,6 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn load_config(file: Option<&PathBuf>) -> Result<Config, herald::config::ConfigError> {
-    match file {
-        Some(file) => Config::from_file(file),
-        None => Config::embedded_default(),
     }
 }
 
@@ -88,14 +124,37 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match load_config(cli.config.as_ref()) {
-        Ok(config) => config,
+    if let Some(Command::Migrate { file }) = &cli.command {
+        return match nginx::import_file(file) {
+            Ok(import) => {
+                for warning in &import.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                print!("{}", import.toml);
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let source = match (cli.config, cli.nginx_config) {
+        (Some(file), _) => ConfigSource::Toml(file),
+        (None, Some(file)) => ConfigSource::Nginx(file),
+        (None, None) => ConfigSource::Embedded,
+    };
+    let (config, warnings) = match source.load() {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::FAILURE;
         }
     };
     init_logging(config.server.log_format);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -103,14 +162,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, cli.config, cli.listen))
+    runtime.block_on(serve(config, source, cli.listen))
 }
 
-async fn serve(
-    config: Config,
-    config_file: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-) -> ExitCode {
+async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>) -> ExitCode {
     let server = match Server::bind(&config, listen).await {
         Ok(server) => server,
         Err(err) => {
@@ -128,7 +183,7 @@ async fn serve(
     for location in server.state().routes().router.locations() {
         tracing::info!("location {}", location.description);
     }
-    let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), config_file));
+    let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), source));
     server.run(shutdown_signal()).await;
     reloads.abort();
     tracing::info!("herald stopped");
@@ -136,10 +191,7 @@ async fn serve(
 }
 
 /// Re-reads the configuration on every SIGHUP; an invalid one is logged and the old one kept.
-async fn reload_on_sighup(
-    state: std::sync::Arc<herald::http::AppState>,
-    config_file: Option<PathBuf>,
-) {
+async fn reload_on_sighup(state: std::sync::Arc<herald::http::AppState>, source: ConfigSource) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(err) => {
@@ -148,18 +200,21 @@ async fn reload_on_sighup(
         }
     };
     while hangups.recv().await.is_some() {
-        let source = config_file
-            .as_ref()
-            .map_or("embedded default".to_string(), |f| f.display().to_string());
-        match load_config(config_file.as_ref())
+        let name = source.describe();
+        match source
+            .load()
             .map_err(|e| e.to_string())
-            .and_then(|c| state.reload(&c))
-        {
+            .and_then(|(c, warnings)| {
+                for warning in &warnings {
+                    tracing::warn!("{warning}");
+                }
+                state.reload(&c)
+            }) {
             Ok(()) => {
-                tracing::info!(config = %source, "configuration reloaded; new connections use it")
+                tracing::info!(config = %name, "configuration reloaded; new connections use it")
             }
             Err(err) => {
-                tracing::error!(config = %source, error = %err, "reload refused; keeping the running configuration")
+                tracing::error!(config = %name, error = %err, "reload refused; keeping the running configuration")
             }
         }
     }

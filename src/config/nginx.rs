@@ -371,12 +371,13 @@ impl Parser<'_> {
                     Tok::Word(word) => args.push(word.clone()),
                     Tok::Semicolon => break None,
                     Tok::Open => break Some(self.block(pos, Some((&name, next.line)))?),
-                    Tok::Close => {
-                        return Err(error_at(
-                            &self.at(next.line),
-                            format!("unexpected \"}}\": \"{name}\" (line {}) is not terminated by \";\"", origin.line),
-                        ))
-                    }
+                    Tok::Close => return Err(error_at(
+                        &self.at(next.line),
+                        format!(
+                            "unexpected \"}}\": \"{name}\" (line {}) is not terminated by \";\"",
+                            origin.line
+                        ),
+                    )),
                 }
             };
             let directive = Directive {
@@ -419,7 +420,11 @@ impl Parser<'_> {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 error_at(
                     origin,
-                    format!("include \"{}\": cannot open {}: {e}", pattern, path.display()),
+                    format!(
+                        "include \"{}\": cannot open {}: {e}",
+                        pattern,
+                        path.display()
+                    ),
                 )
             })?;
             let file: Arc<Path> = Arc::from(path.as_path());
@@ -497,7 +502,12 @@ fn wildcard_match(pattern: &[char], name: &[char]) -> bool {
             let Some((&c, rest_name)) = name.split_first() else {
                 return false;
             };
-            let Some(close) = pattern.iter().skip(2).position(|&p| p == ']').map(|p| p + 2) else {
+            let Some(close) = pattern
+                .iter()
+                .skip(2)
+                .position(|&p| p == ']')
+                .map(|p| p + 2)
+            else {
                 // No closing bracket: a literal '['.
                 return c == '[' && wildcard_match(&pattern[1..], rest_name);
             };
@@ -572,60 +582,258 @@ const fn spec(name: &'static str, scope: Scope, kind: Kind, key: &'static str) -
 
 /// Every value directive of the module, in the order `[channels]` keys are written.
 const SPECS: &[Spec] = &[
-    spec("push_stream_shared_memory_size", Scope::Http, Kind::Size, "shared_memory_size"),
-    spec("push_stream_message_ttl", Scope::Http, Kind::Secs, "message_ttl"),
-    spec("push_stream_max_messages_stored_per_channel", Scope::Http, Kind::Num, "max_messages_stored_per_channel"),
-    spec("push_stream_max_channel_id_length", Scope::Http, Kind::Num, "max_channel_id_length"),
-    spec("push_stream_max_number_of_channels", Scope::Http, Kind::Num, "max_number_of_channels"),
-    spec("push_stream_max_number_of_wildcard_channels", Scope::Http, Kind::Num, "max_number_of_wildcard_channels"),
-    spec("push_stream_max_subscribers_per_channel", Scope::Http, Kind::Num, "max_subscribers_per_channel"),
-    spec("push_stream_wildcard_channel_prefix", Scope::Http, Kind::Text, "wildcard_channel_prefix"),
-    spec("push_stream_events_channel_id", Scope::Http, Kind::Text, "events_channel_id"),
-    spec("push_stream_ping_message_text", Scope::Http, Kind::Text, "ping_message_text"),
-    spec("push_stream_channel_deleted_message_text", Scope::Http, Kind::Text, "channel_deleted_message_text"),
-    spec("push_stream_channel_inactivity_time", Scope::Http, Kind::Secs, "channel_inactivity_time"),
-    spec("push_stream_timeout_with_body", Scope::Http, Kind::Flag, "timeout_with_body"),
-    spec("push_stream_channels_path", Scope::Any, Kind::Expr, "channels_path"),
-    spec("push_stream_store_messages", Scope::Any, Kind::Flag, "store_messages"),
-    spec("push_stream_channel_info_on_publish", Scope::Any, Kind::Flag, "channel_info_on_publish"),
-    spec("push_stream_authorized_channels_only", Scope::Any, Kind::Flag, "authorized_channels_only"),
-    spec("push_stream_header_template_file", Scope::Any, Kind::File, "header_template"),
-    spec("push_stream_header_template", Scope::Any, Kind::Text, "header_template"),
-    spec("push_stream_message_template", Scope::Any, Kind::Text, "message_template"),
-    spec("push_stream_footer_template", Scope::Any, Kind::Text, "footer_template"),
-    spec("push_stream_wildcard_channel_max_qtd", Scope::Any, Kind::Num, "wildcard_channel_max_qtd"),
-    spec("push_stream_ping_message_interval", Scope::Any, Kind::Msecs, "ping_message_interval"),
-    spec("push_stream_subscriber_connection_ttl", Scope::Any, Kind::Msecs, "subscriber_connection_ttl"),
-    spec("push_stream_longpolling_connection_ttl", Scope::Any, Kind::Msecs, "longpolling_connection_ttl"),
-    spec("push_stream_websocket_allow_publish", Scope::Any, Kind::Flag, "websocket_allow_publish"),
-    spec("push_stream_last_received_message_time", Scope::Any, Kind::Expr, "last_received_message_time"),
-    spec("push_stream_last_received_message_tag", Scope::Any, Kind::Expr, "last_received_message_tag"),
-    spec("push_stream_last_event_id", Scope::Any, Kind::Expr, "last_event_id"),
-    spec("push_stream_user_agent", Scope::Any, Kind::Expr, "user_agent"),
-    spec("push_stream_padding_by_user_agent", Scope::Any, Kind::Text, "padding_by_user_agent"),
-    spec("push_stream_allowed_origins", Scope::Any, Kind::Expr, "allowed_origins"),
-    spec("push_stream_allow_connections_to_events_channel", Scope::Any, Kind::Flag, "allow_connections_to_events_channel"),
+    spec(
+        "push_stream_shared_memory_size",
+        Scope::Http,
+        Kind::Size,
+        "shared_memory_size",
+    ),
+    spec(
+        "push_stream_message_ttl",
+        Scope::Http,
+        Kind::Secs,
+        "message_ttl",
+    ),
+    spec(
+        "push_stream_max_messages_stored_per_channel",
+        Scope::Http,
+        Kind::Num,
+        "max_messages_stored_per_channel",
+    ),
+    spec(
+        "push_stream_max_channel_id_length",
+        Scope::Http,
+        Kind::Num,
+        "max_channel_id_length",
+    ),
+    spec(
+        "push_stream_max_number_of_channels",
+        Scope::Http,
+        Kind::Num,
+        "max_number_of_channels",
+    ),
+    spec(
+        "push_stream_max_number_of_wildcard_channels",
+        Scope::Http,
+        Kind::Num,
+        "max_number_of_wildcard_channels",
+    ),
+    spec(
+        "push_stream_max_subscribers_per_channel",
+        Scope::Http,
+        Kind::Num,
+        "max_subscribers_per_channel",
+    ),
+    spec(
+        "push_stream_wildcard_channel_prefix",
+        Scope::Http,
+        Kind::Text,
+        "wildcard_channel_prefix",
+    ),
+    spec(
+        "push_stream_events_channel_id",
+        Scope::Http,
+        Kind::Text,
+        "events_channel_id",
+    ),
+    spec(
+        "push_stream_ping_message_text",
+        Scope::Http,
+        Kind::Text,
+        "ping_message_text",
+    ),
+    spec(
+        "push_stream_channel_deleted_message_text",
+        Scope::Http,
+        Kind::Text,
+        "channel_deleted_message_text",
+    ),
+    spec(
+        "push_stream_channel_inactivity_time",
+        Scope::Http,
+        Kind::Secs,
+        "channel_inactivity_time",
+    ),
+    spec(
+        "push_stream_timeout_with_body",
+        Scope::Http,
+        Kind::Flag,
+        "timeout_with_body",
+    ),
+    spec(
+        "push_stream_channels_path",
+        Scope::Any,
+        Kind::Expr,
+        "channels_path",
+    ),
+    spec(
+        "push_stream_store_messages",
+        Scope::Any,
+        Kind::Flag,
+        "store_messages",
+    ),
+    spec(
+        "push_stream_channel_info_on_publish",
+        Scope::Any,
+        Kind::Flag,
+        "channel_info_on_publish",
+    ),
+    spec(
+        "push_stream_authorized_channels_only",
+        Scope::Any,
+        Kind::Flag,
+        "authorized_channels_only",
+    ),
+    spec(
+        "push_stream_header_template_file",
+        Scope::Any,
+        Kind::File,
+        "header_template",
+    ),
+    spec(
+        "push_stream_header_template",
+        Scope::Any,
+        Kind::Text,
+        "header_template",
+    ),
+    spec(
+        "push_stream_message_template",
+        Scope::Any,
+        Kind::Text,
+        "message_template",
+    ),
+    spec(
+        "push_stream_footer_template",
+        Scope::Any,
+        Kind::Text,
+        "footer_template",
+    ),
+    spec(
+        "push_stream_wildcard_channel_max_qtd",
+        Scope::Any,
+        Kind::Num,
+        "wildcard_channel_max_qtd",
+    ),
+    spec(
+        "push_stream_ping_message_interval",
+        Scope::Any,
+        Kind::Msecs,
+        "ping_message_interval",
+    ),
+    spec(
+        "push_stream_subscriber_connection_ttl",
+        Scope::Any,
+        Kind::Msecs,
+        "subscriber_connection_ttl",
+    ),
+    spec(
+        "push_stream_longpolling_connection_ttl",
+        Scope::Any,
+        Kind::Msecs,
+        "longpolling_connection_ttl",
+    ),
+    spec(
+        "push_stream_websocket_allow_publish",
+        Scope::Any,
+        Kind::Flag,
+        "websocket_allow_publish",
+    ),
+    spec(
+        "push_stream_last_received_message_time",
+        Scope::Any,
+        Kind::Expr,
+        "last_received_message_time",
+    ),
+    spec(
+        "push_stream_last_received_message_tag",
+        Scope::Any,
+        Kind::Expr,
+        "last_received_message_tag",
+    ),
+    spec(
+        "push_stream_last_event_id",
+        Scope::Any,
+        Kind::Expr,
+        "last_event_id",
+    ),
+    spec(
+        "push_stream_user_agent",
+        Scope::Any,
+        Kind::Expr,
+        "user_agent",
+    ),
+    spec(
+        "push_stream_padding_by_user_agent",
+        Scope::Any,
+        Kind::Text,
+        "padding_by_user_agent",
+    ),
+    spec(
+        "push_stream_allowed_origins",
+        Scope::Any,
+        Kind::Expr,
+        "allowed_origins",
+    ),
+    spec(
+        "push_stream_allow_connections_to_events_channel",
+        Scope::Any,
+        Kind::Flag,
+        "allow_connections_to_events_channel",
+    ),
 ];
 
 /// Old directive names (the module's CHANGELOG) and the directive each became.
 const RENAMED: &[(&str, &str)] = &[
-    ("push_stream_max_reserved_memory", "push_stream_shared_memory_size"),
-    ("push_stream_min_message_buffer_timeout", "push_stream_message_ttl"),
-    ("push_stream_max_message_buffer_length", "push_stream_max_messages_stored_per_channel"),
-    ("push_stream_subscriber_connection_timeout", "push_stream_subscriber_connection_ttl"),
-    ("push_stream_broadcast_channel_prefix", "push_stream_wildcard_channel_prefix"),
-    ("push_stream_max_number_of_broadcast_channels", "push_stream_max_number_of_wildcard_channels"),
-    ("push_stream_broadcast_channel_max_qtd", "push_stream_wildcard_channel_max_qtd"),
+    (
+        "push_stream_max_reserved_memory",
+        "push_stream_shared_memory_size",
+    ),
+    (
+        "push_stream_min_message_buffer_timeout",
+        "push_stream_message_ttl",
+    ),
+    (
+        "push_stream_max_message_buffer_length",
+        "push_stream_max_messages_stored_per_channel",
+    ),
+    (
+        "push_stream_subscriber_connection_timeout",
+        "push_stream_subscriber_connection_ttl",
+    ),
+    (
+        "push_stream_broadcast_channel_prefix",
+        "push_stream_wildcard_channel_prefix",
+    ),
+    (
+        "push_stream_max_number_of_broadcast_channels",
+        "push_stream_max_number_of_wildcard_channels",
+    ),
+    (
+        "push_stream_broadcast_channel_max_qtd",
+        "push_stream_wildcard_channel_max_qtd",
+    ),
 ];
 
 /// Directives the module removed, with what replaced them; ignored with a warning.
 const REMOVED: &[(&str, &str)] = &[
-    ("push_stream_content_type", "use nginx's default_type in the location"),
+    (
+        "push_stream_content_type",
+        "use nginx's default_type in the location",
+    ),
     ("push_stream_keepalive", "keep-alive is always on"),
     ("push_stream_memory_cleanup_timeout", "cleanup is automatic"),
-    ("push_stream_shared_memory_cleanup_objects_ttl", "cleanup is automatic"),
-    ("push_stream_subscriber_disconnect_interval", "use push_stream_subscriber_connection_ttl"),
-    ("push_stream_min_message_buffer_length", "no longer has an equivalent"),
+    (
+        "push_stream_shared_memory_cleanup_objects_ttl",
+        "cleanup is automatic",
+    ),
+    (
+        "push_stream_subscriber_disconnect_interval",
+        "use push_stream_subscriber_connection_ttl",
+    ),
+    (
+        "push_stream_min_message_buffer_length",
+        "no longer has an equivalent",
+    ),
 ];
 
 /// A value read from a directive.
@@ -769,16 +977,25 @@ impl Importer {
         for d in directives {
             if d.name == "http" {
                 let Some(block) = &d.block else {
-                    return Err(error_at(&d.origin, "directive \"http\" has no opening \"{\""));
+                    return Err(error_at(
+                        &d.origin,
+                        "directive \"http\" has no opening \"{\"",
+                    ));
                 };
                 if let Some(first) = &self.http_origin {
                     return Err(error_at(
                         &d.origin,
-                        format!("\"http\" directive is duplicate (first at line {})", first.line),
+                        format!(
+                            "\"http\" directive is duplicate (first at line {})",
+                            first.line
+                        ),
                     ));
                 }
                 if !d.args.is_empty() {
-                    return Err(error_at(&d.origin, "invalid number of arguments in \"http\" directive"));
+                    return Err(error_at(
+                        &d.origin,
+                        "invalid number of arguments in \"http\" directive",
+                    ));
                 }
                 self.http_origin = Some(d.origin.clone());
                 http = Some(block);
@@ -843,16 +1060,26 @@ impl Importer {
                     format!("server block ignored: it has {count} push_stream location(s), but Herald serves one server, the first ({served})"),
                 );
             } else {
-                self.warn(&d.origin, "server block ignored: it has no push_stream location");
+                self.warn(
+                    &d.origin,
+                    "server block ignored: it has no push_stream location",
+                );
             }
         }
         self.warnings.append(&mut chosen.warnings);
         Ok(chosen)
     }
 
-    fn server_context(&mut self, server: &Directive, http: &Level) -> Result<ServerPlan, ConfigError> {
+    fn server_context(
+        &mut self,
+        server: &Directive,
+        http: &Level,
+    ) -> Result<ServerPlan, ConfigError> {
         let Some(block) = &server.block else {
-            return Err(error_at(&server.origin, "directive \"server\" has no opening \"{\""));
+            return Err(error_at(
+                &server.origin,
+                "directive \"server\" has no opening \"{\"",
+            ));
         };
         // Collect this server's warnings apart: they are dropped when another server is served.
         let outer = std::mem::take(&mut self.warnings);
@@ -898,7 +1125,11 @@ impl Importer {
             } else {
                 self.warn(
                     &d.origin,
-                    format!("\"{}\" ignored: Herald listens on one address, the first listen ({})", d.label(), listens[0].origin),
+                    format!(
+                        "\"{}\" ignored: Herald listens on one address, the first listen ({})",
+                        d.label(),
+                        listens[0].origin
+                    ),
                 );
             }
         }
@@ -913,7 +1144,10 @@ impl Importer {
             {
                 return Err(error_at(
                     &loc.origin,
-                    format!("duplicate location \"{}\" (first at {})", loc.path, first.origin),
+                    format!(
+                        "duplicate location \"{}\" (first at {})",
+                        loc.path, first.origin
+                    ),
                 ));
             }
             seen.push(loc);
@@ -924,10 +1158,16 @@ impl Importer {
     /// `listen ADDR [params…]` → the socket address Herald binds.
     fn listen(&mut self, d: &Directive) -> Result<String, ConfigError> {
         let Some((address, params)) = d.args.split_first() else {
-            return Err(error_at(&d.origin, "invalid number of arguments in \"listen\" directive: expected an address or port"));
+            return Err(error_at(
+                &d.origin,
+                "invalid number of arguments in \"listen\" directive: expected an address or port",
+            ));
         };
         let address = listen_address(address).map_err(|m| {
-            error_at(&d.origin, format!("invalid value \"{address}\" in \"listen\" directive: {m}"))
+            error_at(
+                &d.origin,
+                format!("invalid value \"{address}\" in \"listen\" directive: {m}"),
+            )
         })?;
         if !params.is_empty() {
             let plain = params
@@ -955,7 +1195,10 @@ impl Importer {
         out: &mut Vec<LocationPlan>,
     ) -> Result<(), ConfigError> {
         let Some(block) = &d.block else {
-            return Err(error_at(&d.origin, "directive \"location\" has no opening \"{\""));
+            return Err(error_at(
+                &d.origin,
+                "directive \"location\" has no opening \"{\"",
+            ));
         };
         let (matching, path) = match d.args.as_slice() {
             [single] => match single.as_str() {
@@ -978,16 +1221,17 @@ impl Importer {
                     ))
                 }
             },
-            _ => {
-                return Err(error_at(
-                    &d.origin,
-                    "invalid number of arguments in \"location\" directive: expected [modifier] path",
-                ))
-            }
+            _ => return Err(error_at(
+                &d.origin,
+                "invalid number of arguments in \"location\" directive: expected [modifier] path",
+            )),
         };
         let label = d.label();
         let Some(matching) = matching else {
-            self.warn(&d.origin, format!("named {label} ignored: Herald has no internal redirects"));
+            self.warn(
+                &d.origin,
+                format!("named {label} ignored: Herald has no internal redirects"),
+            );
             return Ok(());
         };
         if path.is_empty() || path == "(?i)" {
@@ -1052,7 +1296,12 @@ impl Importer {
     }
 
     /// nginx's own directives: the few Herald honours, a warning for the rest.
-    fn other_directive(&mut self, d: &Directive, ctx: Ctx, level: &mut Level) -> Result<(), ConfigError> {
+    fn other_directive(
+        &mut self,
+        d: &Directive,
+        ctx: Ctx,
+        level: &mut Level,
+    ) -> Result<(), ConfigError> {
         let in_http = matches!(ctx, Ctx::Http | Ctx::Server | Ctx::Location);
         match d.name.as_str() {
             "http" | "server" | "location" | "listen" => {
@@ -1109,29 +1358,48 @@ impl Importer {
         role: &mut Option<(RoleSpec, Origin)>,
     ) -> Result<(), ConfigError> {
         if let Some((_, hint)) = REMOVED.iter().find(|(name, _)| *name == d.name) {
-            self.warn(&d.origin, format!("\"{}\" ignored: the module removed it ({hint})", d.name));
+            self.warn(
+                &d.origin,
+                format!("\"{}\" ignored: the module removed it ({hint})", d.name),
+            );
             return Ok(());
         }
         let mut name = d.name.as_str();
         if let Some((old, new)) = RENAMED.iter().find(|(old, _)| *old == name) {
-            self.warn(&d.origin, format!("\"{old}\" is the old name of \"{new}\"; read as that"));
+            self.warn(
+                &d.origin,
+                format!("\"{old}\" is the old name of \"{new}\"; read as that"),
+            );
             name = new;
         }
         if d.block.is_some() {
-            return Err(error_at(&d.origin, format!("\"{}\" directive is not terminated by \";\"", d.name)));
+            return Err(error_at(
+                &d.origin,
+                format!("\"{}\" directive is not terminated by \";\"", d.name),
+            ));
         }
         let is_role = matches!(
             name,
-            "push_stream_publisher" | "push_stream_subscriber" | "push_stream_channels_statistics" | "push_stream_websocket" | "push_stream_eventsource_support"
+            "push_stream_publisher"
+                | "push_stream_subscriber"
+                | "push_stream_channels_statistics"
+                | "push_stream_websocket"
+                | "push_stream_eventsource_support"
         );
         if is_role {
             if ctx != Ctx::Location {
-                return Err(error_at(&d.origin, format!("\"{}\" directive is not allowed here", d.name)));
+                return Err(error_at(
+                    &d.origin,
+                    format!("\"{}\" directive is not allowed here", d.name),
+                ));
             }
             return self.role(d, role);
         }
         let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
-            return Err(error_at(&d.origin, format!("unknown directive \"{}\"", d.name)));
+            return Err(error_at(
+                &d.origin,
+                format!("unknown directive \"{}\"", d.name),
+            ));
         };
         let allowed = match spec.scope {
             Scope::Http => ctx == Ctx::Http,
@@ -1143,7 +1411,10 @@ impl Importer {
             } else {
                 " (only in http, server or location blocks)"
             };
-            return Err(error_at(&d.origin, format!("\"{}\" directive is not allowed here{only}", d.name)));
+            return Err(error_at(
+                &d.origin,
+                format!("\"{}\" directive is not allowed here{only}", d.name),
+            ));
         }
         let arg = match (d.args.as_slice(), spec.kind) {
             ([arg], _) => arg,
@@ -1152,7 +1423,11 @@ impl Importer {
                 arg
             }
             _ => {
-                let expected = if spec.key == "shared_memory_size" { "a size and an optional zone name" } else { "one value" };
+                let expected = if spec.key == "shared_memory_size" {
+                    "a size and an optional zone name"
+                } else {
+                    "one value"
+                };
                 return Err(arg_count(d, expected));
             }
         };
@@ -1166,17 +1441,26 @@ impl Importer {
     /// `push_stream_publisher [normal|admin]`, `push_stream_subscriber [mode]`,
     /// `push_stream_channels_statistics` and the legacy `push_stream_websocket` /
     /// `push_stream_eventsource_support on`.
-    fn role(&mut self, d: &Directive, role: &mut Option<(RoleSpec, Origin)>) -> Result<(), ConfigError> {
+    fn role(
+        &mut self,
+        d: &Directive,
+        role: &mut Option<(RoleSpec, Origin)>,
+    ) -> Result<(), ConfigError> {
         use super::SubscriberMode as Mode;
         let arg = match d.args.as_slice() {
             [] if d.name != "push_stream_eventsource_support" => None,
-            [arg] if d.name != "push_stream_channels_statistics" && d.name != "push_stream_websocket" => {
+            [arg]
+                if d.name != "push_stream_channels_statistics"
+                    && d.name != "push_stream_websocket" =>
+            {
                 Some(arg.to_ascii_lowercase())
             }
             _ => {
                 let expected = match d.name.as_str() {
                     "push_stream_publisher" => "none or one of normal, admin",
-                    "push_stream_subscriber" => "none or one of streaming, polling, long-polling, eventsource, websocket",
+                    "push_stream_subscriber" => {
+                        "none or one of streaming, polling, long-polling, eventsource, websocket"
+                    }
                     "push_stream_eventsource_support" => "on or off",
                     _ => "none",
                 };
@@ -1257,7 +1541,10 @@ fn set_once(slot: &mut Option<Setting>, d: &Directive, value: Value) -> Result<(
     if let Some(first) = slot {
         return Err(error_at(
             &d.origin,
-            format!("\"{}\" directive is duplicate (first at line {})", d.name, first.origin.line),
+            format!(
+                "\"{}\" directive is duplicate (first at line {})",
+                d.name, first.origin.line
+            ),
         ));
     }
     *slot = Some(Setting {
@@ -1276,7 +1563,10 @@ fn insert_once(
 ) -> Result<(), ConfigError> {
     if let Some(first) = map.get(key) {
         let what = if first.directive == d.name {
-            format!("\"{}\" directive is duplicate (first at line {})", d.name, first.origin.line)
+            format!(
+                "\"{}\" directive is duplicate (first at line {})",
+                d.name, first.origin.line
+            )
         } else {
             format!(
                 "\"{}\" directive is duplicate: \"{}\" at line {} already sets it",
@@ -1302,26 +1592,39 @@ fn parse_flag(arg: &str, d: &Directive) -> Result<bool, ConfigError> {
         "off" => Ok(false),
         _ => Err(error_at(
             &d.origin,
-            format!("invalid value \"{arg}\" in \"{}\" directive, it must be \"on\" or \"off\"", d.name),
+            format!(
+                "invalid value \"{arg}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+                d.name
+            ),
         )),
     }
 }
 
 /// Reads a directive's argument as its spec says.
 fn read_value(spec: &Spec, arg: &str, d: &Directive) -> Result<Value, ConfigError> {
-    let invalid = |m: String| error_at(&d.origin, format!("invalid value \"{arg}\" in \"{}\" directive: {m}", d.name));
+    let invalid = |m: String| {
+        error_at(
+            &d.origin,
+            format!("invalid value \"{arg}\" in \"{}\" directive: {m}", d.name),
+        )
+    };
     Ok(match spec.kind {
         Kind::Flag => Value::Flag(parse_flag(arg, d)?),
         Kind::Num => {
             if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid("expected a whole number".into()));
             }
-            Value::Num(arg.parse().map_err(|_| invalid("number too large".into()))?)
+            Value::Num(
+                arg.parse()
+                    .map_err(|_| invalid("number too large".into()))?,
+            )
         }
         Kind::Secs | Kind::Msecs => {
             let compact: String = arg.chars().filter(|c| !c.is_whitespace()).collect();
             if spec.kind == Kind::Secs && compact.contains("ms") {
-                return Err(invalid("this directive takes whole seconds (s, m, h, d), not ms".into()));
+                return Err(invalid(
+                    "this directive takes whole seconds (s, m, h, d), not ms".into(),
+                ));
             }
             Value::Time(parse_duration(&compact).map_err(invalid)?)
         }
@@ -1330,7 +1633,10 @@ fn read_value(spec: &Spec, arg: &str, d: &Directive) -> Result<Value, ConfigErro
         Kind::Expr => Value::Expr(nginx_expr(arg).map_err(invalid)?),
         Kind::File => {
             let path = resolve_relative(arg, &d.origin.file);
-            Value::File(std::path::absolute(&path).map_err(|e| invalid(format!("cannot resolve the path: {e}")))?)
+            Value::File(
+                std::path::absolute(&path)
+                    .map_err(|e| invalid(format!("cannot resolve the path: {e}")))?,
+            )
         }
     })
 }
@@ -1390,10 +1696,7 @@ fn listen_address(text: &str) -> Result<String, String> {
     if text.starts_with("unix:") {
         return Err("unix sockets are not supported; use an IP address and port".into());
     }
-    let port_of = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("invalid port {p:?}"))
-    };
+    let port_of = |p: &str| p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"));
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(format!("0.0.0.0:{}", port_of(text)?));
     }
@@ -1403,7 +1706,10 @@ fn listen_address(text: &str) -> Result<String, String> {
             .ok_or_else(|| "missing \"]\" in an IPv6 address".to_string())?;
         let port = match &bracketed[close + 1..] {
             "" => 80,
-            rest => port_of(rest.strip_prefix(':').ok_or("expected \":port\" after \"]\"")?)?,
+            rest => port_of(
+                rest.strip_prefix(':')
+                    .ok_or("expected \":port\" after \"]\"")?,
+            )?,
         };
         let host: std::net::Ipv6Addr = bracketed[..close]
             .parse()
@@ -1418,9 +1724,9 @@ fn listen_address(text: &str) -> Result<String, String> {
     let ip: std::net::IpAddr = match host {
         "*" => std::net::Ipv4Addr::UNSPECIFIED.into(),
         "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
-        other => other
-            .parse()
-            .map_err(|_| format!("{other:?} is not an IP address (Herald does not resolve host names)"))?,
+        other => other.parse().map_err(|_| {
+            format!("{other:?} is not an IP address (Herald does not resolve host names)")
+        })?,
     };
     Ok(std::net::SocketAddr::new(ip, port).to_string())
 }
@@ -1464,7 +1770,11 @@ impl Rendered {
 }
 
 /// Builds the TOML document for the chosen server.
-fn render(importer: &Importer, server: &ServerPlan, file: &Arc<Path>) -> Result<Rendered, ConfigError> {
+fn render(
+    importer: &Importer,
+    server: &ServerPlan,
+    file: &Arc<Path>,
+) -> Result<Rendered, ConfigError> {
     let mut sources = BTreeMap::new();
     let main_name = display_name(file, file);
     let mut doc = DocumentMut::new();
@@ -1518,7 +1828,11 @@ fn render(importer: &Importer, server: &ServerPlan, file: &Arc<Path>) -> Result<
     for (index, loc) in server.locations.iter().enumerate() {
         // The module's wildcard_channel_max_qtd defaults to max_number_of_wildcard_channels, and needs
         // a wildcard prefix on every push_stream location, whatever its role.
-        let qtd = loc.merged.any.get("wildcard_channel_max_qtd").or(max_wildcards);
+        let qtd = loc
+            .merged
+            .any
+            .get("wildcard_channel_max_qtd")
+            .or(max_wildcards);
         if let Some(qtd) = qtd.filter(|_| !prefix_set) {
             return Err(error_at(
                 &qtd.origin,
@@ -1559,14 +1873,24 @@ fn body_size(server: &ServerPlan, sources: &mut BTreeMap<String, (Origin, String
         Value::Size(size) => size,
         _ => NGINX_DEFAULT_BODY_SIZE,
     };
-    let server_value = server.level.body_size.as_ref().map_or(NGINX_DEFAULT_BODY_SIZE, value_of);
+    let server_value = server
+        .level
+        .body_size
+        .as_ref()
+        .map_or(NGINX_DEFAULT_BODY_SIZE, value_of);
     let readers: Vec<(u64, Option<&Setting>)> = server
         .locations
         .iter()
         .filter(|l| match l.role {
             RoleSpec::Publisher { .. } => true,
             RoleSpec::Subscriber(super::SubscriberMode::WebSocket) => {
-                matches!(l.merged.any.get("websocket_allow_publish"), Some(Setting { value: Value::Flag(true), .. }))
+                matches!(
+                    l.merged.any.get("websocket_allow_publish"),
+                    Some(Setting {
+                        value: Value::Flag(true),
+                        ..
+                    })
+                )
             }
             _ => false,
         })
@@ -1596,7 +1920,13 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
     for loc in &server.locations {
         let applies = |key: &str| -> bool {
             match loc.role {
-                RoleSpec::Publisher { .. } => matches!(key, "channels_path" | "store_messages" | "channel_info_on_publish" | "allowed_origins"),
+                RoleSpec::Publisher { .. } => matches!(
+                    key,
+                    "channels_path"
+                        | "store_messages"
+                        | "channel_info_on_publish"
+                        | "allowed_origins"
+                ),
                 RoleSpec::Stats => key == "channels_path",
                 RoleSpec::Subscriber(mode) => match key {
                     "store_messages" => mode == Mode::WebSocket,
@@ -1612,17 +1942,32 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
             RoleSpec::Stats => "statistics".to_string(),
             RoleSpec::Subscriber(mode) => format!("{} subscriber", mode.name()),
         };
-        for setting in loc.own.any.iter().filter(|(k, _)| !applies(k)).map(|(_, s)| s) {
+        for setting in loc
+            .own
+            .any
+            .iter()
+            .filter(|(k, _)| !applies(k))
+            .map(|(_, s)| s)
+        {
             warnings.push(Warning {
                 file: setting.origin.file.to_path_buf(),
                 line: setting.origin.line,
-                message: format!("\"{}\" has no effect on a {role_name} location ({}); ignored", setting.directive, loc.label),
+                message: format!(
+                    "\"{}\" has no effect on a {role_name} location ({}); ignored",
+                    setting.directive, loc.label
+                ),
             });
         }
         if let Some(setting) = &loc.own.body_size {
             let reads_body = matches!(loc.role, RoleSpec::Publisher { .. })
                 || (loc.role == RoleSpec::Subscriber(Mode::WebSocket)
-                    && matches!(loc.merged.any.get("websocket_allow_publish"), Some(Setting { value: Value::Flag(true), .. })));
+                    && matches!(
+                        loc.merged.any.get("websocket_allow_publish"),
+                        Some(Setting {
+                            value: Value::Flag(true),
+                            ..
+                        })
+                    ));
             if reads_body && setting.value != Value::Size(body) {
                 warnings.push(Warning {
                     file: setting.origin.file.to_path_buf(),
@@ -1634,8 +1979,20 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
             }
         }
         if loc.role == RoleSpec::Subscriber(Mode::WebSocket) {
-            let publishes = matches!(loc.merged.any.get("websocket_allow_publish"), Some(Setting { value: Value::Flag(true), .. }));
-            let stores = matches!(loc.merged.any.get("store_messages"), Some(Setting { value: Value::Flag(true), .. }));
+            let publishes = matches!(
+                loc.merged.any.get("websocket_allow_publish"),
+                Some(Setting {
+                    value: Value::Flag(true),
+                    ..
+                })
+            );
+            let stores = matches!(
+                loc.merged.any.get("store_messages"),
+                Some(Setting {
+                    value: Value::Flag(true),
+                    ..
+                })
+            );
             if publishes && !stores {
                 warnings.push(Warning {
                     file: loc.origin.file.to_path_buf(),
@@ -1650,7 +2007,8 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
             warnings.push(Warning {
                 file: origin.file.to_path_buf(),
                 line: origin.line,
-                message: "server block has no listen directive: using nginx's default, 0.0.0.0:80".into(),
+                message: "server block has no listen directive: using nginx's default, 0.0.0.0:80"
+                    .into(),
             });
         }
     }
@@ -1679,11 +2037,17 @@ fn location_table(
     let mut put = |table: &mut Table, key: &'static str, item: Item, source: Option<&Setting>| {
         table.insert(key, item);
         if let Some(s) = source {
-            sources.insert(format!("{at}.{key}"), (s.origin.clone(), s.directive.clone()));
+            sources.insert(
+                format!("{at}.{key}"),
+                (s.origin.clone(), s.directive.clone()),
+            );
         }
     };
     let flag = |key: &str, default: bool| match any.get(key) {
-        Some(Setting { value: Value::Flag(on), .. }) => *on,
+        Some(Setting {
+            value: Value::Flag(on),
+            ..
+        }) => *on,
         _ => default,
     };
     // `render` refuses a location without push_stream_channels_path, as the module does.
@@ -1693,8 +2057,18 @@ fn location_table(
         RoleSpec::Publisher { admin } => {
             put(&mut table, "role", value("publisher"), None);
             put(&mut table, "admin", value(admin), None);
-            put(&mut table, "channels_path", channels_path_item, channels_path);
-            put(&mut table, "store_messages", value(flag("store_messages", false)), any.get("store_messages"));
+            put(
+                &mut table,
+                "channels_path",
+                channels_path_item,
+                channels_path,
+            );
+            put(
+                &mut table,
+                "store_messages",
+                value(flag("store_messages", false)),
+                any.get("store_messages"),
+            );
             put(
                 &mut table,
                 "channel_info_on_publish",
@@ -1707,12 +2081,22 @@ fn location_table(
         }
         RoleSpec::Stats => {
             put(&mut table, "role", value("stats"), None);
-            put(&mut table, "channels_path", channels_path_item, channels_path);
+            put(
+                &mut table,
+                "channels_path",
+                channels_path_item,
+                channels_path,
+            );
         }
         RoleSpec::Subscriber(mode) => {
             put(&mut table, "role", value("subscriber"), None);
             put(&mut table, "mode", value(mode.name()), None);
-            put(&mut table, "channels_path", channels_path_item, channels_path);
+            put(
+                &mut table,
+                "channels_path",
+                channels_path_item,
+                channels_path,
+            );
             for key in [
                 "header_template",
                 "message_template",
@@ -1740,23 +2124,44 @@ fn location_table(
                 };
                 put(&mut table, herald_key, value_item(&s.value), Some(s));
             }
-            for key in ["authorized_channels_only", "allow_connections_to_events_channel"] {
+            for key in [
+                "authorized_channels_only",
+                "allow_connections_to_events_channel",
+            ] {
                 if flag(key, false) {
                     put(&mut table, key, value(true), any.get(key));
                 }
             }
             if mode == Mode::WebSocket && flag("websocket_allow_publish", false) {
-                put(&mut table, "websocket_allow_publish", value(true), any.get("websocket_allow_publish"));
+                put(
+                    &mut table,
+                    "websocket_allow_publish",
+                    value(true),
+                    any.get("websocket_allow_publish"),
+                );
             }
             if let Some(s) = qtd {
-                put(&mut table, "wildcard_channel_max_qtd", value_item(&s.value), Some(s));
+                put(
+                    &mut table,
+                    "wildcard_channel_max_qtd",
+                    value_item(&s.value),
+                    Some(s),
+                );
             }
             if matches!(mode, Mode::Streaming | Mode::LongPolling | Mode::Polling) {
                 let content_type = match &loc.merged.default_type {
-                    Some(Setting { value: Value::Text(t), .. }) => t.clone(),
+                    Some(Setting {
+                        value: Value::Text(t),
+                        ..
+                    }) => t.clone(),
                     _ => NGINX_DEFAULT_TYPE.to_string(),
                 };
-                put(&mut table, "content_type", value(content_type), loc.merged.default_type.as_ref());
+                put(
+                    &mut table,
+                    "content_type",
+                    value(content_type),
+                    loc.merged.default_type.as_ref(),
+                );
             }
         }
     }
@@ -1814,9 +2219,10 @@ fn format_duration(d: Duration) -> String {
 /// The name of `file` in comments: relative to the main file's directory when inside it.
 fn display_name(file: &Path, main: &Path) -> String {
     if file == main {
-        return file
-            .file_name()
-            .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        return file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
     }
     match main.parent().and_then(|dir| file.strip_prefix(dir).ok()) {
         Some(relative) if !relative.as_os_str().is_empty() => relative.display().to_string(),
@@ -1829,5 +2235,4 @@ fn one_line(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-}
+mod tests {}

@@ -10,6 +10,7 @@ enum Piece {
     Literal(String),
     Arg(String),
     Header(String),
+    Cookie(String),
     Capture(usize),
     Suffix,
 }
@@ -47,6 +48,8 @@ impl ChannelsPathExpr {
             let name = &after[..name_len];
             let piece = if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                 Piece::Arg(arg.to_string())
+            } else if let Some(cookie) = name.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+                Piece::Cookie(cookie.to_string())
             } else if let Some(header) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
                 Piece::Header(header.replace('_', "-").to_ascii_lowercase())
             } else if name == "suffix" {
@@ -55,7 +58,7 @@ impl ChannelsPathExpr {
                 Piece::Capture(index)
             } else {
                 return Err(format!(
-                    "unknown variable ${name} in {source:?}; expected $arg_NAME, $http_NAME, $1..$9 or $suffix"
+                    "unknown variable ${name} in {source:?}; expected $arg_NAME, $http_NAME, $cookie_NAME, $1..$9 or $suffix"
                 ));
             };
             if !literal.is_empty() {
@@ -87,6 +90,21 @@ impl ChannelsPathExpr {
                 Piece::Header(name) => {
                     if let Some(value) = vars.headers.and_then(|h| h.get(name.as_str())) {
                         out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                    }
+                }
+                Piece::Cookie(name) => {
+                    let cookies = vars
+                        .headers
+                        .into_iter()
+                        .flat_map(|h| h.get_all(hyper::header::COOKIE))
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(|v| v.split(';'));
+                    if let Some(value) = cookies
+                        .filter_map(|pair| pair.trim().split_once('='))
+                        .find(|(key, _)| *key == name)
+                        .map(|(_, value)| value)
+                    {
+                        out.push_str(&percent_decode(value));
                     }
                 }
                 Piece::Capture(index) => {
@@ -154,6 +172,10 @@ mod tests {
             "user-agent",
             hyper::header::HeaderValue::from_static("Agent/1"),
         );
+        headers.insert(
+            "cookie",
+            hyper::header::HeaderValue::from_static("a=1; herald=t%20k"),
+        );
         let vars = RequestVars {
             query: "x=1&id=a%2Fb+c",
             captures: vec![Some("/sub/z"), Some("z%20y")],
@@ -165,6 +187,16 @@ mod tests {
                 .unwrap()
                 .eval(&vars),
             "ua=Agent/1"
+        );
+        assert_eq!(
+            ChannelsPathExpr::parse("$cookie_herald")
+                .unwrap()
+                .eval(&vars),
+            "t k"
+        );
+        assert_eq!(
+            ChannelsPathExpr::parse("$cookie_none").unwrap().eval(&vars),
+            ""
         );
         assert_eq!(
             ChannelsPathExpr::parse("$arg_id").unwrap().eval(&vars),
