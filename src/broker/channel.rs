@@ -1,13 +1,14 @@
 //! One channel: its bounded log of stored messages, the window of recent messages that live
 //! subscribers read through their cursors, its counters, and the notifier that wakes subscribers.
-//! The lock guards a few lines of bookkeeping at a time and is never held across an await; subscribers
-//! are woken after it is released.
+//! The lock (a read-write lock: subscribers reading after their cursors share it) guards a few lines
+//! of bookkeeping at a time and is never held across an await; subscribers are woken after it is
+//! released.
 
 use super::message::{Message, MessageParts};
 use super::subscription::{Recovery, StartAt};
 use super::ChannelId;
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,7 +112,7 @@ struct ChannelState {
 pub struct Channel {
     pub(crate) id: ChannelId,
     pub(crate) wildcard: bool,
-    state: Mutex<ChannelState>,
+    state: RwLock<ChannelState>,
     head: watch::Sender<()>,
     /// Milliseconds since the broker started, at the last publish or subscriber arrival/departure.
     last_activity_ms: AtomicU64,
@@ -137,7 +138,7 @@ impl Channel {
         Channel {
             id,
             wildcard,
-            state: Mutex::new(ChannelState {
+            state: RwLock::new(ChannelState {
                 last_id: 0,
                 stored: VecDeque::new(),
                 dropped_up_to: None,
@@ -161,7 +162,7 @@ impl Channel {
     }
 
     pub(crate) fn info(&self) -> ChannelInfo {
-        let state = self.state.lock();
+        let state = self.state.read();
         ChannelInfo {
             channel: self.id.clone(),
             published_messages: state.last_id,
@@ -172,13 +173,13 @@ impl Channel {
 
     /// True when nothing keeps the channel alive: no subscribers and no stored messages.
     pub(crate) fn is_idle(&self) -> bool {
-        let state = self.state.lock();
+        let state = self.state.read();
         state.subscribers == 0 && state.stored.is_empty() && !state.removed
     }
 
     /// True when it holds at least one stored message (the module's "exists" for authorized-only).
     pub(crate) fn has_stored(&self) -> bool {
-        !self.state.lock().stored.is_empty()
+        !self.state.read().stored.is_empty()
     }
 
     /// Appends one message, stores it if asked (dropping the oldest beyond the limit), keeps it in the
@@ -193,7 +194,7 @@ impl Channel {
         let mut delta = StoredDelta::default();
         let cost = append.cost();
         let message = {
-            let mut state = self.state.lock();
+            let mut state = self.state.write();
             if state.removed {
                 return Err(ChannelGone::Removed);
             }
@@ -244,7 +245,7 @@ impl Channel {
         max_subscribers: Option<u64>,
         start: &StartAt,
     ) -> Result<Attached, AttachError> {
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         if state.removed {
             return Err(AttachError::Gone);
         }
@@ -268,7 +269,7 @@ impl Channel {
     /// Detaches a subscriber; the recent window is dropped when the last one leaves. Returns true
     /// when that was the last subscriber.
     pub(crate) fn detach(&self, now_ms: u64) -> bool {
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         state.subscribers = state.subscribers.saturating_sub(1);
         let last = state.subscribers == 0;
         if last {
@@ -281,7 +282,7 @@ impl Channel {
 
     /// Reads every recent message with an id above `cursor` into `out`, advancing the cursor.
     pub(crate) fn read_after(&self, cursor: &mut u64, out: &mut Vec<Arc<Message>>) -> ReadStatus {
-        let state = self.state.lock();
+        let state = self.state.read();
         if let Some(deleted) = &state.deleted {
             return ReadStatus::Deleted(deleted.clone());
         }
@@ -306,7 +307,7 @@ impl Channel {
     pub(crate) fn delete(&self, message: Arc<Message>) -> StoredDelta {
         let mut delta = StoredDelta::default();
         {
-            let mut state = self.state.lock();
+            let mut state = self.state.write();
             state.removed = true;
             state.deleted = Some(message);
             state.recent.clear();
@@ -321,7 +322,7 @@ impl Channel {
     /// Drops expired stored messages.
     pub(crate) fn expire(&self, now: Instant) -> StoredDelta {
         let mut delta = StoredDelta::default();
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         while state.stored.front().is_some_and(|m| m.expires_at <= now) {
             if let Some(old) = state.stored.pop_front() {
                 delta.drop_message(&old);
@@ -333,7 +334,7 @@ impl Channel {
 
     /// Marks the channel removed if it has had no subscribers and no stored messages since `idle_before_ms`.
     pub(crate) fn remove_if_inactive(&self, idle_before_ms: u64) -> bool {
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         let idle = self.last_activity_ms() <= idle_before_ms;
         if idle && state.subscribers == 0 && state.stored.is_empty() && !state.removed {
             state.removed = true;
