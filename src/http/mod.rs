@@ -7,6 +7,7 @@ pub mod channels_path;
 mod error;
 mod io;
 mod publisher;
+mod raw;
 mod response;
 pub mod router;
 mod static_files;
@@ -20,7 +21,6 @@ use crate::config::Config;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -280,33 +280,10 @@ impl Server {
                 tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
             }
             let stream = io::TimedIo::new(stream, routes.send_timeout);
-            let mut shutdown = state.shutdown.clone();
-            let state = state.clone();
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request, peer.ip()).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(routes.header_read_timeout)
-                .max_buf_size(routes.max_header_size)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
             let open = open_connections.clone();
+            let state = state.clone();
             tokio::spawn(async move {
-                let mut connection = std::pin::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    _ = shutdown.recv() => {
-                        // Finish the response in flight (subscriber streams end with their footer on
-                        // the same signal), then close instead of keeping the connection alive.
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
+                serve_connection(state, stream, peer, routes).await;
                 drop(slot);
                 drop(open);
             });
@@ -330,12 +307,74 @@ impl Server {
     }
 }
 
+/// Serves one accepted connection: long-lived subscribers on the lean path, the rest with hyper.
+async fn serve_connection(
+    state: Arc<AppState>,
+    mut stream: io::TimedIo<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    routes: Arc<Routes>,
+) {
+    let mut shutdown = state.shutdown.clone();
+    let first = tokio::select! {
+        first = raw::read_first_request(&mut stream, &state, routes.max_header_size, routes.header_read_timeout) => first,
+        _ = shutdown.recv() => return,
+    };
+    let prefix = match first {
+        raw::FirstRequest::Gone => return,
+        raw::FirstRequest::Subscriber(request) => {
+            let response = handle(&state, request, peer.ip()).await;
+            if let Err(err) = raw::write_response(&mut stream, response).await {
+                tracing::debug!(%peer, error = %err, "subscriber connection ended with an error");
+            }
+            return;
+        }
+        raw::FirstRequest::Other(prefix) => prefix,
+    };
+    // Boxed, so that the lean path's connections do not carry the size of hyper's connection state.
+    Box::pin(serve_with_hyper(state, stream, prefix, peer, routes)).await;
+}
+
+/// Serves a connection with hyper, replaying the bytes the lean path already read.
+async fn serve_with_hyper(
+    state: Arc<AppState>,
+    stream: io::TimedIo<tokio::net::TcpStream>,
+    prefix: Vec<u8>,
+    peer: SocketAddr,
+    routes: Arc<Routes>,
+) {
+    let mut shutdown = state.shutdown.clone();
+    let service_state = state.clone();
+    let service = service_fn(move |request| {
+        let state = service_state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, request, peer.ip()).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(routes.header_read_timeout)
+        .max_buf_size(routes.max_header_size)
+        .serve_connection(TokioIo::new(raw::Rewind::new(stream, prefix)), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.recv() => {
+            // Finish the response in flight (subscriber streams end with their footer on the same
+            // signal), then close instead of keeping the connection alive.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
 /// Dispatches one request to its location.
-async fn handle(
-    state: &AppState,
-    request: Request<Incoming>,
-    peer: std::net::IpAddr,
-) -> Response<Body> {
+async fn handle<B>(state: &AppState, request: Request<B>, peer: std::net::IpAddr) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (mut parts, body) = request.into_parts();
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let path = parts.uri.path().to_string();

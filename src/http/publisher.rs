@@ -11,19 +11,22 @@ use crate::broker::{ChannelId, Publish};
 use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{header, HeaderMap, Method, Response, StatusCode};
 
 /// Handles one request to a publisher location.
-pub async fn handle(
+pub async fn handle<B>(
     state: &AppState,
     settings: &PublisherSettings,
     parts: &Parts,
-    body: Incoming,
+    body: B,
     query: &str,
     channels_path: &str,
-) -> Result<Response<Body>, HttpError> {
+) -> Result<Response<Body>, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let allow = allowed_methods(settings);
     let method = parts.method.clone();
     let format = InfoFormat::negotiate(&parts.headers, query);
@@ -110,11 +113,11 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Reads the request body, refusing more than `max_body_size` bytes with 413.
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, HttpError> {
+async fn read_body<B>(state: &AppState, headers: &HeaderMap, body: B) -> Result<Bytes, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let max = state.routes().max_body_size;
     let too_large = || {
         crate::metrics::count_limit_refusal("max_body_size");

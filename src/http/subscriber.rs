@@ -121,7 +121,7 @@ fn live_options(
 
 /// The location's mode, or the one `X-Nginx-PushStream-Mode` asks for (streaming, polling and
 /// long-polling locations only).
-fn requested_mode(configured: SubscriberMode, headers: &HeaderMap) -> SubscriberMode {
+pub(crate) fn requested_mode(configured: SubscriberMode, headers: &HeaderMap) -> SubscriberMode {
     let switchable = matches!(
         configured,
         SubscriberMode::Streaming | SubscriberMode::Polling | SubscriberMode::LongPolling
