@@ -22,3 +22,5 @@ echo "== cargo test"
 cargo test --all-targets --locked
 # Doc tests run separately (--all-targets skips them).
 cargo test --doc --locked
+echo "== browser tests (herald.js, demo page, dashboard in headless Chromium)"
+bash browser-tests/run.sh

@@ -103,9 +103,22 @@ impl Message {
 
 /// Hands out (time, tag): the tag counts messages within one second across all channels, so that
 /// `(time, tag)` orders every message the process publishes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Clock {
     last: Mutex<(u64, u64)>,
+}
+
+/// Tags of the second the process starts in begin here, so that no message of this process
+/// compares at or before a point a client kept from a previous process that stopped within that
+/// same second (a restart cannot have handed out this many tags in one second).
+const START_SECOND_TAG: u64 = 1 << 32;
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            last: Mutex::new((unix_now(), START_SECOND_TAG)),
+        }
+    }
 }
 
 impl Clock {

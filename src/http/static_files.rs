@@ -36,7 +36,12 @@ pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> 
             format!("No file /{path} here."),
         ));
     };
-    let mime = file.metadata.mimetype();
+    // TypeScript typings are text; a guess by extension would call `.ts` an MPEG stream.
+    let mime = if name.ends_with(".ts") {
+        "text/plain"
+    } else {
+        file.metadata.mimetype()
+    };
     let content_type = if mime.starts_with("text/") || mime.ends_with("javascript") {
         format!("{mime}; charset=utf-8")
     } else {
