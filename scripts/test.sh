@@ -16,11 +16,11 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked
 # Doc tests run separately (--all-targets skips them).
-cargo test --doc --locked
+cargo test --workspace --doc --locked
 echo "== browser tests (herald.js, demo page, dashboard in headless Chromium)"
 bash browser-tests/run.sh

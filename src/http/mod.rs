@@ -175,14 +175,15 @@ impl Server {
             Some(addr) => addr,
             None => config.listen_addr().map_err(StartError::Config)?,
         };
-        let mut formats = FormatRegistry::default();
-        let routes = Routes::compile(config, &mut formats).map_err(StartError::Config)?;
-        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats.len()));
+        // Before anything registers a metric handle.
         if crate::metrics::install().is_none() {
             tracing::warn!(
                 "another metrics recorder is installed; /metrics will not show Herald's metrics"
             );
         }
+        let mut formats = FormatRegistry::default();
+        let routes = Routes::compile(config, &mut formats).map_err(StartError::Config)?;
+        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats.len()));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -434,7 +435,7 @@ where
         add_cors_headers(&mut response, &origins.eval(&vars), &location.handler);
     }
     let status = response.status().as_u16();
-    crate::metrics::count_request(&location.path, status);
+    location.requests.count(status);
     if routes.access_log {
         tracing::info!(target: "herald::access", method = %parts.method, path = %path, status, location = %location.path, "request");
     }

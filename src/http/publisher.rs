@@ -5,7 +5,7 @@ use super::channels_path::split_channels;
 use super::error::HttpError;
 use super::response::{base_response, EXPLAIN_HEADER};
 use super::router::PublisherSettings;
-use super::stats::{channel_info_doc, doc_response, group_doc, infos_response, InfoFormat};
+use super::stats::{channel_info_response, doc_response, group_doc, infos_response, InfoFormat};
 use super::AppState;
 use crate::broker::{ChannelId, Publish};
 use axum::body::Body;
@@ -69,7 +69,7 @@ where
                     .unwrap_or_default());
             }
             Ok(match infos.as_slice() {
-                [one] => doc_response(&channel_info_doc(one), format),
+                [one] => channel_info_response(one, format),
                 many => doc_response(&group_doc(state, many), format),
             })
         }

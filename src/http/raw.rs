@@ -188,13 +188,17 @@ pub async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let mut ended = false;
         let mut next = first;
+        let mut framing = bytes::BytesMut::with_capacity(64);
         loop {
             match next {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
                             if chunked {
-                                pieces.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                                // Size lines share one buffer per batch: no allocation per chunk.
+                                use std::fmt::Write;
+                                let _ = write!(framing, "{:x}\r\n", data.len());
+                                pieces.push(framing.split().freeze());
                                 pieces.push(data);
                                 pieces.push(Bytes::from_static(b"\r\n"));
                             } else {

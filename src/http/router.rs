@@ -110,6 +110,8 @@ pub struct Location {
     pub allowed_origins: Option<ChannelsPathExpr>,
     /// Who may use it.
     pub access: LocationAccess,
+    /// Answers counted by status.
+    pub requests: crate::metrics::RequestCounters,
     /// What it does.
     pub handler: Handler,
 }
@@ -158,6 +160,7 @@ impl Router {
                 regex,
                 channels_path: ChannelsPathExpr::parse(loc.channels_path())?,
                 allowed_origins: expr(&loc.allowed_origins)?,
+                requests: crate::metrics::RequestCounters::new(&loc.path),
                 access: LocationAccess::from_config(loc)
                     .map_err(|(key, message)| format!("location {}: {key}: {message}", loc.path))?,
                 handler,

@@ -81,6 +81,25 @@ pub fn channel_info_doc(info: &ChannelInfo) -> Value {
     })
 }
 
+/// A channel's info as a 200 response: written directly in the module's JSON spacing (the publish
+/// path answers this on every publish), through the document renderer for other formats.
+pub fn channel_info_response(info: &ChannelInfo, format: InfoFormat) -> Response<Body> {
+    if format != InfoFormat::Json {
+        return doc_response(&channel_info_doc(info), format);
+    }
+    let body = format!(
+        "{{\"channel\": {}, \"published_messages\": {}, \"stored_messages\": {}, \"subscribers\": {}}}\r\n",
+        Value::String(info.channel.as_str().to_string()),
+        info.published_messages,
+        info.stored_messages,
+        info.subscribers
+    );
+    base_response(StatusCode::OK)
+        .header(header::CONTENT_TYPE, format.content_type())
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
 /// The group document: header fields and `infos`.
 pub fn group_doc(state: &AppState, infos: &[ChannelInfo]) -> Value {
     let summary = state.broker.summary();
@@ -256,7 +275,7 @@ pub fn infos_response(
         .collect();
     match infos.len() {
         0 => Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found.")),
-        1 => Ok(doc_response(&channel_info_doc(&infos[0]), format)),
+        1 => Ok(channel_info_response(&infos[0], format)),
         _ => Ok(doc_response(&group_doc(state, &infos), format)),
     }
 }

@@ -452,7 +452,10 @@ fn upgrade_websocket(
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .accept_unmasked_frames(true);
+        .accept_unmasked_frames(true)
+        // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024);
     let broker = state.broker.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
