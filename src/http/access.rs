@@ -316,7 +316,12 @@ impl LocationAccess {
         let Some(limiter) = &self.rate else {
             return Ok(());
         };
-        let key = bearer(headers).map_or_else(|| client.to_string(), |t| format!("token:{t}"));
+        // A bearer token names the client only where it was checked; elsewhere anyone could make
+        // one up to get a fresh budget.
+        let key = match bearer(headers) {
+            Some(token) if !self.bearer_tokens.is_empty() => format!("token:{token}"),
+            _ => client.to_string(),
+        };
         limiter.take(&key).map_err(|wait| {
             crate::metrics::count_limit_refusal("publish_rate_limit");
             let mut err = HttpError::new(
@@ -450,10 +455,13 @@ impl UpstreamAuth {
                 .unwrap_or("")
                 .to_string()
         };
+        // Everything forwarded to the backend is part of the key: it may decide on any of it.
         let cache_key = format!(
-            "{}\u{1}{}\u{1}{}",
+            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
             credentials(header::COOKIE),
             credentials(header::AUTHORIZATION),
+            credentials(header::USER_AGENT),
+            credentials(header::ORIGIN),
             channels.join("/")
         );
         if !self.cache_for.is_zero() {
