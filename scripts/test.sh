@@ -22,5 +22,7 @@ echo "== cargo test"
 cargo test --workspace --all-targets --locked
 # Doc tests run separately (--all-targets skips them).
 cargo test --workspace --doc --locked
+echo "== fuzz: a short run of every cargo-fuzz target (fuzz/README.md has the long runs)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash fuzz/run-short.sh
 echo "== browser tests (herald.js, demo page, dashboard in headless Chromium)"
 bash browser-tests/run.sh

@@ -102,6 +102,11 @@ impl RateLimiter {
         if buckets.len() >= RATE_LIMITER_MAX_KEYS {
             // Full buckets of idle clients carry no state worth keeping.
             buckets.retain(|_, (_, at)| now.duration_since(*at) < self.rate.per);
+            if buckets.len() >= RATE_LIMITER_MAX_KEYS / 2 {
+                // Still crowded (a flood of distinct clients): start over rather than grow; the
+                // memory stays bounded and budgets refill at most once more.
+                buckets.clear();
+            }
         }
         let (tokens, at) = buckets
             .entry(key.to_string())
@@ -472,11 +477,16 @@ impl UpstreamAuth {
             }
         }
         let answer = self.ask(headers, channels).await;
-        if !self.cache_for.is_zero() {
+        // A failure to reach the backend is not an answer worth reusing.
+        let unavailable = matches!(&answer, Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE);
+        if !self.cache_for.is_zero() && !unavailable {
             let mut cache = self.cache.lock();
             if cache.len() >= UPSTREAM_CACHE_MAX {
                 let cache_for = self.cache_for;
                 cache.retain(|_, (at, _)| at.elapsed() < cache_for);
+                if cache.len() >= UPSTREAM_CACHE_MAX / 2 {
+                    cache.clear();
+                }
             }
             cache.insert(cache_key, (Instant::now(), answer.clone()));
         }
@@ -523,6 +533,7 @@ impl UpstreamAuth {
                 ))
             }
             Ok(Err(err)) => {
+                crate::metrics::count_auth_refusal("upstream_unavailable");
                 tracing::warn!(url = %self.url, error = %err, "authorization service unreachable");
                 Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -530,6 +541,7 @@ impl UpstreamAuth {
                 ))
             }
             Err(_) => {
+                crate::metrics::count_auth_refusal("upstream_unavailable");
                 tracing::warn!(url = %self.url, timeout = ?self.timeout, "authorization service timed out");
                 Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -351,6 +351,9 @@ async fn serve_with_hyper(
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
+        // A client may shut its side after sending the request (some tools do): it still gets the
+        // answer. A gone long-poll then lasts until its TTL or next write.
+        .half_close(true)
         .header_read_timeout(routes.header_read_timeout)
         .max_buf_size(routes.max_header_size)
         .serve_connection(TokioIo::new(raw::Rewind::new(stream, prefix)), service)
@@ -366,6 +369,11 @@ async fn serve_with_hyper(
         }
     };
     if let Err(err) = result {
+        if err.is_parse_too_large() {
+            crate::metrics::count_limit_refusal("max_header_size");
+        } else if err.is_timeout() {
+            crate::metrics::count_limit_refusal("header_read_timeout");
+        }
         tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }

@@ -65,6 +65,9 @@ pub async fn read_first_request<S: AsyncRead + Unpin>(
         }
     })
     .await;
+    if read.is_err() {
+        crate::metrics::count_limit_refusal("header_read_timeout");
+    }
     match read {
         Err(_) | Ok(None) if buf.is_empty() => FirstRequest::Gone,
         Err(_) | Ok(None) => FirstRequest::Other(buf),

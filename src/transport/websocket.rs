@@ -182,6 +182,9 @@ pub async fn run<S>(
 
 /// The close frame for a read error, when one can still be sent.
 fn error_close(err: &WsError) -> Option<WsMessage> {
+    if matches!(err, WsError::Capacity(_)) {
+        crate::metrics::count_limit_refusal("max_body_size");
+    }
     match err {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Some(close(
             CloseCode::Size,

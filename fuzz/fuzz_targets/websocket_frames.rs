@@ -1,0 +1,105 @@
+//! WebSocket frames from clients: the fuzzed bytes are what a client sends after the handshake, read by
+//! Herald's own WebSocket subscriber loop (`herald::transport::websocket::run`, with
+//! `websocket_allow_publish` on so text frames are published back to the subscription) over
+//! `WebSocketStream::from_raw_socket` with the server role and the limits Herald configures
+//! (`max_body_size` as message and frame limit, the default 1 MiB, unmasked frames accepted). The
+//! client side then closes; the server must answer and finish without a panic, within a bound.
+
+#![no_main]
+
+use bytes::Bytes;
+use herald::broker::{
+    Broker, BrokerSettings, ChannelId, FormatId, StartAt, SubscribePolicy, SubscribeTo,
+};
+use herald::config::ChannelsConfig;
+use herald::transport::live::LiveOptions;
+use herald::transport::template::TemplateFramer;
+use herald::transport::websocket::{self, WebSocketOptions};
+use libfuzzer_sys::fuzz_target;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+/// Herald's default `max_body_size`, the WebSocket message and frame limit.
+const MAX_BODY_SIZE: usize = 1 << 20;
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    broker: Broker,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let channels = ChannelsConfig {
+            max_messages_stored_per_channel: Some(8),
+            ..ChannelsConfig::default()
+        };
+        Fixture {
+            runtime,
+            broker: Broker::new(BrokerSettings::from_config(&channels, 1)),
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let fixture = fixture();
+    let input = Bytes::copy_from_slice(data);
+    fixture.runtime.block_on(async move {
+        let broker = fixture.broker.clone();
+        let targets = [SubscribeTo {
+            channel: ChannelId::new_unchecked("fuzz"),
+            start: StartAt::Live,
+        }];
+        let subscription = broker
+            .subscribe(&targets, &SubscribePolicy::default())
+            .expect("subscribe");
+        let options = WebSocketOptions {
+            live: LiveOptions {
+                format: FormatId(0),
+                framer: Arc::new(TemplateFramer::new(
+                    "HELLO",
+                    "~channel~:~id~:~text~",
+                    "BYE",
+                    " ",
+                    "text/plain",
+                )),
+                ping_interval: None,
+                connection_ttl: None,
+                transport: "websocket",
+            },
+            allow_publish: true,
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_BODY_SIZE))
+            .max_frame_size(Some(MAX_BODY_SIZE))
+            .accept_unmasked_frames(true);
+        let (client, server_io) = tokio::io::duplex(64 * 1024);
+        let (trigger, shutdown) = herald::shutdown::channel();
+        let server = tokio::spawn(async move {
+            let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
+            websocket::run(ws, subscription, options, broker, shutdown).await;
+        });
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = from_server.read_to_end(&mut sink).await;
+        });
+        let _ = to_server.write_all(&input).await;
+        let _ = to_server.shutdown().await;
+        drop(to_server);
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("websocket task failed: {e}"),
+            Err(_) => panic!("websocket loop still running 10s after the client closed"),
+        }
+        drop(trigger);
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    });
+});
