@@ -351,9 +351,6 @@ async fn serve_with_hyper(
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        // A client may shut its side after sending the request (some tools do): it still gets the
-        // answer. A gone long-poll then lasts until its TTL or next write.
-        .half_close(true)
         .header_read_timeout(routes.header_read_timeout)
         .max_buf_size(routes.max_header_size)
         .serve_connection(TokioIo::new(raw::Rewind::new(stream, prefix)), service)
