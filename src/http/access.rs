@@ -156,7 +156,11 @@ struct UpstreamAuth {
     timeout: Duration,
     cache_for: Duration,
     cache: Mutex<HashMap<String, CachedAnswer>>,
+    /// One client for every authorization request, so connections to the backend are reused.
+    client: std::sync::OnceLock<UpstreamClient>,
 }
+
+type UpstreamClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 
 const UPSTREAM_CACHE_MAX: usize = 10_000;
 
@@ -250,6 +254,7 @@ impl LocationAccess {
                         .auth_request_cache
                         .map_or(Duration::from_secs(5), |d| d.0),
                     cache: Mutex::new(HashMap::new()),
+                    client: std::sync::OnceLock::new(),
                 })
             }
             None => None,
@@ -514,7 +519,9 @@ impl UpstreamAuth {
                     format!("cannot build the authorization request: {e}"),
                 )
             })?;
-        let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+        let client = self
+            .client
+            .get_or_init(|| Client::builder(TokioExecutor::new()).build_http());
         match tokio::time::timeout(self.timeout, client.request(request)).await {
             Ok(Ok(response)) if response.status().is_success() => Ok(()),
             Ok(Ok(response)) => {

@@ -115,7 +115,9 @@ impl Template {
 
 fn render_field(field: Field, message: &Message, out: &mut BytesMut) {
     use std::fmt::Write;
-    let opt = |value: &Option<Box<str>>| value.as_deref().unwrap_or("").to_string();
+    fn opt(value: &Option<Box<str>>) -> &str {
+        value.as_deref().unwrap_or("")
+    }
     match field {
         Field::Text => out.put_slice(&message.text),
         Field::Id => {
@@ -133,15 +135,38 @@ fn render_field(field: Field, message: &Message, out: &mut BytesMut) {
         }
         Field::TextJson => json_escape(&String::from_utf8_lossy(&message.text), out),
         Field::ChannelJson => json_escape(message.channel.as_str(), out),
-        Field::EventIdJson => json_escape(&opt(&message.event_id), out),
-        Field::EventTypeJson => json_escape(&opt(&message.event_type), out),
+        Field::EventIdJson => json_escape(opt(&message.event_id), out),
+        Field::EventTypeJson => json_escape(opt(&message.event_type), out),
     }
 }
 
-/// Writes `text` as the inside of a JSON string (no quotes).
+/// Writes `text` as the inside of a JSON string (no quotes), straight into `out`: quotes,
+/// backslashes and control characters escaped, everything else as it is.
 fn json_escape(text: &str, out: &mut BytesMut) {
-    let quoted = serde_json::Value::String(text.to_string()).to_string();
-    out.put_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+    let bytes = text.as_bytes();
+    let mut plain_from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.put_slice(&bytes[plain_from..at]);
+        if escape.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.put_slice(escape);
+        }
+        plain_from = at + 1;
+    }
+    out.put_slice(&bytes[plain_from..]);
 }
 
 /// The module's plain framing, used by streaming, long-polling, polling and WebSocket: the header
@@ -255,6 +280,23 @@ mod tests {
     fn tokens_inside_text_are_not_expanded() {
         let msg = message("~id~ ~text~");
         assert_eq!(render("<~text~>", &msg), "<~id~ ~text~>");
+    }
+
+    #[test]
+    fn json_escape_matches_serde_json() {
+        for text in [
+            "plain",
+            "say \"hi\"\n",
+            "back\\slash\t\r",
+            "ctl\u{1}\u{8}\u{c}\u{1f}",
+            "ünï😀",
+        ] {
+            let mut out = BytesMut::new();
+            json_escape(text, &mut out);
+            let quoted = format!("\"{}\"", String::from_utf8(out.to_vec()).unwrap());
+            let back: String = serde_json::from_str(&quoted).unwrap();
+            assert_eq!(back, text);
+        }
     }
 
     #[test]
