@@ -51,6 +51,13 @@ pub const AUTH_REFUSALS: &str = "herald_auth_refusals_total";
 pub const CONNECTION_REFUSALS: &str = "herald_connection_refusals_total";
 
 /// One in how many deliveries of a connection records its publish-to-write latency.
+/// Reconnections to Redis shards (Redis engine).
+pub const REDIS_RECONNECTS: &str = "herald_redis_reconnects_total";
+/// Publishes refused because a Redis shard was unavailable (Redis engine).
+pub const REDIS_PUBLISH_FAILURES: &str = "herald_redis_publish_failures_total";
+/// 1 while a Redis shard's connection is up, by shard (Redis engine).
+pub const REDIS_SHARD_UP: &str = "herald_redis_shard_up";
+
 const LATENCY_SAMPLE_EVERY: u32 = 16;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -84,6 +91,18 @@ fn describe() {
     describe_gauge!(
         SUBSCRIPTIONS,
         "Channel subscriptions now (a connection on 3 channels counts 3)."
+    );
+    describe_counter!(
+        REDIS_RECONNECTS,
+        "Reconnections to Redis shards after a lost connection (Redis engine)."
+    );
+    describe_counter!(
+        REDIS_PUBLISH_FAILURES,
+        "Publishes answered 503 because a Redis shard was unavailable (Redis engine)."
+    );
+    describe_gauge!(
+        REDIS_SHARD_UP,
+        "1 while the connection to a Redis shard is up, by shard (Redis engine)."
     );
     describe_gauge!(CHANNELS, "Channels now, by kind (normal, wildcard).");
     describe_gauge!(STORED_MESSAGES, "Messages stored now.");
@@ -170,6 +189,21 @@ pub fn process_resident_bytes() -> Option<u64> {
 /// Number of open file descriptors from `/proc/self/fd` (Linux).
 pub fn process_open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+/// Counts a reconnection to a Redis shard after its connection was lost.
+pub fn count_redis_reconnect() {
+    counter!(REDIS_RECONNECTS).increment(1);
+}
+
+/// Counts a publish the Redis engine could not carry out (a shard down or too slow).
+pub fn count_redis_publish_failure() {
+    counter!(REDIS_PUBLISH_FAILURES).increment(1);
+}
+
+/// Whether a Redis shard's connection is up (1) or not (0).
+pub fn redis_shard_up(shard: usize, up: bool) {
+    gauge!(REDIS_SHARD_UP, "shard" => shard.to_string()).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Counts a refusal by a configured limit.

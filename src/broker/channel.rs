@@ -97,8 +97,13 @@ struct ChannelState {
     /// (time, tag) of the newest message that left `stored` (evicted or expired): a client whose
     /// recovery point is older missed something.
     dropped_up_to: Option<(u64, u64)>,
-    /// Messages published while subscribers were attached, contiguous ids, for their cursors.
+    /// Messages published while subscribers were attached, in id order, for their cursors.
     recent: VecDeque<Arc<Message>>,
+    /// `recent` holds every message with an id above this one (ids may skip numbers when a channel
+    /// mirrors another engine); a cursor below it has lagged.
+    recent_floor: u64,
+    /// (time, tag) of the newest message, so mirrored messages keep the log in (time, tag) order.
+    last_stamp: (u64, u64),
     /// Subscribers attached now.
     subscribers: u64,
     /// Set when the channel is deleted: the message its subscribers receive.
@@ -140,6 +145,8 @@ impl Channel {
             wildcard,
             state: RwLock::new(ChannelState {
                 last_id: 0,
+                recent_floor: 0,
+                last_stamp: (0, 0),
                 stored: VecDeque::new(),
                 dropped_up_to: None,
                 recent: VecDeque::new(),
@@ -191,51 +198,104 @@ impl Channel {
         clock: &super::message::Clock,
         format_count: usize,
     ) -> Result<(Arc<Message>, StoredDelta), ChannelGone> {
-        let mut delta = StoredDelta::default();
         let cost = append.cost();
-        let message = {
-            let mut state = self.state.write();
-            if state.removed {
-                return Err(ChannelGone::Removed);
-            }
-            state.last_id += 1;
-            let (time, tag) = clock.next();
-            let message = Arc::new(Message::new(
-                MessageParts {
-                    channel: self.id.clone(),
-                    id: state.last_id as i64,
-                    time,
-                    tag,
-                    event_id: append.event_id,
-                    event_type: append.event_type,
-                    text: append.text,
-                    expires_at: Instant::now() + limits.message_ttl,
-                },
-                format_count,
-            ));
-            if append.store {
-                state.stored.push_back(message.clone());
-                delta.added = 1;
-                delta.added_bytes = cost;
-                if let Some(max) = limits.max_stored {
-                    while state.stored.len() as u64 > max {
-                        if let Some(old) = state.stored.pop_front() {
-                            delta.drop_message(&old);
-                            state.dropped_up_to = Some((old.time, old.tag));
-                        }
+        let mut state = self.state.write();
+        if state.removed {
+            return Err(ChannelGone::Removed);
+        }
+        let (time, tag) = clock.next();
+        let message = Arc::new(Message::new(
+            MessageParts {
+                channel: self.id.clone(),
+                id: state.last_id as i64 + 1,
+                time,
+                tag,
+                event_id: append.event_id,
+                event_type: append.event_type,
+                text: append.text,
+                expires_at: Instant::now() + limits.message_ttl,
+            },
+            format_count,
+        ));
+        let delta = Self::push(&mut state, message.clone(), append.store, cost, limits);
+        drop(state);
+        self.head.send_replace(());
+        Ok((message, delta))
+    }
+
+    /// Appends a message whose id and (time, tag) another engine assigned (a mirror of a Redis
+    /// channel). `parts.id` must be above the last id (`Err(None)` otherwise: already have it); a
+    /// (time, tag) not above the last one is raised just above it so the log stays ordered.
+    pub(crate) fn ingest(
+        &self,
+        mut parts: MessageParts,
+        store: bool,
+        limits: &ChannelLimits,
+        format_count: usize,
+    ) -> Result<(Arc<Message>, StoredDelta), Option<ChannelGone>> {
+        let mut state = self.state.write();
+        if state.removed {
+            return Err(Some(ChannelGone::Removed));
+        }
+        if parts.id <= state.last_id as i64 {
+            return Err(None);
+        }
+        if (parts.time, parts.tag) <= state.last_stamp {
+            (parts.time, parts.tag) = (state.last_stamp.0, state.last_stamp.1 + 1);
+        }
+        let message = Arc::new(Message::new(parts, format_count));
+        let cost = message_cost(&message);
+        let delta = Self::push(&mut state, message.clone(), store, cost, limits);
+        drop(state);
+        self.head.send_replace(());
+        Ok((message, delta))
+    }
+
+    /// Puts a new message at the head: the log if stored, the recent window if anyone reads it.
+    fn push(
+        state: &mut ChannelState,
+        message: Arc<Message>,
+        store: bool,
+        cost: u64,
+        limits: &ChannelLimits,
+    ) -> StoredDelta {
+        let mut delta = StoredDelta::default();
+        state.last_id = message.id as u64;
+        state.last_stamp = (message.time, message.tag);
+        if store {
+            state.stored.push_back(message.clone());
+            delta.added = 1;
+            delta.added_bytes = cost;
+            if let Some(max) = limits.max_stored {
+                while state.stored.len() as u64 > max {
+                    if let Some(old) = state.stored.pop_front() {
+                        delta.drop_message(&old);
+                        state.dropped_up_to = Some((old.time, old.tag));
                     }
                 }
             }
-            if state.subscribers > 0 {
-                state.recent.push_back(message.clone());
-                while state.recent.len() > limits.lag_limit {
-                    state.recent.pop_front();
+        }
+        if state.subscribers > 0 {
+            state.recent.push_back(message);
+            while state.recent.len() > limits.lag_limit {
+                if let Some(old) = state.recent.pop_front() {
+                    state.recent_floor = old.id as u64;
                 }
             }
-            message
-        };
-        self.head.send_replace(());
-        Ok((message, delta))
+        } else {
+            state.recent_floor = state.last_id;
+        }
+        delta
+    }
+
+    /// The last message id (0 before the first message).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.state.read().last_id
+    }
+
+    /// Subscribers attached now.
+    pub(crate) fn subscriber_count(&self) -> u64 {
+        self.state.read().subscribers
     }
 
     /// Attaches a subscriber: checks the per-channel limit, picks the stored messages `start` asks for,
@@ -274,6 +334,7 @@ impl Channel {
         let last = state.subscribers == 0;
         if last {
             state.recent.clear();
+            state.recent_floor = state.last_id;
         }
         drop(state);
         self.touch(now_ms);
@@ -289,15 +350,11 @@ impl Channel {
         if *cursor >= state.last_id {
             return ReadStatus::Ok;
         }
-        let first = state
-            .recent
-            .front()
-            .map_or(state.last_id + 1, |m| m.id as u64);
-        if *cursor + 1 < first {
-            let missed = first - *cursor - 1;
+        if *cursor < state.recent_floor {
+            let missed = state.recent_floor - *cursor;
             return ReadStatus::Lagged { missed };
         }
-        let skip = (*cursor + 1 - first) as usize;
+        let skip = state.recent.partition_point(|m| m.id as u64 <= *cursor);
         out.extend(state.recent.iter().skip(skip).cloned());
         *cursor = state.last_id;
         ReadStatus::Ok
@@ -319,6 +376,24 @@ impl Channel {
         delta
     }
 
+    /// Raises the point up to which stored messages were dropped.
+    pub(crate) fn set_dropped_up_to(&self, point: (u64, u64)) {
+        let mut state = self.state.write();
+        if state.dropped_up_to.map_or(true, |old| old < point) {
+            state.dropped_up_to = Some(point);
+        }
+    }
+
+    /// Drops every stored message.
+    pub(crate) fn clear_stored(&self) -> StoredDelta {
+        let mut delta = StoredDelta::default();
+        let mut state = self.state.write();
+        for old in state.stored.drain(..) {
+            delta.drop_message(&old);
+        }
+        delta
+    }
+
     /// Drops expired stored messages.
     pub(crate) fn expire(&self, now: Instant) -> StoredDelta {
         let mut delta = StoredDelta::default();
@@ -330,6 +405,18 @@ impl Channel {
             }
         }
         delta
+    }
+
+    /// Marks the channel removed if no subscriber is attached (a mirrored channel its engine stops
+    /// following). Returns whether it did.
+    pub(crate) fn remove_if_unsubscribed(&self) -> bool {
+        let mut state = self.state.write();
+        if state.subscribers == 0 && !state.removed {
+            state.removed = true;
+            true
+        } else {
+            false
+        }
     }
 
     /// Marks the channel removed if it has had no subscribers and no stored messages since `idle_before_ms`.

@@ -134,6 +134,14 @@ impl Clock {
         *last
     }
 
+    /// Raises the clock to a (time, tag) another engine assigned, so the watermark covers it.
+    pub fn observe(&self, time: u64, tag: u64) {
+        let mut last = self.last.lock();
+        if (time, tag) > *last {
+            *last = (time, tag);
+        }
+    }
+
     /// The last (time, tag) handed out: every message with a key up to it is visible in its channel
     /// to anyone who takes the channel's lock after reading this.
     pub fn watermark(&self) -> (u64, u64) {

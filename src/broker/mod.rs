@@ -104,6 +104,9 @@ pub enum BrokerError {
         /// The configured budget.
         max: u64,
     },
+    /// The shared engine (Redis) could not be reached; the text names the shard and the reason.
+    #[error("{0}")]
+    Unavailable(String),
     /// One more subscriber would exceed the per-channel limit.
     #[error("Subscribers limit per channel has been exceeded. Limit: max_subscribers_per_channel = {max}.")]
     TooManySubscribers {
@@ -139,6 +142,10 @@ pub struct BrokerSettings {
     pub shared_memory_size: Option<u64>,
     /// Number of output formats (one per subscriber location); see `FormatId`.
     pub format_count: usize,
+    /// The broker mirrors channels another engine owns (Redis): it creates and drops channels when
+    /// that engine says so, does not collect inactive channels itself, and hands subscribe/unsubscribe
+    /// events to the event sink instead of its own events channel.
+    pub mirror: bool,
 }
 
 impl BrokerSettings {
@@ -168,7 +175,63 @@ impl BrokerSettings {
             max_number_of_wildcard_channels: config.max_number_of_wildcard_channels,
             shared_memory_size: config.shared_memory_size.map(|s| s.0),
             format_count,
+            mirror: false,
         }
+    }
+
+    /// The settings of a broker that mirrors channels owned by a shared engine: limits that count
+    /// channels, subscribers or bytes are the shared engine's job, so they are off here.
+    pub fn mirroring(mut self) -> BrokerSettings {
+        self.mirror = true;
+        self.max_number_of_channels = None;
+        self.max_number_of_wildcard_channels = None;
+        self.max_subscribers_per_channel = None;
+        self.shared_memory_size = None;
+        self
+    }
+}
+
+/// A message another engine published, as a mirroring broker takes it in.
+#[derive(Debug, Clone)]
+pub struct Mirrored {
+    /// Its id in the channel (above every id the mirror has).
+    pub id: u64,
+    /// Publish time, seconds since the Unix epoch.
+    pub time: u64,
+    /// Order within the second.
+    pub tag: u64,
+    /// `Event-Id` header.
+    pub event_id: Option<Box<str>>,
+    /// `Event-Type` header.
+    pub event_type: Option<Box<str>>,
+    /// Message text.
+    pub text: Bytes,
+    /// Whether the channel stores it.
+    pub store: bool,
+    /// When the stored copy expires.
+    pub expires_at: Instant,
+}
+
+/// The text of a lifecycle event on the events channel.
+pub fn lifecycle_event_text(name: &str, channel: &ChannelId) -> Bytes {
+    let channel_json = serde_json::Value::String(channel.as_str().to_string());
+    Bytes::from(format!(
+        "{{\"type\": \"{name}\", \"channel\": {channel_json}}}"
+    ))
+}
+
+/// Receives subscribe/unsubscribe events of a mirroring broker: (event name, channel).
+pub type EventSink = Box<dyn Fn(&'static str, &ChannelId) + Send + Sync>;
+
+struct SinkSlot(std::sync::OnceLock<EventSink>);
+
+impl std::fmt::Debug for SinkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "EventSink(set)"
+        } else {
+            "EventSink(unset)"
+        })
     }
 }
 
@@ -229,6 +292,7 @@ struct Inner {
     started: Instant,
     totals: Totals,
     trash: Trash,
+    event_sink: SinkSlot,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -271,6 +335,7 @@ impl Broker {
                 started: Instant::now(),
                 totals: Totals::default(),
                 trash: Trash::default(),
+                event_sink: SinkSlot(std::sync::OnceLock::new()),
             }),
         }
     }
@@ -418,13 +483,19 @@ impl Broker {
         if events == channel {
             return;
         }
-        let channel_json = serde_json::Value::String(channel.as_str().to_string());
-        let text = format!(
-            "{{\"type\": \"{}\", \"channel\": {channel_json}}}",
-            event.name()
-        );
+        if settings.mirror {
+            // Channels come and go in the shared engine, which announces that itself.
+            if let (
+                LifecycleEvent::ClientSubscribed | LifecycleEvent::ClientUnsubscribed,
+                Some(sink),
+            ) = (event, self.inner.event_sink.0.get())
+            {
+                sink(event.name(), channel);
+            }
+            return;
+        }
         let publish = Publish {
-            text: Bytes::from(text),
+            text: lifecycle_event_text(event.name(), channel),
             event_id: None,
             event_type: None,
             store: true,
@@ -437,7 +508,8 @@ impl Broker {
     /// Puts `channel` in its shard's idle queue (once) to be checked for inactivity at `since_ms` +
     /// `channel_inactivity_time`. The events channel is never collected.
     fn schedule_idle_check(&self, channel: &Arc<Channel>, since_ms: u64) {
-        if self.is_events_channel(channel.id.as_str())
+        if self.cfg().mirror
+            || self.is_events_channel(channel.id.as_str())
             || channel.idle_queued.swap(true, Ordering::AcqRel)
         {
             return;
@@ -697,6 +769,149 @@ impl Broker {
             self.schedule_idle_check(channel, now_ms);
         }
         self.emit(LifecycleEvent::ClientUnsubscribed, &channel.id);
+    }
+
+    /// Sets where a mirroring broker sends subscribe/unsubscribe events (once).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.inner.event_sink.0.set(sink);
+    }
+
+    /// Takes in a message another engine published on `id` (creating the mirror channel if needed)
+    /// and wakes its subscribers. Returns false when the mirror already had that id.
+    pub fn mirror_message(&self, id: &ChannelId, mirrored: Mirrored) -> bool {
+        let settings = self.settings();
+        let limits = Self::limits(&settings);
+        let store = mirrored.store;
+        loop {
+            let Ok(channel) = self.get_or_create(id) else {
+                return false;
+            };
+            let parts = MessageParts {
+                channel: id.clone(),
+                id: mirrored.id as i64,
+                time: mirrored.time,
+                tag: mirrored.tag,
+                event_id: mirrored.event_id.clone(),
+                event_type: mirrored.event_type.clone(),
+                text: mirrored.text.clone(),
+                expires_at: mirrored.expires_at,
+            };
+            match channel.ingest(parts, store, &limits, settings.format_count) {
+                Ok((message, delta)) => {
+                    self.inner.clock.observe(message.time, message.tag);
+                    self.inner.totals.published.fetch_add(1, Ordering::Relaxed);
+                    if store {
+                        self.inner
+                            .totals
+                            .stored_bytes
+                            .fetch_add(delta.added_bytes, Ordering::Relaxed);
+                        self.shard(id.as_str())
+                            .lock()
+                            .expiry
+                            .push_back((message.expires_at, Arc::downgrade(&channel)));
+                    }
+                    self.apply(delta);
+                    return true;
+                }
+                Err(None) => return false,
+                Err(Some(ChannelGone::Removed)) => continue,
+            }
+        }
+    }
+
+    /// The last message id of a mirror channel, `None` if the mirror does not hold it.
+    pub fn mirror_last_id(&self, id: &str) -> Option<u64> {
+        self.find(id).map(|c| c.last_id())
+    }
+
+    /// Records that the shared engine dropped stored messages up to `point` (time, tag), so recovery
+    /// from an older point reports itself truncated.
+    pub fn mirror_dropped(&self, id: &str, point: (u64, u64)) {
+        if let Some(channel) = self.find(id) {
+            channel.set_dropped_up_to(point);
+        }
+    }
+
+    /// True when the channel is here and holds a stored message.
+    pub fn has_stored(&self, id: &str) -> bool {
+        self.find(id).is_some_and(|c| c.has_stored())
+    }
+
+    /// Local subscribers of a channel now (0 if the channel is not here).
+    pub fn local_subscribers(&self, id: &str) -> u64 {
+        self.find(id).map_or(0, |c| c.subscriber_count())
+    }
+
+    /// Creates the mirror of a channel if it is not here yet.
+    pub fn mirror_channel(&self, id: &ChannelId) {
+        let _ = self.get_or_create(id);
+    }
+
+    /// Drops the mirror of a channel when no local subscriber is attached (its engine stops
+    /// following it). Returns whether it was dropped.
+    pub fn drop_mirror(&self, id: &str) -> bool {
+        let mut shard = self.shard(id).lock();
+        let Some(channel) = shard.channels.get(id).cloned() else {
+            return false;
+        };
+        if !channel.remove_if_unsubscribed() {
+            return false;
+        }
+        shard.channels.remove(id);
+        drop(shard);
+        let dropped = channel.clear_stored();
+        let totals = &self.inner.totals;
+        let counter = if channel.wildcard {
+            &totals.wildcard_channels
+        } else {
+            &totals.channels
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        totals.stored.fetch_sub(dropped.removed, Ordering::Relaxed);
+        totals
+            .stored_bytes
+            .fetch_sub(dropped.removed_bytes, Ordering::Relaxed);
+        true
+    }
+
+    /// Deletes the mirror of a channel the shared engine deleted: local subscribers receive `text`
+    /// as the channel-deleted message and are detached.
+    pub fn mirror_deleted(&self, id: &ChannelId, text: Bytes) {
+        let Some(channel) = self.shard(id.as_str()).lock().channels.remove(id.as_str()) else {
+            return;
+        };
+        let (time, tag) = self.inner.clock.next();
+        let message = Arc::new(Message::new(
+            MessageParts {
+                channel: id.clone(),
+                id: message::CHANNEL_DELETED_MESSAGE_ID,
+                time,
+                tag,
+                event_id: None,
+                event_type: None,
+                text,
+                expires_at: Instant::now(),
+            },
+            self.cfg().format_count,
+        ));
+        let dropped = channel.delete(message);
+        let totals = &self.inner.totals;
+        let counter = if channel.wildcard {
+            &totals.wildcard_channels
+        } else {
+            &totals.channels
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        self.apply(dropped);
+    }
+
+    /// Ids of every channel this broker holds now.
+    pub fn channel_ids(&self) -> Vec<ChannelId> {
+        let mut ids = Vec::new();
+        for shard in self.inner.shards.iter() {
+            ids.extend(shard.lock().channels.keys().cloned());
+        }
+        ids
     }
 
     pub(crate) fn connection_opened(&self) {

@@ -16,6 +16,7 @@ fn settings() -> BrokerSettings {
         max_number_of_wildcard_channels: None,
         shared_memory_size: None,
         format_count: 1,
+        mirror: false,
     }
 }
 
@@ -445,4 +446,92 @@ async fn recovery_reports_truncation_and_unknown_event_ids() {
         Recovery::UnknownEventId
     );
     assert_eq!(start(StartAt::Live), Recovery::NotAsked);
+}
+
+fn mirrored(message_id: u64, time: u64, body: &'static str) -> Mirrored {
+    Mirrored {
+        id: message_id,
+        time,
+        tag: 0,
+        event_id: None,
+        event_type: None,
+        text: Bytes::from_static(body.as_bytes()),
+        store: true,
+        expires_at: Instant::now() + Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn mirror_keeps_foreign_ids_and_skips_duplicates() {
+    let broker = Broker::new(settings().mirroring());
+    let news = id("news");
+    assert!(broker.mirror_message(&news, mirrored(7, 100, "a")));
+    assert!(!broker.mirror_message(&news, mirrored(7, 100, "a again")));
+    assert!(!broker.mirror_message(&news, mirrored(3, 100, "older")));
+    assert!(broker.mirror_message(&news, mirrored(9, 100, "b")));
+    let info = broker.channel_info("news").expect("mirror channel");
+    assert_eq!(info.published_messages, 9);
+    assert_eq!(info.stored_messages, 2);
+}
+
+#[tokio::test]
+async fn mirror_cursor_reads_across_id_gaps() {
+    let broker = Broker::new(settings().mirroring());
+    let news = id("news");
+    broker.mirror_channel(&news);
+    let mut sub = broker
+        .subscribe(
+            &[SubscribeTo {
+                channel: news.clone(),
+                start: StartAt::Live,
+            }],
+            &SubscribePolicy::default(),
+        )
+        .expect("subscribe");
+    broker.mirror_message(&news, mirrored(2, 100, "a"));
+    broker.mirror_message(&news, mirrored(5, 100, "b"));
+    let mut events = Vec::new();
+    sub.poll_events(&mut events);
+    let texts: Vec<_> = events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Message(m) => Some((m.id, m.text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [(2, Bytes::from_static(b"a")), (5, Bytes::from_static(b"b"))]
+    );
+    // A stamp not above the last one is raised so the log stays in (time, tag) order.
+    broker.mirror_message(&news, mirrored(6, 50, "c"));
+    sub.poll_events(&mut events);
+    let stamps: Vec<_> = events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Message(m) => Some((m.time, m.tag)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stamps, [(100, 2)]);
+}
+
+#[test]
+fn dropping_a_mirror_waits_for_its_last_subscriber() {
+    let broker = Broker::new(settings().mirroring());
+    let news = id("news");
+    broker.mirror_channel(&news);
+    let sub = broker
+        .subscribe(
+            &[SubscribeTo {
+                channel: news.clone(),
+                start: StartAt::Live,
+            }],
+            &SubscribePolicy::default(),
+        )
+        .expect("subscribe");
+    assert!(!broker.drop_mirror("news"));
+    drop(sub);
+    assert!(broker.drop_mirror("news"));
+    assert!(broker.channel_info("news").is_none());
 }

@@ -30,6 +30,58 @@ pub struct Config {
     /// The locations Herald serves, matched in nginx order (`[[location]]`).
     #[serde(rename = "location")]
     pub locations: Vec<LocationConfig>,
+    /// Where channels live: this process's memory (default) or Redis shared by several nodes (`[engine]`).
+    pub engine: EngineConfig,
+}
+
+/// Which engine holds channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Channels live in this process only.
+    #[default]
+    Memory,
+    /// Channels, history and counters live in Redis; every node sharing it serves the same channels.
+    Redis,
+}
+
+/// `[engine]`: the channel engine and, for Redis, how nodes share it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `memory` (default) or `redis`.
+    pub kind: EngineKind,
+    /// Redis servers (`redis://host:port/db`), one per shard; a channel lives on shard
+    /// `fnv1a64(channel id) % len(redis_urls)`. Every node must list the same URLs in the same order.
+    pub redis_urls: Vec<String>,
+    /// Prefix of every Redis key and pub/sub channel Herald uses. Default `herald`.
+    pub key_prefix: String,
+    /// This node's name in statistics (`by_worker`). Default: host name and process id.
+    pub node_name: Option<String>,
+    /// A Redis command (publish, history read) that takes longer fails with 503. Default `2s`.
+    pub command_timeout: ConfDuration,
+    /// How often a node reports itself and its subscriber counts. Default `1s`.
+    pub heartbeat_interval: ConfDuration,
+    /// A node that has not reported for this long no longer counts in statistics and limits. Default `5s`.
+    pub node_timeout: ConfDuration,
+    /// How long a node keeps following a channel in Redis after its last local subscriber left, so a
+    /// long-polling client's next request is served without a round trip. Default `10s`.
+    pub unsubscribe_after: ConfDuration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: EngineKind::Memory,
+            redis_urls: Vec::new(),
+            key_prefix: "herald".into(),
+            node_name: None,
+            command_timeout: ConfDuration(Duration::from_secs(2)),
+            heartbeat_interval: ConfDuration(Duration::from_secs(1)),
+            node_timeout: ConfDuration(Duration::from_secs(5)),
+            unsubscribe_after: ConfDuration(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// `[server]`: where Herald listens and request limits that apply to every location.
@@ -411,6 +463,9 @@ impl Config {
         let key = |parts: &[KeySeg]| KeyPath(parts.to_vec());
         self.listen_addr()
             .map_err(|m| (key(&[KeySeg::Name("server"), KeySeg::Name("listen")]), m))?;
+        validate_engine(&self.engine).map_err(|(name, message)| {
+            (key(&[KeySeg::Name("engine"), KeySeg::Name(name)]), message)
+        })?;
         let ch = &self.channels;
         let positive = [
             (
@@ -503,6 +558,48 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks `[engine]`: Redis needs at least one `redis://` URL; intervals must be positive and the
+/// node timeout longer than the heartbeat.
+fn validate_engine(engine: &EngineConfig) -> Result<(), (&'static str, String)> {
+    if engine.kind == EngineKind::Redis && engine.redis_urls.is_empty() {
+        return Err((
+            "redis_urls",
+            "kind = \"redis\" needs at least one Redis URL, e.g. [\"redis://127.0.0.1:6379/0\"]"
+                .into(),
+        ));
+    }
+    for url in &engine.redis_urls {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err((
+                "redis_urls",
+                format!("{url:?} is not a Redis URL (redis://host:port/db or unix:///path)"),
+            ));
+        }
+    }
+    if engine.key_prefix.is_empty() || engine.key_prefix.contains(['{', '}', ' ']) {
+        return Err((
+            "key_prefix",
+            "must be non-empty, without braces or spaces".into(),
+        ));
+    }
+    for (name, value) in [
+        ("command_timeout", engine.command_timeout.0),
+        ("heartbeat_interval", engine.heartbeat_interval.0),
+        ("node_timeout", engine.node_timeout.0),
+    ] {
+        if value.is_zero() {
+            return Err((name, "must be longer than 0".into()));
+        }
+    }
+    if engine.node_timeout.0 <= engine.heartbeat_interval.0 {
+        return Err((
+            "node_timeout",
+            "must be longer than heartbeat_interval (a live node would look dead)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_location(

@@ -18,6 +18,7 @@ pub use error::HttpError;
 
 use crate::broker::{Broker, BrokerSettings, ChannelIdRules};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -108,7 +109,9 @@ impl Routes {
 /// Everything a request handler needs. Shared by all connections.
 #[derive(Debug)]
 pub struct AppState {
-    /// The engine.
+    /// The engine: publishes, deletes, subscriptions and statistics go through it.
+    pub engine: Engine,
+    /// The local broker (the engine's, or its mirror with Redis): subscriptions and watermarks.
     pub broker: Broker,
     routes: ArcSwap<Routes>,
     formats: Mutex<FormatRegistry>,
@@ -139,7 +142,7 @@ impl AppState {
                 "server.listen cannot change on reload; restart to move the listener"
             );
         }
-        self.broker.reconfigure(settings);
+        self.engine.reconfigure(settings);
         self.routes.store(Arc::new(routes));
         Ok(())
     }
@@ -183,7 +186,14 @@ impl Server {
         }
         let mut formats = FormatRegistry::default();
         let routes = Routes::compile(config, &mut formats).map_err(StartError::Config)?;
-        let broker = Broker::new(BrokerSettings::from_config(&config.channels, formats.len()));
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let engine = Engine::new(
+            &config.engine,
+            BrokerSettings::from_config(&config.channels, formats.len()),
+            &hostname,
+        )
+        .map_err(StartError::Config)?;
+        let broker = engine.broker().clone();
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -192,10 +202,11 @@ impl Server {
             })?;
         let (trigger, shutdown) = shutdown::channel();
         let state = Arc::new(AppState {
+            engine,
             broker,
             routes: ArcSwap::from_pointee(routes),
             formats: Mutex::new(formats),
-            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            hostname,
             shutdown,
         });
         Ok(Server {
@@ -226,10 +237,11 @@ impl Server {
         // Every connection task holds a clone of `open_connections`; `closed` resolves when all
         // have ended.
         let (open_connections, mut closed) = tokio::sync::mpsc::channel::<()>(1);
-        let sweeper = tokio::spawn(state.broker.clone().run_sweeper({
-            let mut shutdown = state.shutdown.clone();
-            async move { shutdown.recv().await }
-        }));
+        let sweeper = tokio::spawn({
+            let engine = state.engine.clone();
+            let shutdown = state.shutdown.clone();
+            async move { engine.run(shutdown).await }
+        });
         let upkeep = tokio::spawn({
             let mut shutdown = state.shutdown.clone();
             async move {
@@ -430,7 +442,7 @@ where
             .await
         }
         (Handler::Stats, Ok(())) => {
-            stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path)
+            stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path).await
         }
         (Handler::Metrics, Ok(())) => metrics_response(state, &parts.method),
         (Handler::Static, Ok(())) => static_files::handle(&parts.method, &channels_path),
@@ -450,11 +462,18 @@ where
 /// `/healthz` (the process answers) and `/readyz` (accepting subscribers: 503 once shutdown began).
 fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
     let (status, text) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if state.shutdown.is_shutdown() => {
-            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-        }
-        "/readyz" => (StatusCode::OK, "ready\n"),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if state.shutdown.is_shutdown() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        ),
+        "/readyz" => match state.engine.readiness() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+            Err(problem) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("engine: {problem}\n"),
+            ),
+        },
         _ => return None,
     };
     Some(

@@ -46,7 +46,7 @@ where
             for id in &ids {
                 state.routes().rules.check_shape(id)?;
             }
-            infos_response(state, &ids, format)
+            infos_response(state, &ids, format).await
         }
         Method::POST | Method::PUT => {
             let channels = parse_ids(state, &ids)?;
@@ -62,7 +62,7 @@ where
                     "Empty post requests are not allowed.",
                 ));
             }
-            let infos = state.broker.publish(&channels, publish)?;
+            let infos = state.engine.publish(&channels, publish).await?;
             if !settings.channel_info_on_publish {
                 return Ok(base_response(StatusCode::OK)
                     .body(Body::empty())
@@ -70,14 +70,14 @@ where
             }
             Ok(match infos.as_slice() {
                 [one] => channel_info_response(one, format),
-                many => doc_response(&group_doc(state, many), format),
+                many => doc_response(&group_doc(state, many).await?, format),
             })
         }
         Method::DELETE if settings.admin => {
             let channels = parse_ids(state, &ids)?;
             let text = read_body(state, &parts.headers, body).await?;
             let text = (!text.is_empty()).then_some(text);
-            let deleted = state.broker.delete(&channels, text)?;
+            let deleted = state.engine.delete(&channels, text).await?;
             if deleted.is_empty() {
                 return Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found."));
             }

@@ -101,21 +101,37 @@ pub fn channel_info_response(info: &ChannelInfo, format: InfoFormat) -> Response
 }
 
 /// The group document: header fields and `infos`.
-pub fn group_doc(state: &AppState, infos: &[ChannelInfo]) -> Value {
-    let summary = state.broker.summary();
-    json!({
+pub async fn group_doc(state: &AppState, infos: &[ChannelInfo]) -> Result<Value, HttpError> {
+    let (summary, _) = state.engine.summary().await?;
+    Ok(json!({
         "hostname": state.hostname,
         "time": local_time(),
         "channels": summary.channels,
         "wildcard_channels": summary.wildcard_channels,
         "uptime": summary.uptime,
         "infos": infos.iter().map(channel_info_doc).collect::<Vec<_>>(),
-    })
+    }))
 }
 
-fn summary_doc(state: &AppState) -> Value {
-    let s = state.broker.summary();
-    json!({
+async fn summary_doc(state: &AppState) -> Result<Value, HttpError> {
+    let (s, workers) = state.engine.summary().await?;
+    let by_worker: Vec<Value> = workers
+        .iter()
+        .map(|w| match &w.node {
+            Some(node) => json!({
+                "pid": w.pid,
+                "node": node,
+                "subscribers": w.subscribers,
+                "uptime": w.uptime,
+            }),
+            None => json!({
+                "pid": w.pid,
+                "subscribers": w.subscribers,
+                "uptime": w.uptime,
+            }),
+        })
+        .collect();
+    Ok(json!({
         "hostname": state.hostname,
         "time": local_time(),
         "channels": s.channels,
@@ -127,12 +143,8 @@ fn summary_doc(state: &AppState) -> Value {
         "channels_in_trash": s.channels_in_trash,
         "subscribers": s.subscribers,
         "uptime": s.uptime,
-        "by_worker": [{
-            "pid": std::process::id().to_string(),
-            "subscribers": s.subscribers,
-            "uptime": s.uptime,
-        }],
-    })
+        "by_worker": by_worker,
+    }))
 }
 
 fn local_time() -> String {
@@ -264,24 +276,26 @@ fn xml_escape(text: &str) -> String {
 
 /// Answers channel info for `ids`: one existing channel → its info, several → the group document,
 /// none → 404.
-pub fn infos_response(
+pub async fn infos_response(
     state: &AppState,
     ids: &[&str],
     format: InfoFormat,
 ) -> Result<Response<Body>, HttpError> {
-    let infos: Vec<ChannelInfo> = ids
-        .iter()
-        .filter_map(|id| state.broker.channel_info(id))
-        .collect();
+    let mut infos: Vec<ChannelInfo> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(info) = state.engine.channel_info(id).await? {
+            infos.push(info);
+        }
+    }
     match infos.len() {
         0 => Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found.")),
         1 => Ok(channel_info_response(&infos[0], format)),
-        _ => Ok(doc_response(&group_doc(state, &infos), format)),
+        _ => Ok(doc_response(&group_doc(state, &infos).await?, format)),
     }
 }
 
 /// The statistics location.
-pub fn handle(
+pub async fn handle(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
@@ -294,7 +308,7 @@ pub fn handle(
     let format = InfoFormat::negotiate(headers, vars.query);
     let ids = split_channels(channels_path);
     if ids.is_empty() {
-        return Ok(doc_response(&summary_doc(state), format));
+        return Ok(doc_response(&summary_doc(state).await?, format));
     }
     if let Some(pattern) = ids.iter().find(|id| **id == "ALL" || id.contains('*')) {
         let prefix = if *pattern == "ALL" {
@@ -302,11 +316,11 @@ pub fn handle(
         } else {
             pattern.split('*').next().unwrap_or("")
         };
-        let infos = state.broker.channels_with_prefix(prefix);
-        return Ok(doc_response(&group_doc(state, &infos), format));
+        let infos = state.engine.channels_with_prefix(prefix).await?;
+        return Ok(doc_response(&group_doc(state, &infos).await?, format));
     }
     for id in &ids {
         state.routes().rules.check_shape(id)?;
     }
-    infos_response(state, &ids, format)
+    infos_response(state, &ids, format).await
 }

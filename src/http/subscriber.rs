@@ -56,9 +56,9 @@ pub async fn handle(
         if let Ok(targets) = &targets {
             authorize(state, access, vars, &parts.headers, targets).await?;
         }
-        return Ok(upgrade_websocket(
-            state, settings, variant, handshake, on_upgrade, targets,
-        ));
+        return Ok(
+            upgrade_websocket(state, settings, variant, handshake, on_upgrade, targets).await,
+        );
     }
     let targets = subscribe_targets(state, settings, &parts.headers, vars, channels_path)?;
     authorize(state, access, vars, &parts.headers, &targets).await?;
@@ -76,7 +76,7 @@ pub async fn handle(
             .await
         }
         _ => {
-            let subscription = state.broker.subscribe(&targets, &settings.policy)?;
+            let subscription = state.engine.subscribe(&targets, &settings.policy).await?;
             let recovery = subscription.recovery();
             let body = live_body(
                 subscription,
@@ -285,7 +285,7 @@ async fn poll(
         }
     }
     let watermark = state.broker.watermark();
-    let mut subscription = state.broker.subscribe(targets, &settings.policy)?;
+    let mut subscription = state.engine.subscribe(targets, &settings.policy).await?;
     let recovery = subscription.recovery();
     let mut metrics = ConnectionMetrics::open(mode.name());
     let wait = mode == SubscriberMode::LongPolling;
@@ -420,7 +420,7 @@ fn check_websocket_handshake(headers: &HeaderMap) -> Result<Handshake, HttpError
 
 /// Answers 101 and runs the subscriber on the upgraded connection. A refused subscription is told in
 /// a close frame after the handshake, as the module does, since browsers cannot read HTTP errors.
-fn upgrade_websocket(
+async fn upgrade_websocket(
     state: &AppState,
     settings: &SubscriberSettings,
     variant: FormatVariant,
@@ -435,12 +435,14 @@ fn upgrade_websocket(
         )
         .into_response();
     };
-    let subscription = targets.and_then(|t| {
-        state
-            .broker
+    let subscription = match targets {
+        Ok(t) => state
+            .engine
             .subscribe(&t, &settings.policy)
-            .map_err(HttpError::from)
-    });
+            .await
+            .map_err(HttpError::from),
+        Err(err) => Err(err),
+    };
     let recovery = subscription
         .as_ref()
         .map_or(Recovery::NotAsked, |s| s.recovery());
@@ -456,7 +458,7 @@ fn upgrade_websocket(
         // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024);
-    let broker = state.broker.clone();
+    let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -470,7 +472,7 @@ fn upgrade_websocket(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
                 .await;
         match subscription {
-            Ok(subscription) => websocket::run(ws, subscription, options, broker, shutdown).await,
+            Ok(subscription) => websocket::run(ws, subscription, options, engine, shutdown).await,
             Err(err) => websocket::refuse(ws, err.status.as_u16(), &err.explain).await,
         }
     });

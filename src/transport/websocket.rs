@@ -6,7 +6,8 @@
 //! subscriber.
 
 use super::live::{connection_timers, LiveOptions};
-use crate::broker::{Broker, Event, Publish, Subscription};
+use crate::broker::{Event, Publish, Subscription};
+use crate::engine::Engine;
 use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -65,7 +66,7 @@ pub async fn run<S>(
     mut ws: WebSocketStream<S>,
     mut subscription: Subscription,
     options: WebSocketOptions,
-    broker: Broker,
+    engine: Engine,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -118,7 +119,7 @@ pub async fn run<S>(
                             event_type: None,
                             store: true,
                         };
-                        if let Err(err) = broker.publish(&channels, publish) {
+                        if let Err(err) = engine.publish(&channels, publish).await {
                             tracing::debug!(error = %err, "websocket publish refused");
                         }
                     }

@@ -1,0 +1,17 @@
+-- Removes a channel whose deadline passed (no publish, no stored message and no subscriber renewed
+-- it within the inactivity time). Nodes that mirror it hear 'x' on its pub/sub name. Returns 1 if
+-- this call removed it.
+-- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
+-- ARGV: 1 channel id, 2 pub/sub name
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not deadline or tonumber(deadline) > now then
+  return 0
+end
+redis.call('DECRBY', KEYS[5], redis.call('LLEN', KEYS[2]))
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'x')
+return 1

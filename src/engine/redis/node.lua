@@ -1,0 +1,30 @@
+-- A node's heartbeat: records its report and when Redis saw it, forgets nodes silent for ten node
+-- timeouts, and returns the reports of nodes seen within one node timeout.
+-- KEYS: 1 node-report hash, 2 node-seen hash
+-- ARGV: 1 node key, 2 report (JSON), 3 node timeout ms, 4 remove (1: the node is leaving)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] == '1' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], now)
+end
+local timeout = tonumber(ARGV[3])
+local live = {}
+local seen = redis.call('HGETALL', KEYS[2])
+for i = 1, #seen, 2 do
+  local age = now - tonumber(seen[i + 1])
+  if age > 10 * timeout then
+    redis.call('HDEL', KEYS[1], seen[i])
+    redis.call('HDEL', KEYS[2], seen[i])
+  elseif age <= timeout then
+    local report = redis.call('HGET', KEYS[1], seen[i])
+    if report then
+      live[#live + 1] = seen[i]
+      live[#live + 1] = report
+    end
+  end
+end
+return live

@@ -1,0 +1,1529 @@
+//! Several Herald nodes sharing channels through Redis (`[engine] kind = "redis"`), each node a
+//! separate `herald` process with its own config file, against real `redis-server` processes
+//! (tests/common/redis.rs): cross-node delivery on every transport, recovery from Redis history on a
+//! node that never saw the publish, a Redis restart in the middle of a stream, one shard down,
+//! cluster-wide statistics and limits, DELETE and the events channel across nodes.
+//!
+//! Every wait is bounded. A failing test prints the stderr of every node it started.
+
+mod common;
+
+use common::redis::{channels_on_shard, free_port, shard_of, RedisServer};
+use common::{client, header, parse_json, Subscriber, WAIT};
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The nodes' `[engine] command_timeout`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// The nodes' `[engine] heartbeat_interval`.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// The nodes' `[engine] node_timeout`.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An `If-Modified-Since` older than anything: "everything stored".
+const EPOCH: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
+/// The default config's long-polling/polling message template (JSON lines).
+const JSON_LINE: &str = "{\"id\": ~id~, \"channel\": \"~channel-json~\", \"text\": \"~text-json~\", \"time\": \"~time~\", \"tag\": ~tag~}\n";
+/// The recovery header.
+const RECOVERY: &str = "X-Herald-Recovery";
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+/// What every node of one test shares: the Redis URLs, the key prefix, extra `[channels]` lines and
+/// extra locations.
+#[derive(Clone)]
+struct Cluster {
+    test: String,
+    redis_urls: Vec<String>,
+    channels: String,
+    locations: String,
+}
+
+impl Cluster {
+    /// Nodes on `shards` (one Redis URL per shard, in order), with a key prefix unique to `test`.
+    fn new(test: &str, shards: &[&RedisServer]) -> Cluster {
+        Cluster {
+            test: test.to_string(),
+            redis_urls: shards.iter().map(|r| r.url()).collect(),
+            channels: String::new(),
+            locations: String::new(),
+        }
+    }
+
+    /// Extra `[channels]` lines.
+    fn channels(mut self, lines: &str) -> Cluster {
+        self.channels = lines.to_string();
+        self
+    }
+
+    /// Extra `[[location]]`s.
+    fn locations(mut self, toml: &str) -> Cluster {
+        self.locations = toml.to_string();
+        self
+    }
+
+    fn key_prefix(&self) -> String {
+        format!("herald-{}-{}", self.test, std::process::id())
+    }
+
+    /// The config of node `name` listening on `port`: the default config's shapes (publisher `/pub`,
+    /// stats `/channels-stats`, `/sub/`, `/ev/`, `/lp/`, `/poll/`, `/ws/`) on the Redis engine.
+    fn config(&self, name: &str, port: u16) -> String {
+        let urls = self
+            .redis_urls
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let prefix = self.key_prefix();
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let (command_timeout, heartbeat, node_timeout) =
+            (ms(COMMAND_TIMEOUT), ms(HEARTBEAT), ms(NODE_TIMEOUT));
+        let channels = &self.channels;
+        let locations = &self.locations;
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_timeout = "1s"
+send_timeout = "30s"
+
+[channels]
+message_ttl = "30m"
+max_messages_stored_per_channel = 100
+max_channel_id_length = 200
+ping_message_text = " "
+channel_deleted_message_text = "Channel deleted"
+channel_inactivity_time = "30s"
+{channels}
+
+[engine]
+kind = "redis"
+redis_urls = [{urls}]
+key_prefix = "{prefix}"
+node_name = "{name}"
+command_timeout = "{command_timeout}"
+heartbeat_interval = "{heartbeat}"
+node_timeout = "{node_timeout}"
+
+[[location]]
+path = "/pub"
+match = "exact"
+role = "publisher"
+admin = true
+channels_path = "$arg_id"
+store_messages = true
+
+[[location]]
+path = "/channels-stats"
+match = "exact"
+role = "stats"
+channels_path = "$arg_id"
+
+[[location]]
+path = "/sub/"
+role = "subscriber"
+mode = "streaming"
+message_template = "~text~\n"
+ping_message_interval = "10s"
+
+[[location]]
+path = "/ev/"
+role = "subscriber"
+mode = "eventsource"
+ping_message_interval = "10s"
+
+[[location]]
+path = "/lp/"
+role = "subscriber"
+mode = "long-polling"
+message_template = {JSON_LINE:?}
+longpolling_connection_ttl = "30s"
+content_type = "application/json"
+
+[[location]]
+path = "/poll/"
+role = "subscriber"
+mode = "polling"
+message_template = {JSON_LINE:?}
+content_type = "application/json"
+
+[[location]]
+path = "/ws/"
+role = "subscriber"
+mode = "websocket"
+ping_message_interval = "10s"
+
+{locations}
+"#
+        )
+    }
+
+    /// Starts node `name` and waits until it answers `GET /healthz`.
+    async fn node(&self, name: &str) -> HeraldNode {
+        HeraldNode::start(self, name).await
+    }
+}
+
+/// One `herald` process. Killed (SIGKILL) when dropped; its stderr goes to a file that is printed
+/// when the test fails.
+struct HeraldNode {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+impl HeraldNode {
+    async fn start(cluster: &Cluster, name: &str) -> HeraldNode {
+        // The port is free when picked; another process may take it before Herald binds: retry.
+        for attempt in 1..=3 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "herald-cluster-{}-{}-{name}-{port}",
+                std::process::id(),
+                cluster.test
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
+            let config_file = dir.join("herald.toml");
+            std::fs::write(&config_file, cluster.config(name, port))
+                .unwrap_or_else(|e| panic!("write {config_file:?}: {e}"));
+            let stderr = std::fs::File::create(dir.join("stderr.log"))
+                .unwrap_or_else(|e| panic!("create stderr.log in {dir:?}: {e}"));
+            let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+                .arg("--config")
+                .arg(&config_file)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start herald node {name}: {e}"));
+            let mut node = HeraldNode {
+                name: name.to_string(),
+                port,
+                dir,
+                child: Some(child),
+                client: client(),
+            };
+            match node.wait_healthy(Duration::from_secs(15)).await {
+                Ok(()) => return node,
+                Err(problem) => {
+                    let log = node.stderr();
+                    if attempt < 3 && log.to_lowercase().contains("address already in use") {
+                        continue;
+                    }
+                    panic!("herald node {name} did not start: {problem}\n--- stderr ---\n{log}");
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Polls `/healthz` until 200; Err when the process exits or `limit` passes.
+    async fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("the process exited with {status}"));
+                }
+            }
+            let answer = self
+                .client
+                .get(self.url("/healthz"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            if let Ok(response) = answer {
+                if response.status() == StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no 200 from /healthz within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT` (for background tasks).
+    fn base(&self) -> String {
+        self.url("")
+    }
+
+    /// What the process wrote to stderr so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, and wait for the process.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Any request (bounded by `WAIT`): status, headers, body.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut builder = self
+            .client
+            .request(method.clone(), self.url(path))
+            .timeout(WAIT)
+            .body(body.to_string());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = builder
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("node {}: {method} {path} failed: {e}", self.name));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_else(|e| {
+            panic!(
+                "node {}: {method} {path}: cannot read the body: {e}",
+                self.name
+            )
+        });
+        (status, headers, text)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
+        self.request(Method::GET, path, "", &[]).await
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        self.request(Method::POST, &format!("/pub?id={channel}"), body, headers)
+            .await
+    }
+
+    /// Publishes `body` with `Event-Id: event_id` and asserts 200.
+    async fn publish_ok(&self, channel: &str, body: &str, event_id: Option<&str>) {
+        let headers: Vec<(&str, &str)> = event_id.map(|e| ("Event-Id", e)).into_iter().collect();
+        let (status, _, text) = self.publish(channel, body, &headers).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "node {}: publish {body:?} to {channel}: {text}",
+            self.name
+        );
+    }
+
+    /// `/channels-stats{query}`: status and body.
+    async fn stats_raw(&self, query: &str) -> (StatusCode, String) {
+        let (status, _, text) = self.get(&format!("/channels-stats{query}")).await;
+        (status, text)
+    }
+
+    /// The `subscribers` count of `/channels-stats?id={channel}` (None unless 200 with a number).
+    async fn subscribers(&self, channel: &str) -> (Option<u64>, String) {
+        let (status, text) = self.stats_raw(&format!("?id={channel}")).await;
+        let count = (status == StatusCode::OK)
+            .then(|| serde_json::from_str::<Value>(&text).ok())
+            .flatten()
+            .and_then(|v| v["subscribers"].as_u64());
+        (count, format!("{status} {text}"))
+    }
+
+    /// Polls `/channels-stats?id={channel}` until `ok(subscribers)` (bounded by `limit`).
+    async fn wait_subscribers(
+        &self,
+        channel: &str,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(u64) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (count, last) = self.subscribers(channel).await;
+            if count.is_some_and(&ok) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: channel {channel} never showed {what} subscribers within {limit:?}; last answer: {last}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens a long-lived subscriber request (bounded wait for the response head).
+    async fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
+        let mut builder = self.client.get(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = tokio::time::timeout(WAIT, builder.send())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {}: GET {path}: no response head within {WAIT:?}",
+                    self.name
+                )
+            })
+            .unwrap_or_else(|e| panic!("node {}: GET {path} failed: {e}", self.name));
+        Subscriber::new(&format!("node {} {path}", self.name), response)
+    }
+
+    /// `subscribe_with`, asserting 200.
+    async fn subscribe_ok_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
+        let mut sub = self.subscribe_with(path, headers).await;
+        if sub.status != StatusCode::OK {
+            let status = sub.status;
+            let body = sub.read_to_end(WAIT).await;
+            panic!(
+                "node {}: subscribe {path}: expected 200, got {status}: {body}",
+                self.name
+            );
+        }
+        sub
+    }
+
+    async fn subscribe_ok(&self, path: &str) -> Subscriber {
+        self.subscribe_ok_with(path, &[]).await
+    }
+
+    /// Opens a WebSocket (bounded) and checks the 101.
+    async fn websocket(&self, path: &str) -> Ws {
+        let url = format!("ws://127.0.0.1:{}{path}", self.port);
+        let (ws, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
+                .await
+                .unwrap_or_else(|_| panic!("{url}: no handshake answer within {WAIT:?}"))
+                .unwrap_or_else(|e| panic!("{url}: handshake failed: {e}"));
+        assert_eq!(
+            response.status(),
+            StatusCode::SWITCHING_PROTOCOLS,
+            "{url}: {response:?}"
+        );
+        ws
+    }
+}
+
+impl Drop for HeraldNode {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "---- herald node {} (port {}) stderr, last {} lines ({}) ----\n{}\n---- end of node {} ----",
+                self.name,
+                self.port,
+                tail.len(),
+                self.dir.join("stderr.log").display(),
+                tail.join("\n"),
+                self.name
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading what subscribers received
+
+/// The text lines of a streaming body with `~text~\n` (ping lines, " ", dropped).
+fn stream_lines(raw: &str) -> Vec<String> {
+    raw.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The events of an EventSource body: (id line if any, data lines joined). Comments (header,
+/// pings) are skipped.
+fn sse_events(raw: &str) -> Vec<(Option<String>, String)> {
+    raw.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push(v);
+                }
+            }
+            (!data.is_empty()).then(|| (id, data.join("\n")))
+        })
+        .collect()
+}
+
+/// `m1`..`m{n}` as expected texts.
+fn texts(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|n| format!("m{n}")).collect()
+}
+
+/// The JSON lines of a long-polling/polling answer.
+fn json_lines(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_json)
+        .collect()
+}
+
+fn text_of(v: &Value) -> String {
+    v["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {v}"))
+        .to_string()
+}
+
+/// One complete HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// GET `url` with headers, the whole answer bounded by `wait`.
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    wait: Duration,
+) -> Answer {
+    let mut builder = client.get(url).timeout(wait);
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = builder
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} {headers:?} failed (limit {wait:?}): {e}"));
+    let status = response.status();
+    let response_headers = response.headers().clone();
+    let body = response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: cannot read the body: {e}"));
+    Answer {
+        status,
+        headers: response_headers,
+        body,
+    }
+}
+
+/// The recovery point of an answer as request headers.
+fn point_headers(answer: &Answer) -> Vec<(String, String)> {
+    let lm = header(&answer.headers, "Last-Modified");
+    let etag = header(&answer.headers, "Etag");
+    assert!(
+        !lm.is_empty() && !etag.is_empty(),
+        "answer without Last-Modified/Etag: {answer:?}"
+    );
+    vec![
+        ("If-Modified-Since".to_string(), lm),
+        ("If-None-Match".to_string(), etag),
+    ]
+}
+
+/// What a chain of (long-)polls collected: the messages and the last point (Last-Modified, Etag).
+#[derive(Debug)]
+struct Chain {
+    messages: Vec<Value>,
+    last_modified: String,
+    etag: String,
+    requests: usize,
+}
+
+/// Chains requests to `base{path}` (each with the previous answer's point; the first with `start`
+/// headers) until `want` messages arrived or `deadline`; `pause` between requests (polling).
+async fn chain(
+    base: String,
+    path: String,
+    start: Vec<(String, String)>,
+    want: usize,
+    pause: Duration,
+    deadline: Instant,
+) -> Chain {
+    let client = client();
+    let url = format!("{base}{path}");
+    let mut point = start;
+    let mut out = Chain {
+        messages: Vec::new(),
+        last_modified: String::new(),
+        etag: String::new(),
+        requests: 0,
+    };
+    while out.messages.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{url}: only {} of {want} messages before the deadline: {:?}",
+            out.messages.len(),
+            out.messages
+        );
+        let answer = fetch(&client, &url, &point, left).await;
+        out.requests += 1;
+        match answer.status {
+            StatusCode::OK => {
+                out.messages.extend(json_lines(&answer.body));
+                point = point_headers(&answer);
+                out.last_modified = point[0].1.clone();
+                out.etag = point[1].1.clone();
+            }
+            StatusCode::NOT_MODIFIED => {
+                if !header(&answer.headers, "Etag").is_empty() {
+                    point = point_headers(&answer);
+                }
+            }
+            other => panic!(
+                "{url} with {point:?}: unexpected {other}: {:?} (collected so far: {:?})",
+                answer.body, out.messages
+            ),
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    out
+}
+
+/// Text frames until `want` arrived (bounded by `deadline`); then, for `quiet`, no further text frame.
+async fn ws_texts(ws: &mut Ws, want: usize, deadline: Instant, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!(
+                "WebSocket: only {} of {want} text frames: {got:?}",
+                got.len()
+            ),
+            Ok(None) => panic!("WebSocket ended after {got:?}"),
+            Ok(Some(Err(e))) => panic!("WebSocket failed after {got:?}: {e}"),
+            Ok(Some(Ok(WsMessage::Text(t)))) => got.push(t.as_str().to_string()),
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => {}
+            Ok(Some(Ok(other))) => panic!("WebSocket: unexpected frame {other:?} after {got:?}"),
+        }
+    }
+    if quiet.is_zero() {
+        return got;
+    }
+    let until = Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => return got,
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => {}
+            Ok(other) => panic!("WebSocket: expected nothing after {got:?}, got {other:?}"),
+        }
+    }
+}
+
+/// Reads an EventSource subscriber up to the event with data `last`; returns every event so far.
+async fn sse_until(
+    sub: &mut Subscriber,
+    last: &str,
+    wait: Duration,
+) -> Vec<(Option<String>, String)> {
+    let raw = sub.read_until(&format!("data: {last}\n\n"), wait).await;
+    sse_events(&raw)
+}
+
+/// A spawned task, aborted when dropped: a failing test does not leave it running against dead nodes.
+struct Background<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T: Send + 'static> Background<T> {
+    fn spawn(task: impl std::future::Future<Output = T> + Send + 'static) -> Background<T> {
+        Background(Some(tokio::spawn(task)))
+    }
+
+    /// Waits (at most `limit`) for the result; panics with `what` on timeout or failure.
+    async fn join(mut self, limit: Duration, what: &str) -> T {
+        let handle = self.0.take().expect("joined once");
+        tokio::time::timeout(limit, handle)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no result within {limit:?}"))
+            .unwrap_or_else(|e| panic!("{what} failed: {e}"))
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A publisher tally of test 3.
+#[derive(Default, Debug)]
+struct Tally {
+    accepted: Vec<(usize, Instant)>,
+    unavailable: usize,
+    transport_errors: usize,
+    unexpected: Vec<String>,
+    first_failure: Option<Instant>,
+    last_failure: Option<Instant>,
+}
+
+impl Tally {
+    fn failed(&mut self) {
+        let now = Instant::now();
+        self.first_failure.get_or_insert(now);
+        self.last_failure = Some(now);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Delivery
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_node_delivery_every_transport() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("delivery", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    const N: usize = 20;
+    let deadline = Instant::now() + Duration::from_secs(20);
+
+    // Subscribers on B on every transport, long-polls on A and B.
+    let mut stream = b.subscribe_ok("/sub/news").await;
+    let mut events = b.subscribe_ok("/ev/news").await;
+    let mut ws = b.websocket("/ws/news").await;
+    let epoch = vec![
+        ("If-Modified-Since".to_string(), EPOCH.to_string()),
+        ("If-None-Match".to_string(), "W/0".to_string()),
+    ];
+    // The long-poll chains start from "everything": what they get does not depend on when their
+    // first request reaches the node.
+    let lp_b = Background::spawn(chain(
+        b.base(),
+        "/lp/news".into(),
+        epoch.clone(),
+        N,
+        Duration::ZERO,
+        deadline,
+    ));
+    let lp_a = Background::spawn(chain(
+        a.base(),
+        "/lp/news".into(),
+        epoch.clone(),
+        N,
+        Duration::ZERO,
+        deadline,
+    ));
+    let poll_b = Background::spawn(chain(
+        b.base(),
+        "/poll/news".into(),
+        epoch.clone(),
+        N,
+        Duration::from_millis(20),
+        deadline,
+    ));
+    // Streaming, EventSource and WebSocket on B are attached.
+    b.wait_subscribers("news", WAIT, "at least 3", |n| n >= 3)
+        .await;
+
+    for n in 1..=N {
+        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+
+    // Streaming on B.
+    let raw = stream.read_until(&format!("m{N}\n"), WAIT).await;
+    stream.expect_quiet(Duration::from_millis(300)).await;
+    assert_eq!(stream_lines(&raw), texts(1..=N), "streaming on B: {raw:?}");
+    // EventSource on B: ids and texts.
+    let got = sse_until(&mut events, &format!("m{N}"), WAIT).await;
+    events.expect_quiet(Duration::from_millis(300)).await;
+    let expected: Vec<(Option<String>, String)> = (1..=N)
+        .map(|n| (Some(format!("e{n}")), format!("m{n}")))
+        .collect();
+    assert_eq!(got, expected, "EventSource on B: {:?}", events.received());
+    // WebSocket on B.
+    let frames = ws_texts(
+        &mut ws,
+        N,
+        Instant::now() + WAIT,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(frames, texts(1..=N), "WebSocket on B");
+    // Long-polling on A and B, polling on B.
+    let limit = Duration::from_secs(25);
+    let lp_b = lp_b.join(limit, "long-poll chain on B").await;
+    let lp_a = lp_a.join(limit, "long-poll chain on A").await;
+    let poll_b = poll_b.join(limit, "poll chain on B").await;
+    for (what, c) in [
+        ("long-polling on B", &lp_b),
+        ("long-polling on A", &lp_a),
+        ("polling on B", &poll_b),
+    ] {
+        let got: Vec<String> = c.messages.iter().map(text_of).collect();
+        assert_eq!(got, texts(1..=N), "{what}: {c:?}");
+    }
+    // Ids, times and tags come from Redis: the same on both nodes.
+    assert_eq!(
+        lp_a.messages, lp_b.messages,
+        "long-poll messages (id, time, tag) on A vs B"
+    );
+    assert_eq!(
+        (&lp_a.last_modified, &lp_a.etag),
+        (&lp_b.last_modified, &lp_b.etag),
+        "Last-Modified/Etag of the last long-poll answer on A vs B"
+    );
+    assert_eq!(
+        lp_b.messages, poll_b.messages,
+        "long-poll vs poll messages on B"
+    );
+    let ids: Vec<u64> = lp_b
+        .messages
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap_or_else(|| panic!("no id in {m}")))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    // Everything stored, polled on each node: the same answer.
+    let poll_a_all = fetch(&client(), &a.url("/poll/news"), &epoch, WAIT).await;
+    let poll_b_all = fetch(&client(), &b.url("/poll/news"), &epoch, WAIT).await;
+    assert_eq!(poll_a_all.status, StatusCode::OK, "{poll_a_all:?}");
+    assert_eq!(poll_b_all.status, StatusCode::OK, "{poll_b_all:?}");
+    assert_eq!(
+        json_lines(&poll_a_all.body),
+        json_lines(&poll_b_all.body),
+        "stored messages polled on A vs B"
+    );
+    for name in ["Last-Modified", "Etag"] {
+        assert_eq!(
+            header(&poll_a_all.headers, name),
+            header(&poll_b_all.headers, name),
+            "{name} of a poll on A vs B"
+        );
+    }
+    assert_eq!(
+        header(&poll_b_all.headers, "Etag"),
+        lp_b.etag,
+        "poll vs long-poll Etag"
+    );
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Recovery from Redis history
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_on_other_node() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("recovery", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let quiet = Duration::from_millis(300);
+
+    for n in 1..=10 {
+        a.publish_ok("hist", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+    let expect = |range: std::ops::RangeInclusive<usize>| -> Vec<(Option<String>, String)> {
+        range
+            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
+            .collect()
+    };
+
+    // Last-Event-ID on B.
+    let mut sub = b
+        .subscribe_ok_with("/ev/hist", &[("Last-Event-ID", "e4")])
+        .await;
+    let got = sse_until(&mut sub, "m10", WAIT).await;
+    sub.expect_quiet(quiet).await;
+    assert_eq!(
+        got,
+        expect(5..=10),
+        "Last-Event-ID: e4 on B: {:?}",
+        sub.received()
+    );
+    assert_eq!(
+        header(&sub.headers, RECOVERY),
+        "complete",
+        "{RECOVERY} with Last-Event-ID"
+    );
+    drop(sub);
+
+    // Backtrack on B.
+    let mut sub = b.subscribe_ok("/ev/hist.b5").await;
+    let got = sse_until(&mut sub, "m10", WAIT).await;
+    sub.expect_quiet(quiet).await;
+    assert_eq!(got, expect(6..=10), ".b5 on B: {:?}", sub.received());
+    drop(sub);
+
+    // If-Modified-Since + If-None-Match of m7 (as A's poll shows it) on B.
+    let all = fetch(
+        &client(),
+        &a.url("/poll/hist"),
+        &[
+            ("If-Modified-Since".into(), EPOCH.into()),
+            ("If-None-Match".into(), "W/0".into()),
+        ],
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        all.status,
+        StatusCode::OK,
+        "poll of everything on A: {all:?}"
+    );
+    let stored = json_lines(&all.body);
+    assert_eq!(
+        stored.iter().map(text_of).collect::<Vec<_>>(),
+        texts(1..=10),
+        "{all:?}"
+    );
+    let m7 = &stored[6];
+    let time = m7["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time in {m7}"));
+    let tag = format!(
+        "W/{}",
+        m7["tag"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tag in {m7}"))
+    );
+    let mut sub = b
+        .subscribe_ok_with(
+            "/ev/hist",
+            &[("If-Modified-Since", time), ("If-None-Match", &tag)],
+        )
+        .await;
+    let got = sse_until(&mut sub, "m10", WAIT).await;
+    sub.expect_quiet(quiet).await;
+    assert_eq!(
+        got,
+        expect(8..=10),
+        "point of m7 ({time}, {tag}) on B: {:?}",
+        sub.received()
+    );
+    assert_eq!(
+        header(&sub.headers, RECOVERY),
+        "complete",
+        "{RECOVERY} with If-Modified-Since"
+    );
+    drop(sub);
+
+    // Reconnect: live on B, 5 received, gone, 5 more published on A, back on B from the last id.
+    let mut sub = b.subscribe_ok("/ev/recon").await;
+    b.wait_subscribers("recon", WAIT, "at least 1", |n| n >= 1)
+        .await;
+    for n in 1..=5 {
+        a.publish_ok("recon", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+    let got = sse_until(&mut sub, "m5", WAIT).await;
+    assert_eq!(
+        got,
+        expect(1..=5),
+        "live on B before the disconnect: {:?}",
+        sub.received()
+    );
+    let last_id = got.last().and_then(|(id, _)| id.clone()).expect("an id");
+    drop(sub);
+    for n in 6..=10 {
+        a.publish_ok("recon", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+    let mut sub = b
+        .subscribe_ok_with("/ev/recon", &[("Last-Event-ID", &last_id)])
+        .await;
+    let got = sse_until(&mut sub, "m10", WAIT).await;
+    sub.expect_quiet(quiet).await;
+    assert_eq!(
+        got,
+        expect(6..=10),
+        "reconnect on B with Last-Event-ID {last_id}: {:?}",
+        sub.received()
+    );
+    // And it is live again.
+    a.publish_ok("recon", "m11", Some("e11")).await;
+    let got = sse_until(&mut sub, "m11", WAIT).await;
+    assert_eq!(got, expect(11..=11), "live after the reconnect");
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Redis restart in the middle of a stream
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_mid_stream_no_loss() {
+    const N: usize = 200;
+    let mut redis = RedisServer::start_persistent();
+    let cluster = Cluster::new("restart", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let mut sub = b.subscribe_ok("/sub/flow").await;
+    b.wait_subscribers("flow", WAIT, "1", |n| n >= 1).await;
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (tally, accepted, base) = (tally.clone(), accepted.clone(), a.base());
+        Background::spawn(async move {
+            let client = client();
+            let deadline = Instant::now() + Duration::from_secs(35);
+            for n in 1..=N {
+                loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "publisher: m{n} not accepted before the deadline; tally: {:?}",
+                        tally.lock().unwrap()
+                    );
+                    let answer = client
+                        .post(format!("{base}/pub?id=flow"))
+                        .timeout(COMMAND_TIMEOUT * 3)
+                        .body(format!("m{n}"))
+                        .send()
+                        .await;
+                    let status = match answer {
+                        Ok(r) => {
+                            let status = r.status();
+                            let body = r.text().await.unwrap_or_default();
+                            if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE
+                            {
+                                tally
+                                    .lock()
+                                    .unwrap()
+                                    .unexpected
+                                    .push(format!("m{n}: {status} {body}"));
+                            }
+                            Some(status)
+                        }
+                        Err(_) => None,
+                    };
+                    match status {
+                        Some(StatusCode::OK) => {
+                            tally.lock().unwrap().accepted.push((n, Instant::now()));
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                            let mut tally = tally.lock().unwrap();
+                            tally.unavailable += 1;
+                            tally.failed();
+                        }
+                        Some(_) => tally.lock().unwrap().failed(),
+                        None => {
+                            let mut tally = tally.lock().unwrap();
+                            tally.transport_errors += 1;
+                            tally.failed();
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // Midway: kill Redis, wait ~1 s, start it again (same port, same data).
+    let midway = Instant::now() + Duration::from_secs(15);
+    while accepted.load(Ordering::SeqCst) < N / 2 {
+        assert!(
+            Instant::now() < midway,
+            "publisher never reached m{}: {:?}",
+            N / 2,
+            tally.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let killed_at = Instant::now();
+    let accepted_at_kill = accepted.load(Ordering::SeqCst);
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let restarted_at = Instant::now();
+
+    publisher
+        .join(Duration::from_secs(40), "the publisher on A")
+        .await;
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let numbers: Vec<usize> = tally.accepted.iter().map(|(n, _)| *n).collect();
+    let first_after_restart = tally
+        .accepted
+        .iter()
+        .find(|(_, at)| *at > restarted_at)
+        .map(|(n, at)| (*n, *at - restarted_at));
+    println!(
+        "redis_restart_mid_stream_no_loss: {} accepted, {} answers 503, {} transport errors, {} unexpected answers; \
+         Redis killed after {accepted_at_kill} accepted and down for {:?}; publisher saw failures for {:?} \
+         (first {:?}, last {:?} after the kill); first accept after the restart: (number, delay) {:?}",
+        numbers.len(),
+        tally.unavailable,
+        tally.transport_errors,
+        tally.unexpected.len(),
+        restarted_at - killed_at,
+        tally.first_failure.zip(tally.last_failure).map(|(f, l)| l - f),
+        tally.first_failure.map(|f| f.saturating_duration_since(killed_at)),
+        tally.last_failure.map(|l| l.saturating_duration_since(killed_at)),
+        first_after_restart,
+    );
+    assert!(
+        tally.unexpected.is_empty(),
+        "answers other than 200/503: {:?}",
+        tally.unexpected
+    );
+    assert_eq!(
+        numbers,
+        (1..=N).collect::<Vec<_>>(),
+        "every number is eventually accepted once"
+    );
+
+    // The subscriber on B: every accepted message exactly once, in order, on the same connection.
+    let raw = sub
+        .read_until(&format!("m{N}\n"), Duration::from_secs(15))
+        .await;
+    sub.expect_quiet(Duration::from_millis(500)).await;
+    assert!(!sub.ended(), "the stream on B ended");
+    let received: Vec<usize> = stream_lines(&raw)
+        .iter()
+        .map(|l| {
+            l.strip_prefix('m')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {l:?} in {raw:?}"))
+        })
+        .collect();
+    let missing: Vec<usize> = numbers
+        .iter()
+        .copied()
+        .filter(|n| !received.contains(n))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let duplicated: Vec<usize> = received
+        .iter()
+        .copied()
+        .filter(|n| !seen.insert(*n))
+        .collect();
+    println!(
+        "redis_restart_mid_stream_no_loss: subscriber on B received {} lines, {} missing, {} duplicated",
+        received.len(),
+        missing.len(),
+        duplicated.len()
+    );
+    assert!(
+        missing.is_empty() && duplicated.is_empty(),
+        "subscriber on B: missing {missing:?}, duplicated {duplicated:?}; received {received:?}"
+    );
+    assert_eq!(received, numbers, "subscriber on B: order");
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. One shard down
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shard_down_503_only_its_channels() {
+    let shard0 = RedisServer::start();
+    let mut shard1 = RedisServer::start();
+    let cluster = Cluster::new("shards", &[&shard0, &shard1]);
+    let a = cluster.node("node-a").await;
+    let on0 = channels_on_shard("s0-", 0, 2, 1).remove(0);
+    let on1 = channels_on_shard("s1-", 1, 2, 2);
+    let (on1, on1_sub) = (on1[0].clone(), on1[1].clone());
+    assert_eq!((shard_of(&on0, 2), shard_of(&on1, 2)), (0, 1));
+    a.publish_ok(&on0, "before", None).await;
+    a.publish_ok(&on1, "before", None).await;
+    let (status, _, body) = a.get("/readyz").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "/readyz with both shards up: {body}"
+    );
+
+    shard1.kill();
+    let slack = Duration::from_millis(300);
+    for attempt in 1..=3 {
+        let started = Instant::now();
+        let (status, headers, body) = a.publish(&on1, &format!("down{attempt}"), &[]).await;
+        let took = started.elapsed();
+        println!("shard_down: publish #{attempt} to {on1} (shard 1, down): {status} in {took:?}: {body:?}");
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "publish to {on1} on the dead shard: {body}"
+        );
+        let lower = body.to_lowercase();
+        assert!(
+            lower.contains("shard") || lower.contains("redis"),
+            "the 503 body should name the shard and the reason: {body:?} (explain header {:?})",
+            header(&headers, "X-Nginx-PushStream-Explain")
+        );
+        assert!(
+            took <= COMMAND_TIMEOUT + slack,
+            "503 took {took:?}, command_timeout is {COMMAND_TIMEOUT:?}"
+        );
+    }
+    // The other shard is unaffected.
+    let started = Instant::now();
+    a.publish_ok(&on0, "during", None).await;
+    assert!(
+        started.elapsed() <= COMMAND_TIMEOUT,
+        "publish to shard 0 took {:?}",
+        started.elapsed()
+    );
+    // Subscribing to a channel on the dead shard: 503.
+    let mut refused = a.subscribe_with(&format!("/sub/{on1_sub}"), &[]).await;
+    let status = refused.status;
+    let body = if status == StatusCode::OK {
+        refused.received()
+    } else {
+        refused.read_to_end(WAIT).await
+    };
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "subscribe to {on1_sub} on the dead shard: {body:?}"
+    );
+    drop(refused);
+    // Not ready while a shard is down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, body) = a.get("/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            println!("shard_down: /readyz while shard 1 is down: {body:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status} {body:?} 5 s after shard 1 died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    tokio::task::block_in_place(|| shard1.restart());
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = a.get("/readyz").await;
+        if status == StatusCode::OK {
+            println!(
+                "shard_down: /readyz 200 again {:?} after the restart",
+                restarted.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status} {body:?} 10 s after shard 1 came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.publish_ok(&on1, "after", None).await;
+    a.publish_ok(&on0, "after", None).await;
+    drop(a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Statistics across nodes
+
+/// The `by_worker` entries of a summary as (node, subscribers).
+fn workers(summary: &Value) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = summary["by_worker"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|w| {
+                    (
+                        w["node"].as_str().unwrap_or("<no node>").to_string(),
+                        w["subscribers"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Polls the summary of `node` until `ok` (bounded); returns it.
+async fn wait_summary(
+    node: &HeraldNode,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, text) = node.stats_raw("").await;
+        if status == StatusCode::OK {
+            let doc = parse_json(&text);
+            if ok(&doc) {
+                return doc;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: summary never showed {what} within {limit:?}; last: {status} {text}",
+            node.name
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_stats() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("stats", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let mut b = cluster.node("node-b").await;
+    let _a1 = a.subscribe_ok("/sub/room").await;
+    let _a2 = a.subscribe_ok("/sub/room").await;
+    let b1 = b.subscribe_ok("/ev/room").await;
+    let limit = HEARTBEAT * 2 + Duration::from_secs(3);
+    a.wait_subscribers("room", limit, "3 (2 on A + 1 on B)", |n| n == 3)
+        .await;
+    b.wait_subscribers("room", limit, "3 (2 on A + 1 on B)", |n| n == 3)
+        .await;
+    let both = vec![("node-a".to_string(), 2), ("node-b".to_string(), 1)];
+    for node in [&a, &b] {
+        let summary = wait_summary(node, limit, "by_worker node-a: 2, node-b: 1", |s| {
+            workers(s) == both
+        })
+        .await;
+        assert_eq!(
+            summary["subscribers"], 3,
+            "summary subscribers on {}: {summary}",
+            node.name
+        );
+        assert!(
+            summary["channels"].as_u64().unwrap_or(0) >= 1,
+            "summary channels: {summary}"
+        );
+    }
+
+    // Node B dies: its subscriber stops counting within node_timeout (+ a heartbeat).
+    b.kill();
+    let killed = Instant::now();
+    drop(b1);
+    let limit = NODE_TIMEOUT + HEARTBEAT + Duration::from_secs(2);
+    a.wait_subscribers("room", limit, "2 after node B died", |n| n == 2)
+        .await;
+    let took = killed.elapsed();
+    let summary = wait_summary(
+        &a,
+        Duration::from_secs(2),
+        "only node-a in by_worker",
+        |s| workers(s) == vec![("node-a".to_string(), 2)],
+    )
+    .await;
+    println!("cluster_stats: node B's subscriber stopped counting {took:?} after the kill (node_timeout {NODE_TIMEOUT:?})");
+    assert_eq!(summary["subscribers"], 2, "{summary}");
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. DELETE
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_reaches_all_nodes() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("delete", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let mut on_a = a.subscribe_ok("/sub/doomed").await;
+    let mut on_b = b.subscribe_ok("/sub/doomed").await;
+    let mut ws_b = b.websocket("/ws/doomed").await;
+    a.wait_subscribers("doomed", WAIT, "at least 1", |n| n >= 1)
+        .await;
+    b.wait_subscribers("doomed", WAIT, "at least 2", |n| n >= 2)
+        .await;
+    a.publish_ok("doomed", "hello", None).await;
+    on_a.read_until("hello\n", WAIT).await;
+    on_b.read_until("hello\n", WAIT).await;
+    assert_eq!(
+        ws_texts(&mut ws_b, 1, Instant::now() + WAIT, Duration::ZERO).await,
+        ["hello"]
+    );
+
+    let (status, headers, body) = a.request(Method::DELETE, "/pub?id=doomed", "", &[]).await;
+    assert_eq!(status, StatusCode::OK, "DELETE on A: {body}");
+    assert_eq!(
+        header(&headers, "X-Nginx-PushStream-Explain"),
+        "Channel deleted."
+    );
+    for (what, sub) in [("on A", &mut on_a), ("on B", &mut on_b)] {
+        sub.read_until("Channel deleted\n", WAIT).await;
+        let rest = sub.read_to_end(WAIT).await;
+        assert!(
+            stream_lines(&rest).is_empty(),
+            "stream {what} after the deleted message: {rest:?}"
+        );
+    }
+    assert_eq!(
+        ws_texts(&mut ws_b, 1, Instant::now() + WAIT, Duration::ZERO).await,
+        ["Channel deleted"],
+        "WebSocket on B"
+    );
+    match tokio::time::timeout(WAIT, ws_b.next()).await {
+        Ok(Some(Ok(WsMessage::Close(Some(frame))))) => {
+            assert_eq!(frame.code, CloseCode::Normal, "{frame:?}")
+        }
+        other => panic!(
+            "WebSocket on B: expected a close frame after the deleted message, got {other:?}"
+        ),
+    }
+    // Gone everywhere (stats and channel info), within a heartbeat or so.
+    for node in [&a, &b] {
+        let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_secs(2);
+        loop {
+            let (stats, text) = node.stats_raw("?id=doomed").await;
+            let (info, _, info_text) = node.get("/pub?id=doomed").await;
+            if stats == StatusCode::NOT_FOUND && info == StatusCode::NOT_FOUND {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: after DELETE, stats {stats} {text:?}, channel info {info} {info_text:?} (expected 404 both)",
+                node.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // History gone from Redis: a backtrack on B finds nothing stored.
+    let all = fetch(
+        &client(),
+        &b.url("/poll/doomed"),
+        &[
+            ("If-Modified-Since".into(), EPOCH.into()),
+            ("If-None-Match".into(), "W/0".into()),
+        ],
+        WAIT,
+    )
+    .await;
+    assert!(
+        json_lines(&all.body).is_empty(),
+        "poll after DELETE on B: {all:?}"
+    );
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Events channel
+
+fn event(kind: &str, channel: &str) -> String {
+    format!("{{\"type\": \"{kind}\", \"channel\": \"{channel}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_channel_across_nodes() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("events", &[&redis])
+        .channels("events_channel_id = \"events\"")
+        .locations(
+            "[[location]]\npath = \"/events/\"\nrole = \"subscriber\"\nmode = \"streaming\"\nmessage_template = \"~text~\\n\"\nallow_connections_to_events_channel = true\n",
+        );
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let mut events = b.subscribe_ok("/events/events").await;
+    b.wait_subscribers("events", WAIT, "at least 1", |n| n >= 1)
+        .await;
+
+    // A subscriber on A creates `fresh` and joins it.
+    let fresh = a.subscribe_ok("/sub/fresh").await;
+    events
+        .read_until(&event("channel_created", "fresh"), WAIT)
+        .await;
+    events
+        .read_until(&event("client_subscribed", "fresh"), WAIT)
+        .await;
+    // A publish on A creates `born`.
+    a.publish_ok("born", "x", None).await;
+    events
+        .read_until(&event("channel_created", "born"), WAIT)
+        .await;
+    // The subscriber on A leaves.
+    drop(fresh);
+    events
+        .read_until(&event("client_unsubscribed", "fresh"), WAIT)
+        .await;
+    drop((a, b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Subscriber limit across nodes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_subscribers_cluster_wide() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("limit", &[&redis]).channels("max_subscribers_per_channel = 2");
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let on_a = a.subscribe_ok("/sub/capped").await;
+    let _on_b = b.subscribe_ok("/sub/capped").await;
+    // Let each node hear the other's heartbeat.
+    tokio::time::sleep(HEARTBEAT * 2 + Duration::from_millis(200)).await;
+    for node in [&a, &b] {
+        let mut third = node.subscribe_with("/sub/capped", &[]).await;
+        let status = third.status;
+        let body = if status == StatusCode::OK {
+            third.received()
+        } else {
+            third.read_to_end(WAIT).await
+        };
+        let (count, stats) = node.subscribers("capped").await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "third subscriber on {} (1 on A + 1 on B, limit 2): {body:?}; stats there: {count:?} {stats}",
+            node.name
+        );
+        assert!(
+            body.contains("max_subscribers_per_channel"),
+            "the 403 names the limit: {body:?}"
+        );
+    }
+    // One leaves: a new one on A is admitted again (bounded).
+    drop(on_a);
+    let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_secs(2);
+    loop {
+        let mut again = a.subscribe_with("/sub/capped", &[]).await;
+        if again.status == StatusCode::OK {
+            break;
+        }
+        let body = again.read_to_end(WAIT).await;
+        assert!(
+            Instant::now() < deadline,
+            "after one subscriber left, a new one on A is still refused: {} {body:?}",
+            again.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((a, b));
+}
