@@ -50,6 +50,8 @@ struct Cluster {
     redis_urls: Vec<String>,
     channels: String,
     locations: String,
+    /// A whole config to use instead of the generated one (`{PORT}` and `{NODE}` replaced).
+    raw_config: Option<String>,
 }
 
 impl Cluster {
@@ -60,7 +62,40 @@ impl Cluster {
             redis_urls: shards.iter().map(|r| r.url()).collect(),
             channels: String::new(),
             locations: String::new(),
+            raw_config: None,
         }
+    }
+
+    /// Runs every node from `config/examples/cluster.toml`, pointed at this test's Redis and key
+    /// prefix, with `{PORT}` as its listen port.
+    fn example(mut self) -> Cluster {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/cluster.toml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let urls = self
+            .redis_urls
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let replaced = text
+            .replace(
+                "redis_urls = [\"redis://127.0.0.1:6379/0\"]",
+                &format!("redis_urls = [{urls}]"),
+            )
+            .replace(
+                "key_prefix = \"herald\"",
+                &format!("key_prefix = {:?}", self.key_prefix()),
+            )
+            .replace(
+                "listen = \"127.0.0.1:8081\"",
+                "listen = \"127.0.0.1:{PORT}\"",
+            );
+        assert!(
+            replaced.contains("{PORT}") && !replaced.contains("6379/0\"]"),
+            "config/examples/cluster.toml no longer has the lines this test adapts"
+        );
+        self.raw_config = Some(replaced);
+        self
     }
 
     /// Extra `[channels]` lines.
@@ -82,6 +117,11 @@ impl Cluster {
     /// The config of node `name` listening on `port`: the default config's shapes (publisher `/pub`,
     /// stats `/channels-stats`, `/sub/`, `/ev/`, `/lp/`, `/poll/`, `/ws/`) on the Redis engine.
     fn config(&self, name: &str, port: u16) -> String {
+        if let Some(raw) = &self.raw_config {
+            return raw
+                .replace("{PORT}", &port.to_string())
+                .replace("{NODE}", name);
+        }
         let urls = self
             .redis_urls
             .iter()
@@ -1526,4 +1566,53 @@ async fn max_subscribers_cluster_wide() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop((a, b));
+}
+
+/// The acceptance of the issue: `config/examples/cluster.toml` runs two nodes against one Redis; a
+/// message published on node A reaches EventSource subscribers on node B; after a reconnect on B,
+/// Last-Event-ID recovery gives exactly what was missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_cluster_config_runs_two_nodes() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("example", &[&redis]).example();
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+
+    let mut sub = b.subscribe_ok("/ev/news").await;
+    b.wait_subscribers("news", WAIT, "the subscriber on B", |n| n == 1)
+        .await;
+    for n in 1..=3 {
+        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+    let got = sse_until(&mut sub, "m3", WAIT).await;
+    assert_eq!(
+        got,
+        (1..=3)
+            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
+            .collect::<Vec<_>>(),
+        "EventSource on B: {:?}",
+        sub.received()
+    );
+    drop(sub);
+
+    // Missed while disconnected, then recovered on B with the last id it saw.
+    for n in 4..=6 {
+        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
+            .await;
+    }
+    let mut sub = b
+        .subscribe_ok_with("/ev/news", &[("Last-Event-ID", "e3")])
+        .await;
+    let got = sse_until(&mut sub, "m6", WAIT).await;
+    sub.expect_quiet(Duration::from_millis(300)).await;
+    assert_eq!(
+        got,
+        (4..=6)
+            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
+            .collect::<Vec<_>>(),
+        "recovery on B: {:?}",
+        sub.received()
+    );
+    assert_eq!(header(&sub.headers, RECOVERY), "complete");
 }
