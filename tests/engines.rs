@@ -78,8 +78,21 @@ impl Engine {
     }
 
     /// A server on this engine with `channels` (TOML lines of `[channels]`).
+    /// Like a load balancer, waits until the server is ready (with Redis: connected to its shard).
     async fn start(&self, channels: &str) -> TestServer {
-        TestServer::start(&self.config(channels)).await
+        let server = TestServer::start(&self.config(channels)).await;
+        let ready = poll_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async { server.get("/readyz").await.0 == StatusCode::OK },
+        )
+        .await;
+        assert!(
+            ready,
+            "the server did not become ready: {:?}",
+            server.get("/readyz").await
+        );
+        server
     }
 
     /// Redis only: the server must have sent Redis real commands (not just the harness's PING).

@@ -11,6 +11,9 @@
 //! (byte-level HTTP/1.1 and WebSocket readers), `body` (message markers), `subscriber` (connection
 //! tasks), `group` (worker processes), `publisher`, `procstat` (/proc sampling), `latency`
 //! (hdrhistogram), `scenario`, `report`.
+//!
+//! `--nodes` spreads the subscribers of a run over several server nodes (Herald processes sharing
+//! channels through Redis) and reports figures per node; `summarize-nodes` tabulates such runs.
 
 mod body;
 mod group;
@@ -24,7 +27,7 @@ mod scenario;
 mod subscriber;
 mod ws;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use net::Transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,9 +53,21 @@ enum Command {
     Churn(ChurnArgs),
     /// Markdown table of medians of the JSON reports in a folder, one server against another.
     Summarize(SummarizeArgs),
+    /// Table of medians of multi-node fan-out reports (`--nodes`), one row per node count.
+    SummarizeNodes(SummarizeNodesArgs),
     /// Internal: runs a slice of subscribers for a parent loadtest process.
     #[command(hide = true)]
     Worker,
+}
+
+/// Where the publisher sends each message when there are several `--nodes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PubTo {
+    /// The first node only: the nodes share channels (Redis engine) and it reaches the others.
+    First,
+    /// Every node: for nodes that do not share channels (memory engine), to test the plumbing.
+    /// With a shared engine this duplicates every message.
+    All,
 }
 
 /// Options every scenario takes.
@@ -60,12 +75,22 @@ enum Command {
 pub struct Common {
     /// Subscriber URL template, `[TRANSPORT=]URL` with `{ch}` for the channel, e.g.
     /// `http://127.0.0.1:8080/ev/{ch}` or `ws=ws://127.0.0.1:8080/ws/{ch}`. Repeat to mix
-    /// transports (subscribers are spread over them).
+    /// transports (subscribers are spread over them). With --nodes, a path (`/ev/{ch}`,
+    /// `ws=/ws/{ch}`) is used on every node.
     #[arg(long = "sub", value_name = "URL_TEMPLATE")]
     pub sub: Vec<String>,
-    /// Publisher URL template, e.g. `http://127.0.0.1:8080/pub?id={ch}`.
+    /// Publisher URL template, e.g. `http://127.0.0.1:8080/pub?id={ch}`. With --nodes, a path
+    /// (`/pub?id={ch}`) goes to the first node (or every node with --pub-to all).
     #[arg(long = "pub", value_name = "URL_TEMPLATE")]
     pub publ: Option<String>,
+    /// Server nodes sharing the channels, as base URLs (`http://127.0.0.1:18101`), comma-separated
+    /// or repeated. Subscribers are spread round-robin over them; figures are also given per node
+    /// (`node0_…`, `node1_…`), and `--pid`s are taken as the nodes' processes in the same order.
+    #[arg(long = "nodes", value_name = "URL[,URL…]", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// With --nodes: publish to the first node (`first`) or to every node (`all`).
+    #[arg(long, value_enum, default_value_t = PubTo::First)]
+    pub pub_to: PubTo,
     /// Transport of --sub templates without a `TRANSPORT=` prefix (ws:// URLs are WebSocket):
     /// sse, streaming, websocket, long-polling.
     #[arg(long, default_value = "sse", value_parser = parse_transport)]
@@ -74,8 +99,12 @@ pub struct Common {
     /// and worker): figures are sums.
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Other process whose CPU time is reported apart (`redis_cpu_s`), e.g. each redis-server of
+    /// a Redis engine; repeat for several.
+    #[arg(long = "redis-pid", value_name = "PID")]
+    pub redis_pids: Vec<u32>,
     /// Server statistics URL giving a subscriber count (Herald's /channels-stats JSON or nchan's
-    /// stub status).
+    /// stub status). With --nodes, a path (`/channels-stats`) is asked of every node.
     #[arg(long, value_name = "URL")]
     pub stats: Option<String>,
     /// Print the report as JSON on stdout.
@@ -218,6 +247,12 @@ struct ChurnArgs {
 }
 
 #[derive(Debug, Args)]
+struct SummarizeNodesArgs {
+    /// Folder of JSON reports of `fanout --nodes` runs.
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct SummarizeArgs {
     /// Folder of JSON reports.
     dir: PathBuf,
@@ -253,6 +288,18 @@ fn main() -> ExitCode {
     let common = match &cli.command {
         Command::Summarize(args) => {
             return match report::summarize(&args.dir, &args.subject, &args.baseline) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("loadtest: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::SummarizeNodes(args) => {
+            return match report::summarize_nodes(&args.dir) {
                 Ok(table) => {
                     print!("{table}");
                     ExitCode::SUCCESS
@@ -341,7 +388,9 @@ fn main() -> ExitCode {
                     };
                     scenario::churn(&ctx, &p).await
                 }
-                Command::Summarize(_) | Command::Worker => Err("not a scenario".into()),
+                Command::Summarize(_) | Command::SummarizeNodes(_) | Command::Worker => {
+                    Err("not a scenario".into())
+                }
             }
         };
         // Every phase has its own bound; this one catches anything that would not stop.

@@ -127,33 +127,135 @@ impl UrlTemplate {
     }
 }
 
-/// A subscriber target: transport and URL template.
+/// A subscriber target: transport, URL template and the server node it connects to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubTarget {
     /// The transport.
     pub transport: Transport,
     /// The URL template.
     pub url: UrlTemplate,
+    /// Index of the server node (see [`assign_nodes`]); 0 with a single server.
+    #[serde(default)]
+    pub node: usize,
+}
+
+/// Splits an optional `TRANSPORT=` prefix off a subscriber template.
+pub fn split_transport(raw: &str) -> (Option<&str>, &str) {
+    match raw.split_once('=') {
+        Some((prefix, rest)) if !prefix.contains('/') && !prefix.contains(':') => {
+            (Some(prefix), rest)
+        }
+        _ => (None, raw),
+    }
 }
 
 impl SubTarget {
     /// Parses `[TRANSPORT=]URL`; without a prefix the transport is `default`, or WebSocket for
     /// `ws://` URLs.
     pub fn parse(raw: &str, default: Transport) -> Result<SubTarget, String> {
-        let (transport, url) = match raw.split_once('=') {
-            Some((prefix, url)) if !prefix.contains('/') && !prefix.contains(':') => {
-                (Some(prefix.parse::<Transport>()?), url)
-            }
-            _ => (None, raw),
-        };
+        let (transport, url) = split_transport(raw);
+        let transport = transport.map(str::parse::<Transport>).transpose()?;
         let url = UrlTemplate::parse(url)?;
         let transport = transport.unwrap_or(if url.websocket_scheme {
             Transport::Websocket
         } else {
             default
         });
-        Ok(SubTarget { transport, url })
+        Ok(SubTarget {
+            transport,
+            url,
+            node: 0,
+        })
     }
+}
+
+/// A server node given with `--nodes`: its base URL (`http://127.0.0.1:18101`, no path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// `http://HOST:PORT`.
+    pub base: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    /// Parses `http://HOST:PORT`, `HOST:PORT` or `http://HOST:PORT/` (loopback only, no path).
+    pub fn parse(raw: &str) -> Result<Node, String> {
+        let raw = raw.trim().trim_end_matches('/');
+        let url = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("http://{raw}")
+        };
+        let parsed = UrlTemplate::parse(&url)?;
+        if parsed.websocket_scheme || parsed.path != "/" {
+            return Err(format!(
+                "--nodes {raw:?}: give a base URL http://HOST:PORT without a path"
+            ));
+        }
+        Ok(Node {
+            base: format!("http://{}", parsed.host),
+            addr: parsed.addr,
+        })
+    }
+
+    /// This node's URL for `path` (which starts with `/`).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// Whether a template is a path to be joined to `--nodes` (`/ev/{ch}`, `sse=/ev/{ch}`) rather
+/// than a full URL.
+pub fn is_path(raw: &str) -> bool {
+    split_transport(raw).1.starts_with('/')
+}
+
+/// Expands subscriber templates over `nodes`: a path (`[TRANSPORT=]/ev/{ch}`) becomes one template
+/// per node; a full URL stays as it is. The order (template-major, node-minor) makes subscriber
+/// `i` of a one-channel run land on node `i % nodes`.
+pub fn expand_subs(raw: &[String], nodes: &[Node]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for template in raw {
+        if !is_path(template) {
+            out.push(template.clone());
+            continue;
+        }
+        if nodes.is_empty() {
+            return Err(format!(
+                "--sub {template:?} is a path: give --nodes too, or a full URL"
+            ));
+        }
+        let (transport, path) = split_transport(template);
+        for node in nodes {
+            out.push(match transport {
+                Some(t) => format!("{t}={}", node.join(path)),
+                None => node.join(path),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Numbers the server nodes of `targets`: the `--nodes` first (in their order), then every other
+/// address in order of first appearance. Sets each target's `node` and returns the node addresses.
+pub fn assign_nodes(targets: &mut [SubTarget], nodes: &[Node]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    for target in targets.iter_mut() {
+        target.node = match addrs.iter().position(|a| *a == target.url.addr) {
+            Some(i) => i,
+            None => {
+                addrs.push(target.url.addr);
+                addrs.len() - 1
+            }
+        };
+    }
+    if addrs.is_empty() {
+        if let Some(first) = targets.first() {
+            addrs.push(first.url.addr);
+        }
+    }
+    addrs
 }
 
 /// Name of channel `index` for a run with `prefix`.
@@ -223,6 +325,43 @@ mod tests {
         assert_eq!(t.url.addr.port(), 80);
         let p = UrlTemplate::parse("http://127.0.0.1:8080/pub?id={ch}").expect("valid");
         assert_eq!(p.path_for("c"), "/pub?id=c");
+    }
+
+    #[test]
+    fn expands_paths_over_nodes() {
+        let nodes: Vec<Node> = ["127.0.0.1:9001", "http://127.0.0.1:9002/"]
+            .iter()
+            .map(|n| Node::parse(n).expect("valid node"))
+            .collect();
+        assert_eq!(nodes[1].base, "http://127.0.0.1:9002");
+        assert!(Node::parse("http://127.0.0.1:9/ev").is_err());
+        assert!(Node::parse("10.1.1.1:80").is_err());
+        let raw = vec![
+            "/ev/{ch}".to_string(),
+            "ws=/ws/{ch}".to_string(),
+            "http://127.0.0.1:9003/sub/{ch}".to_string(),
+        ];
+        let expanded = expand_subs(&raw, &nodes).expect("paths and URLs");
+        assert_eq!(
+            expanded,
+            [
+                "http://127.0.0.1:9001/ev/{ch}",
+                "http://127.0.0.1:9002/ev/{ch}",
+                "ws=http://127.0.0.1:9001/ws/{ch}",
+                "ws=http://127.0.0.1:9002/ws/{ch}",
+                "http://127.0.0.1:9003/sub/{ch}",
+            ]
+        );
+        assert!(expand_subs(&raw, &[]).is_err());
+        let mut targets: Vec<SubTarget> = expanded
+            .iter()
+            .map(|t| SubTarget::parse(t, Transport::Sse).expect("valid"))
+            .collect();
+        assert_eq!(targets[2].transport, Transport::Websocket);
+        let addrs = assign_nodes(&mut targets, &nodes);
+        assert_eq!(addrs.len(), 3);
+        let assigned: Vec<usize> = targets.iter().map(|t| t.node).collect();
+        assert_eq!(assigned, [0, 1, 0, 1, 2]);
     }
 
     #[test]

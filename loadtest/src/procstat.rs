@@ -44,6 +44,21 @@ pub fn try_sample(pids: &[u32]) -> Option<ProcSample> {
     }
 }
 
+/// CPU seconds (user + system, all threads) of each pid, in order; `None` when `pids` is empty or
+/// one could not be read (the error is printed).
+pub fn try_cpu_each(pids: &[u32]) -> Option<Vec<f64>> {
+    if pids.is_empty() {
+        return None;
+    }
+    match pids.iter().map(|&pid| cpu_seconds(pid)).collect() {
+        Ok(each) => Some(each),
+        Err(err) => {
+            eprintln!("loadtest: cannot read the CPU time of a process: {err}");
+            None
+        }
+    }
+}
+
 fn kb_field(path: &str, key: &str) -> Result<u64, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     text.lines()
@@ -135,5 +150,9 @@ mod tests {
         assert!(own.fds >= 3);
         assert!(own.cpu_s >= 0.0);
         assert!(sample(&[u32::MAX]).is_err());
+        let each = try_cpu_each(&[me, me]).expect("own CPU time");
+        assert_eq!(each.len(), 2);
+        assert!(each[0] >= 0.0 && each[1] >= each[0]);
+        assert_eq!(try_cpu_each(&[]), None);
     }
 }

@@ -4,6 +4,10 @@
 //! Message `j` of the run goes to channel `j % channels` with sequence number `j / channels`; its
 //! body carries that sequence number, the channel index and the send time ([`crate::body`]). The
 //! result counts successful publishes per channel, which is what subscribers must receive.
+//!
+//! With several targets (`--nodes … --pub-to all`: server nodes that do not share channels), each
+//! message is POSTed to every target in turn over one keep-alive connection per target; it counts
+//! as published when every target accepted it.
 
 use crate::body;
 use crate::http::{self, Event, ResponseReader};
@@ -25,8 +29,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What to publish.
 #[derive(Debug, Clone)]
 pub struct PubPlan {
-    /// Publisher URL template.
-    pub target: UrlTemplate,
+    /// Publisher URL templates: every message goes to each (usually one).
+    pub targets: Vec<UrlTemplate>,
     /// Channels (indexes `0..channels`).
     pub channels: u64,
     /// Channel name prefix of the run.
@@ -74,9 +78,15 @@ pub struct PubStats {
 /// Publishes `plan`; `progress` counts answered requests.
 pub async fn run(plan: PubPlan, progress: Arc<AtomicU64>) -> PubStats {
     let total = plan.per_channel.saturating_mul(plan.channels);
-    let paths: Arc<Vec<String>> = Arc::new(
-        (0..plan.channels)
-            .map(|c| plan.target.path_for(&net::channel_name(&plan.prefix, c)))
+    // paths[target][channel]
+    let paths: Arc<Vec<Vec<String>>> = Arc::new(
+        plan.targets
+            .iter()
+            .map(|target| {
+                (0..plan.channels)
+                    .map(|c| target.path_for(&net::channel_name(&plan.prefix, c)))
+                    .collect()
+            })
             .collect(),
     );
     let per_channel: Arc<Vec<AtomicU64>> =
@@ -96,7 +106,8 @@ pub async fn run(plan: PubPlan, progress: Arc<AtomicU64>) -> PubStats {
         let errors = errors.clone();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::new(plan.target.clone());
+            let mut conns: Vec<Connection> =
+                plan.targets.iter().cloned().map(Connection::new).collect();
             let mut body_buf = Vec::with_capacity(plan.size + 64);
             let mut request = Vec::with_capacity(plan.size + 256);
             let mut sent = 0u64;
@@ -121,34 +132,40 @@ pub async fn run(plan: PubPlan, progress: Arc<AtomicU64>) -> PubStats {
                 let channel = j % plan.channels;
                 let seq = j / plan.channels;
                 body::encode(&mut body_buf, seq, channel, unix_ns(), plan.size);
-                http::post_request(
-                    &mut request,
-                    &plan.target.host,
-                    &paths[channel as usize],
-                    &body_buf,
-                );
-                let began = Instant::now();
-                let answer = conn.send(&request).await;
-                sent += 1;
-                let error = match answer {
-                    Ok(status) if (200..300).contains(&status) => {
-                        per_channel[channel as usize].fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut h) = histogram.lock() {
-                            latency::record(&mut h, began.elapsed().as_micros() as u64);
+                let mut all_ok = true;
+                for (t, conn) in conns.iter_mut().enumerate() {
+                    http::post_request(
+                        &mut request,
+                        &conn.target.host,
+                        &paths[t][channel as usize],
+                        &body_buf,
+                    );
+                    let began = Instant::now();
+                    let answer = conn.send(&request).await;
+                    let error = match answer {
+                        Ok(status) if (200..300).contains(&status) => {
+                            if let Ok(mut h) = histogram.lock() {
+                                latency::record(&mut h, began.elapsed().as_micros() as u64);
+                            }
+                            None
                         }
-                        None
+                        Ok(status) => Some(format!("publish status {status}")),
+                        Err(err) => Some(err),
+                    };
+                    if let Some(error) = error {
+                        all_ok = false;
+                        if let Ok(mut errors) = errors.lock() {
+                            *errors.entry(error).or_default() += 1;
+                        }
                     }
-                    Ok(status) => Some(format!("publish status {status}")),
-                    Err(err) => Some(err),
-                };
-                if let Some(error) = error {
-                    if let Ok(mut errors) = errors.lock() {
-                        *errors.entry(error).or_default() += 1;
-                    }
+                }
+                sent += 1;
+                if all_ok {
+                    per_channel[channel as usize].fetch_add(1, Ordering::Relaxed);
                 }
                 progress.fetch_add(1, Ordering::Relaxed);
             }
-            (sent, conn.connects)
+            (sent, conns.iter().map(|c| c.connects).sum::<u64>())
         }));
     }
     let mut stats = PubStats {

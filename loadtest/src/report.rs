@@ -256,6 +256,89 @@ pub fn summarize(dir: &Path, subject: &str, baseline: &str) -> Result<String, St
     Ok(out)
 }
 
+/// Reads the `fanout --nodes` reports (those with a `nodes` figure) in `dir` and renders one
+/// markdown row per node count: medians over the runs of deliveries/s in all and per node, the CPU
+/// seconds of the Herald processes (`--pid`) and of Redis (`--redis-pid`), deliveries per CPU
+/// second of both (of Herald alone without `--redis-pid`), p99 latency, lost and duplicated
+/// messages (with the worst run when it differs from the median).
+pub fn summarize_nodes(dir: &Path) -> Result<String, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    let mut by_nodes: BTreeMap<u64, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Ok(report) = serde_json::from_str::<Report>(&text) else {
+            continue;
+        };
+        let Some(nodes) = report.figures.get("nodes").copied() else {
+            continue;
+        };
+        if report.scenario == "fanout" && nodes >= 1.0 {
+            by_nodes
+                .entry(nodes as u64)
+                .or_default()
+                .push(report.figures);
+        }
+    }
+    if by_nodes.is_empty() {
+        return Err(format!("no fanout --nodes reports in {}", dir.display()));
+    }
+    let mut out = String::from(
+        "| Nodes | Runs | Deliveries/s total | Per node (mean) | Per node (each) | Herald CPU s | Redis CPU s | Deliveries per CPU s (Herald+Redis) | p99 ms | Lost | Dup |\n\
+         |---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (nodes, runs) in &by_nodes {
+        let pick = |figure: &str| {
+            let mut values: Vec<f64> = runs.iter().filter_map(|f| f.get(figure).copied()).collect();
+            median(&mut values)
+        };
+        let worst = |figure: &str| {
+            runs.iter()
+                .filter_map(|f| f.get(figure).copied())
+                .fold(None, |acc: Option<f64>, v| {
+                    Some(acc.map_or(v, |a| a.max(v)))
+                })
+        };
+        // Rates with thousands grouped from 1,000 up, so the columns read alike.
+        let fmt = |v: f64| {
+            if v.is_finite() && v.abs() >= 1000.0 {
+                group_thousands(v.round() as i64)
+            } else {
+                fmt_value(v)
+            }
+        };
+        let show = |value: Option<f64>| value.map(fmt).unwrap_or_else(|| "–".into());
+        let count = |figure: &str| {
+            let (m, w) = (pick(figure), worst(figure));
+            match (m, w) {
+                (Some(m), Some(w)) if w > m => format!("{} (max {})", fmt(m), fmt(w)),
+                _ => show(m),
+            }
+        };
+        let each: Vec<String> = (0..*nodes)
+            .map(|k| show(pick(&format!("node{k}_deliveries_per_s"))))
+            .collect();
+        out.push_str(&format!(
+            "| {nodes} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            runs.len(),
+            show(pick("deliveries_per_s")),
+            show(pick("deliveries_per_s_per_node")),
+            each.join(" / "),
+            show(pick("server_cpu_s")),
+            show(pick("redis_cpu_s")),
+            show(pick("deliveries_per_total_cpu_s").or(pick("deliveries_per_server_cpu_s"))),
+            show(pick("latency_p99_ms")),
+            count("lost"),
+            count("duplicated"),
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +353,56 @@ mod tests {
         assert_eq!(fmt_value(0.0), "0");
         assert_eq!(higher_is_better("deliveries_per_s"), Some(true));
         assert_eq!(higher_is_better("latency_p99_ms"), Some(false));
+    }
+
+    #[test]
+    fn summarizes_node_runs() {
+        let dir = std::env::temp_dir().join(format!("loadtest-nodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let runs: [(f64, f64, f64); 4] = [
+            (1.0, 100.0, 0.0),
+            (1.0, 300.0, 0.0),
+            (1.0, 200.0, 4.0),
+            (2.0, 500.0, 0.0),
+        ];
+        for (i, (nodes, per_s, lost)) in runs.into_iter().enumerate() {
+            let mut figures: BTreeMap<String, f64> = [
+                ("nodes".to_string(), nodes),
+                ("deliveries_per_s".to_string(), per_s),
+                ("deliveries_per_s_per_node".to_string(), per_s / nodes),
+                ("lost".to_string(), lost),
+                ("duplicated".to_string(), 0.0),
+                ("server_cpu_s".to_string(), 1.5),
+                ("redis_cpu_s".to_string(), 0.25),
+            ]
+            .into();
+            for k in 0..nodes as usize {
+                figures.insert(format!("node{k}_deliveries_per_s"), per_s / nodes);
+            }
+            let report = Report {
+                tool: "herald-loadtest".into(),
+                scenario: "fanout".into(),
+                label: format!("nodes-{nodes}"),
+                server: "herald".into(),
+                started_unix_s: 0,
+                duration_s: 1.0,
+                params: serde_json::Value::Null,
+                figures,
+                details: serde_json::Value::Null,
+            };
+            let text = serde_json::to_string(&report).expect("serializable");
+            std::fs::write(dir.join(format!("{i}.json")), text).expect("write");
+        }
+        let table = summarize_nodes(&dir).expect("reports");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            table.contains("| 1 | 3 | 200 | 200 | 200 | 1.50 | 0.25 | – | – | 0 (max 4) | 0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 2 | 1 | 500 | 250 | 250 / 250 | 1.50 | 0.25 |"),
+            "{table}"
+        );
     }
 
     #[test]

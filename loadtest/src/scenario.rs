@@ -1,17 +1,23 @@
 //! The four scenarios (`idle`, `fanout`, `publish`, `churn`): each opens its subscribers (here or
 //! in workers), drives the publisher, samples the server processes and builds a [`Report`].
+//!
+//! Several server nodes (`--nodes`, e.g. Herald processes sharing channels through Redis): the
+//! subscriber templates are spread over them round-robin, the publisher uses the first (or all),
+//! and `fanout` adds figures per node (`node<k>_…`) and the CPU time of each `--pid` and
+//! `--redis-pid`.
 
 use crate::group::Group;
 use crate::http::{self, Event, ResponseReader};
-use crate::net::{self, SubTarget, Transport, UrlTemplate};
+use crate::net::{self, Node, SubTarget, Transport, UrlTemplate};
 use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, PubPlan, PubStats};
 use crate::report::Report;
 use crate::subscriber::{unix_ns, GroupPlan, GroupStats};
-use crate::{latency, Common};
+use crate::{latency, Common, PubTo};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +33,12 @@ pub struct Ctx {
     pub common: Common,
     /// Subscriber targets.
     pub subs: Vec<SubTarget>,
-    /// Publisher target.
-    pub publ: Option<UrlTemplate>,
+    /// Publisher targets (every message goes to each; usually one, none without --pub).
+    pub publ: Vec<UrlTemplate>,
+    /// Statistics URLs: one, or one per `--nodes` node (same order).
+    pub stats: Vec<UrlTemplate>,
+    /// Server nodes: the `--nodes` first, then any other subscriber address.
+    pub nodes: Vec<SocketAddr>,
     /// Channel name prefix of this run.
     pub prefix: String,
     /// Most subscribers one process holds.
@@ -44,15 +54,28 @@ pub struct Ctx {
 impl Ctx {
     /// Parses the common options; `fd_limit` is this process's open-file limit.
     pub fn new(common: Common, fd_limit: u64) -> Result<Ctx, String> {
-        let subs = common
-            .sub
+        let given_nodes = common
+            .nodes
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| Node::parse(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut subs = net::expand_subs(&common.sub, &given_nodes)?
             .iter()
             .map(|raw| SubTarget::parse(raw, common.transport))
             .collect::<Result<Vec<_>, _>>()?;
-        let publ = common.publ.as_deref().map(UrlTemplate::parse).transpose()?;
-        if let Some(stats) = &common.stats {
-            UrlTemplate::parse(stats)?;
+        let nodes = net::assign_nodes(&mut subs, &given_nodes);
+        let publ = match common.publ.as_deref() {
+            None => Vec::new(),
+            Some(raw) => node_urls(raw, &given_nodes, common.pub_to == PubTo::All, "--pub")?,
+        };
+        if common.pub_to == PubTo::All && given_nodes.len() > 1 && publ.len() == 1 {
+            return Err("--pub-to all needs --pub as a path (/pub?id={ch}) and --nodes".into());
         }
+        let stats = match common.stats.as_deref() {
+            None => Vec::new(),
+            Some(raw) => node_urls(raw, &given_nodes, true, "--stats")?,
+        };
         let prefix = common.prefix.clone().unwrap_or_else(|| {
             format!(
                 "lt{}p{}c",
@@ -71,6 +94,8 @@ impl Ctx {
             common,
             subs,
             publ,
+            stats,
+            nodes,
             prefix,
             max_per_process,
             started,
@@ -78,10 +103,17 @@ impl Ctx {
         })
     }
 
-    fn publisher(&self) -> Result<UrlTemplate, String> {
-        self.publ
-            .clone()
-            .ok_or_else(|| "this scenario needs --pub URL_TEMPLATE".to_string())
+    fn publisher(&self) -> Result<Vec<UrlTemplate>, String> {
+        if self.publ.is_empty() {
+            Err("this scenario needs --pub URL_TEMPLATE".to_string())
+        } else {
+            Ok(self.publ.clone())
+        }
+    }
+
+    /// Several server nodes: per-node figures are reported.
+    fn multi_node(&self) -> bool {
+        self.nodes.len() > 1 || !self.common.nodes.is_empty()
     }
 
     fn need_subs(&self) -> Result<(), String> {
@@ -166,36 +198,38 @@ impl Ctx {
         }
     }
 
-    /// Number of subscribers the server reports at `--stats`, if given and readable.
+    /// Number of subscribers the server reports at `--stats` (the first node's with --nodes: a
+    /// shared engine counts the whole cluster there), if given and readable.
     async fn server_subscribers(&self) -> Option<f64> {
-        let url = self.common.stats.as_deref()?;
-        let url = UrlTemplate::parse(url).ok()?;
-        match tokio::time::timeout(Duration::from_secs(5), fetch(&url)).await {
-            Ok(Ok(body)) => parse_subscribers(&body),
-            Ok(Err(err)) => {
-                eprintln!("loadtest: --stats: {err}");
-                None
-            }
-            Err(_) => {
-                eprintln!("loadtest: --stats: timed out");
-                None
-            }
-        }
+        subscribers_at(self.stats.first()?).await
     }
 
     /// With `--stats`, waits (at most 10 s) until the server counts at least `subscribers`, so that
     /// no subscriber misses the first message because the server had not registered it yet.
-    async fn wait_server_sees(&self, subscribers: u64) {
-        if self.common.stats.is_none() || subscribers == 0 {
+    /// With a statistics URL per node, `planned` (subscribers per node) bounds what each node's
+    /// count contributes: a node of a shared engine counts the whole cluster, one of separate
+    /// engines only its own.
+    async fn wait_server_sees(&self, subscribers: u64, planned: &[u64]) {
+        if self.stats.is_empty() || subscribers == 0 {
             return;
         }
         let deadline = (Instant::now() + Duration::from_secs(10)).min(self.deadline);
         while Instant::now() < deadline {
-            match self.server_subscribers().await {
-                Some(n) if n >= subscribers as f64 => return,
-                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                None => return,
+            let mut seen = 0.0;
+            for (node, url) in self.stats.iter().enumerate() {
+                let Some(n) = subscribers_at(url).await else {
+                    return;
+                };
+                seen += if self.stats.len() > 1 {
+                    n.min(planned.get(node).copied().unwrap_or(0) as f64)
+                } else {
+                    n
+                };
             }
+            if seen >= subscribers as f64 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!("loadtest: the server does not count all {subscribers} subscribers yet; publishing anyway");
     }
@@ -223,6 +257,44 @@ impl Ctx {
         };
         bar.finish_and_clear();
         stats
+    }
+}
+
+/// `raw` as URL templates: a full URL as it is; a path joined to the first node, or to every node
+/// when `every`.
+fn node_urls(
+    raw: &str,
+    nodes: &[Node],
+    every: bool,
+    option: &str,
+) -> Result<Vec<UrlTemplate>, String> {
+    if !raw.starts_with('/') {
+        return Ok(vec![UrlTemplate::parse(raw)?]);
+    }
+    if nodes.is_empty() {
+        return Err(format!(
+            "{option} {raw:?} is a path: give --nodes too, or a full URL"
+        ));
+    }
+    let take = if every { nodes.len() } else { 1 };
+    nodes[..take]
+        .iter()
+        .map(|node| UrlTemplate::parse(&node.join(raw)))
+        .collect()
+}
+
+/// Subscribers counted by the statistics at `url`.
+async fn subscribers_at(url: &UrlTemplate) -> Option<f64> {
+    match tokio::time::timeout(Duration::from_secs(5), fetch(url)).await {
+        Ok(Ok(body)) => parse_subscribers(&body),
+        Ok(Err(err)) => {
+            eprintln!("loadtest: --stats {}: {err}", url.raw);
+            None
+        }
+        Err(_) => {
+            eprintln!("loadtest: --stats {}: timed out", url.raw);
+            None
+        }
     }
 }
 
@@ -324,9 +396,74 @@ fn insert_delivery(figures: &mut BTreeMap<String, f64>, stats: &GroupStats) {
 /// `stats` without the raw latency histogram (the figures carry its percentiles), so reports stay
 /// small.
 fn without_buckets(stats: &GroupStats) -> GroupStats {
-    GroupStats {
+    let mut stats = GroupStats {
         latency: latency::HistData::default(),
         ..stats.clone()
+    };
+    for node in &mut stats.by_node {
+        node.latency = latency::HistData::default();
+    }
+    stats
+}
+
+/// Deliveries per second from the first send to the last receive.
+fn rate(deliveries: u64, first_send_ns: u64, last_recv_ns: u64) -> f64 {
+    let span_s = last_recv_ns.saturating_sub(first_send_ns) as f64 / 1e9;
+    if span_s > 0.0 {
+        deliveries as f64 / span_s
+    } else {
+        0.0
+    }
+}
+
+/// Figures per server node: `node<k>_deliveries_per_s` (that node's subscribers' distinct
+/// messages / (their last receive − the first send)), connected, deliveries, lost, duplicated,
+/// latency, and `node<k>_cpu_s` when there is one `--pid` per node; plus `nodes` and the mean
+/// `deliveries_per_s_per_node`.
+fn insert_nodes(
+    figures: &mut BTreeMap<String, f64>,
+    stats: &GroupStats,
+    first_send_ns: u64,
+    nodes: usize,
+    cpu_each: Option<&[f64]>,
+) {
+    figures.insert("nodes".into(), nodes as f64);
+    let mut sum = 0.0;
+    for k in 0..nodes {
+        let node = stats.by_node.get(k).cloned().unwrap_or_default();
+        let per_s = rate(node.unique, first_send_ns, node.last_recv_unix_ns);
+        sum += per_s;
+        let mut put = |name: &str, value: f64| {
+            figures.insert(format!("node{k}_{name}"), value);
+        };
+        put("connected", node.connected as f64);
+        put("deliveries", node.unique as f64);
+        put("deliveries_per_s", per_s);
+        put("lost", node.lost as f64);
+        put("duplicated", node.duplicated as f64);
+        put("corrupt", node.corrupt as f64);
+        let mut hist = latency::histogram();
+        latency::import(&mut hist, &node.latency);
+        let summary = latency::summary(&hist);
+        put("latency_p50_ms", summary.p50_ms);
+        put("latency_p99_ms", summary.p99_ms);
+        if let Some(cpu) = cpu_each.filter(|c| c.len() == nodes).map(|c| c[k]) {
+            put("cpu_s", cpu);
+        }
+    }
+    figures.insert(
+        "deliveries_per_s_per_node".into(),
+        sum / nodes.max(1) as f64,
+    );
+}
+
+/// CPU seconds each pid used between two [`procstat::try_cpu_each`] samples.
+fn cpu_used(before: &Option<Vec<f64>>, after: &Option<Vec<f64>>) -> Option<Vec<f64>> {
+    match (before, after) {
+        (Some(b), Some(a)) if a.len() == b.len() => {
+            Some(a.iter().zip(b).map(|(a, b)| a - b).collect())
+        }
+        _ => None,
     }
 }
 
@@ -416,12 +553,15 @@ pub async fn fanout(ctx: &Ctx, p: &FanoutParams, scenario: &str) -> Result<Repor
     };
     let connected = group.as_ref().map(|g| g.counts());
     if let Some(counts) = connected {
-        ctx.wait_server_sees(counts.connected).await;
+        let planned = ctx.plan(0, p.subscribers, p.channels).per_node();
+        ctx.wait_server_sees(counts.connected, &planned).await;
     }
     tokio::time::sleep(Duration::from_millis(p.settle_ms).min(ctx.remaining())).await;
     let cpu_before = procstat::try_sample(&ctx.common.pids);
+    let cpu_each_before = procstat::try_cpu_each(&ctx.common.pids);
+    let redis_before = procstat::try_cpu_each(&ctx.common.redis_pids);
     let plan = PubPlan {
-        target: publ,
+        targets: publ,
         channels: p.channels.max(1),
         prefix: ctx.prefix.clone(),
         per_channel: p.messages,
@@ -445,6 +585,11 @@ pub async fn fanout(ctx: &Ctx, p: &FanoutParams, scenario: &str) -> Result<Repor
         None => None,
     };
     let after = procstat::try_sample(&ctx.common.pids);
+    let cpu_each = cpu_used(&cpu_each_before, &procstat::try_cpu_each(&ctx.common.pids));
+    let redis_cpu = cpu_used(
+        &redis_before,
+        &procstat::try_cpu_each(&ctx.common.redis_pids),
+    );
     let mut figures = BTreeMap::new();
     figures.insert("messages_published".into(), pubstats.ok as f64);
     figures.insert("publish_failed".into(), pubstats.failed as f64);
@@ -470,13 +615,22 @@ pub async fn fanout(ctx: &Ctx, p: &FanoutParams, scenario: &str) -> Result<Repor
             .last_recv_unix_ns
             .saturating_sub(pubstats.first_send_unix_ns) as f64
             / 1e9;
-        let per_s = if span_s > 0.0 {
-            stats.unique as f64 / span_s
-        } else {
-            0.0
-        };
+        let per_s = rate(
+            stats.unique,
+            pubstats.first_send_unix_ns,
+            stats.last_recv_unix_ns,
+        );
         figures.insert("delivery_span_s".into(), span_s);
         figures.insert("deliveries_per_s".into(), per_s);
+        if ctx.multi_node() {
+            insert_nodes(
+                &mut figures,
+                stats,
+                pubstats.first_send_unix_ns,
+                ctx.nodes.len(),
+                cpu_each.as_deref(),
+            );
+        }
         figures.insert("client_cpu_s".into(), stats.client_cpu_s);
         if let (Some(b), Some(a)) = (cpu_before, after) {
             let cpu = a.cpu_s - b.cpu_s;
@@ -494,10 +648,34 @@ pub async fn fanout(ctx: &Ctx, p: &FanoutParams, scenario: &str) -> Result<Repor
     if let Some(cpu) = server_cpu {
         figures.insert("server_cpu_s".into(), cpu);
     }
+    if let Some(redis) = &redis_cpu {
+        let total: f64 = redis.iter().sum();
+        figures.insert("redis_cpu_s".into(), total);
+        for (k, cpu) in redis.iter().enumerate() {
+            figures.insert(format!("redis{k}_cpu_s"), *cpu);
+        }
+        if let (Some(stats), Some(server)) = (&stats, server_cpu) {
+            if server + total > 0.0 {
+                figures.insert(
+                    "deliveries_per_total_cpu_s".into(),
+                    stats.unique as f64 / (server + total),
+                );
+            }
+        }
+    }
     if let (Some(b), Some(a)) = (before, after) {
         figures.insert("rss_before_mb".into(), mb(b.rss_bytes));
         figures.insert("rss_after_mb".into(), mb(a.rss_bytes));
     }
+    let cpu_by_pid: BTreeMap<String, f64> = ctx
+        .common
+        .pids
+        .iter()
+        .zip(cpu_each.iter().flatten())
+        .chain(ctx.common.redis_pids.iter().zip(redis_cpu.iter().flatten()))
+        .map(|(pid, cpu)| (pid.to_string(), *cpu))
+        .collect();
+    let nodes: Vec<String> = ctx.nodes.iter().map(|a| a.to_string()).collect();
     let mut errors = pubstats.errors.clone();
     if let Some(stats) = &stats {
         for (k, v) in &stats.errors {
@@ -509,10 +687,12 @@ pub async fn fanout(ctx: &Ctx, p: &FanoutParams, scenario: &str) -> Result<Repor
         json!({"subscribers": p.subscribers, "channels": p.channels, "messages_per_channel": p.messages,
                "size": p.size, "rate": p.rate, "pub_conns": p.pub_conns, "settle_ms": p.settle_ms,
                "sub": ctx.common.sub, "pub": ctx.common.publ, "pids": ctx.common.pids,
+               "redis_pids": ctx.common.redis_pids, "nodes": nodes,
+               "pub_to": if ctx.publ.len() > 1 { "all" } else { "first" },
                "processes": ctx.processes_for(p.subscribers), "connected_at_start": connected}),
         figures,
         json!({"publisher": pubstats, "subscribers": stats.as_ref().map(without_buckets), "before": sample_json(&before),
-               "after": sample_json(&after), "errors": errors}),
+               "after": sample_json(&after), "cpu_s_by_pid": cpu_by_pid, "errors": errors}),
     ))
 }
 
@@ -548,7 +728,7 @@ pub async fn churn(ctx: &Ctx, p: &ChurnParams) -> Result<Report, String> {
     let per_channel = ((p.rate.max(0.0) * est_s) / p.channels.max(1) as f64).ceil() as u64 + 1;
     let pub_deadline = (Instant::now() + Duration::from_secs_f64(est_s)).min(ctx.deadline);
     let plan = PubPlan {
-        target: publ,
+        targets: publ,
         channels: p.channels.max(1),
         prefix: ctx.prefix.clone(),
         per_channel: if p.rate > 0.0 { per_channel } else { 0 },

@@ -6,7 +6,8 @@
 //! one buffer per connection, decodes only what it must (chunked encoding, WebSocket frames,
 //! long-polling response boundaries) and scans the payload for message markers
 //! ([`crate::body::Scanner`]): each marker is checked against a per-subscriber bitset (duplicates),
-//! its channel (misrouted) and timed (publish→receive latency into a shared histogram).
+//! its channel (misrouted) and timed (publish→receive latency into a shared histogram per server
+//! node).
 //!
 //! Finishing: [`LocalGroup::finish`] broadcasts how many messages each channel was sent (or "close
 //! now"); a subscriber stops when it has all of them or when the grace deadline passes, and reports
@@ -64,6 +65,25 @@ impl GroupPlan {
         (((index / channels) % targets) as usize, index % channels)
     }
 
+    /// Server nodes the targets point at (at least 1).
+    pub fn nodes(&self) -> usize {
+        self.targets.iter().map(|t| t.node + 1).max().unwrap_or(1)
+    }
+
+    /// Subscribers of global indexes `first..first + count` per server node.
+    pub fn per_node(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; self.nodes()];
+        let targets = self.targets.len().max(1) as u64;
+        let channels = self.channels.max(1);
+        // Target `t` is used by the indexes whose `(i / channels) % targets == t`: count them per
+        // target in closed form rather than walking every index.
+        for (t, target) in self.targets.iter().enumerate() {
+            counts[target.node] +=
+                count_assigned(self.first, self.count, channels, targets, t as u64);
+        }
+        counts
+    }
+
     /// This plan cut into `parts` slices of (nearly) equal size.
     pub fn split(&self, parts: u64) -> Vec<GroupPlan> {
         let parts = parts.max(1);
@@ -79,6 +99,20 @@ impl GroupPlan {
             })
             .collect()
     }
+}
+
+/// How many `i` in `first..first + count` have `(i / channels) % targets == t`.
+fn count_assigned(first: u64, count: u64, channels: u64, targets: u64, t: u64) -> u64 {
+    // Indexes below `n` with that property: whole cycles of `channels * targets`, plus the part of
+    // the last cycle that falls in block `t`.
+    let below = |n: u64| {
+        let cycle = channels * targets;
+        let full = n / cycle * channels;
+        let rest = n % cycle;
+        let start = t * channels;
+        full + rest.saturating_sub(start).min(channels)
+    };
+    below(first + count) - below(first)
 }
 
 /// What each subscriber is told when the run ends.
@@ -99,6 +133,73 @@ pub struct Counts {
     pub failed: u64,
     /// Messages received so far (duplicates included).
     pub received: u64,
+}
+
+/// Results of one server node's subscribers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Subscribers planned on this node.
+    pub subscribers: u64,
+    /// Subscribers that connected.
+    pub connected: u64,
+    /// Subscribers that could not connect.
+    pub failed: u64,
+    /// Messages received (duplicates included).
+    pub received: u64,
+    /// Distinct messages received.
+    pub unique: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Expected messages a connected subscriber of this node never received.
+    pub lost: u64,
+    /// Markers of another channel, out of range or beyond what was expected.
+    pub corrupt: u64,
+    /// Connections the server ended before the run finished.
+    pub ended_by_server: u64,
+    /// Publish→receive latency of this node's subscribers.
+    pub latency: HistData,
+    /// First and last receive time of a message on this node, ns since the Unix epoch.
+    pub first_recv_unix_ns: u64,
+    /// See `first_recv_unix_ns`.
+    pub last_recv_unix_ns: u64,
+}
+
+impl NodeStats {
+    fn merge(&mut self, other: &NodeStats) {
+        self.subscribers += other.subscribers;
+        self.connected += other.connected;
+        self.failed += other.failed;
+        self.received += other.received;
+        self.unique += other.unique;
+        self.duplicated += other.duplicated;
+        self.lost += other.lost;
+        self.corrupt += other.corrupt;
+        self.ended_by_server += other.ended_by_server;
+        self.latency = merge_hist(&self.latency, &other.latency);
+        self.first_recv_unix_ns = min_nonzero(self.first_recv_unix_ns, other.first_recv_unix_ns);
+        self.last_recv_unix_ns = self.last_recv_unix_ns.max(other.last_recv_unix_ns);
+    }
+}
+
+fn min_nonzero(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
+    }
+}
+
+fn merge_hist(a: &HistData, b: &HistData) -> HistData {
+    if b.buckets.is_empty() {
+        return a.clone();
+    }
+    if a.buckets.is_empty() {
+        return b.clone();
+    }
+    let mut hist = latency::histogram();
+    latency::import(&mut hist, a);
+    latency::import(&mut hist, b);
+    latency::export(&hist)
 }
 
 /// Results of a group (or the sum of several).
@@ -146,6 +247,9 @@ pub struct GroupStats {
     /// CPU seconds used by the processes that ran these subscribers (workers only; the caller adds
     /// its own).
     pub client_cpu_s: f64,
+    /// The same per server node (index = the targets' `node`).
+    #[serde(default)]
+    pub by_node: Vec<NodeStats>,
 }
 
 impl GroupStats {
@@ -171,17 +275,17 @@ impl GroupStats {
         for (k, v) in &other.by_transport {
             *self.by_transport.entry(k.clone()).or_default() += v;
         }
-        let mut hist = latency::histogram();
-        latency::import(&mut hist, &self.latency);
-        latency::import(&mut hist, &other.latency);
-        self.latency = latency::export(&hist);
-        self.first_recv_unix_ns = match (self.first_recv_unix_ns, other.first_recv_unix_ns) {
-            (0, b) => b,
-            (a, 0) => a,
-            (a, b) => a.min(b),
-        };
+        self.latency = merge_hist(&self.latency, &other.latency);
+        self.first_recv_unix_ns = min_nonzero(self.first_recv_unix_ns, other.first_recv_unix_ns);
         self.last_recv_unix_ns = self.last_recv_unix_ns.max(other.last_recv_unix_ns);
         self.client_cpu_s += other.client_cpu_s;
+        if self.by_node.len() < other.by_node.len() {
+            self.by_node
+                .resize_with(other.by_node.len(), NodeStats::default);
+        }
+        for (mine, theirs) in self.by_node.iter_mut().zip(&other.by_node) {
+            mine.merge(theirs);
+        }
     }
 
     fn count_error(&mut self, kind: String) {
@@ -194,7 +298,8 @@ struct Shared {
     connected: AtomicU64,
     failed: AtomicU64,
     received: AtomicU64,
-    histogram: Mutex<Histogram<u64>>,
+    /// Latency per server node (the run's histogram is their sum).
+    histograms: Vec<Mutex<Histogram<u64>>>,
     connect_permits: Semaphore,
 }
 
@@ -210,6 +315,7 @@ pub fn unix_ns() -> u64 {
 #[derive(Debug, Default)]
 struct Outcome {
     channel: u64,
+    node: usize,
     transport: Option<Transport>,
     connected: bool,
     error: Option<String>,
@@ -260,7 +366,9 @@ impl LocalGroup {
             connected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             received: AtomicU64::new(0),
-            histogram: Mutex::new(latency::histogram()),
+            histograms: (0..plan.nodes())
+                .map(|_| Mutex::new(latency::histogram()))
+                .collect(),
             connect_permits: Semaphore::new(plan.connect_concurrency.max(1)),
         });
         let (finish, finish_rx) = watch::channel(None);
@@ -318,6 +426,7 @@ impl LocalGroup {
         let hard_deadline = deadline + self.connect_timeout + Duration::from_secs(5);
         let mut stats = GroupStats {
             subscribers: self.count,
+            by_node: vec![NodeStats::default(); self.shared.histograms.len()],
             ..GroupStats::default()
         };
         for task in self.tasks {
@@ -331,14 +440,27 @@ impl LocalGroup {
                 }
             }
         }
-        if let Ok(histogram) = self.shared.histogram.lock() {
-            stats.latency = latency::export(&histogram);
+        let mut total = latency::histogram();
+        for (node, histogram) in self.shared.histograms.iter().enumerate() {
+            if let Ok(histogram) = histogram.lock() {
+                let _ = total.add(&*histogram);
+                if let Some(node) = stats.by_node.get_mut(node) {
+                    node.latency = latency::export(&histogram);
+                }
+            }
         }
+        stats.latency = latency::export(&total);
         stats
     }
 }
 
 fn add_outcome(stats: &mut GroupStats, outcome: &Outcome, expected: Option<&Vec<u64>>) {
+    if stats.by_node.len() <= outcome.node {
+        stats
+            .by_node
+            .resize_with(outcome.node + 1, NodeStats::default);
+    }
+    add_node_outcome(&mut stats.by_node[outcome.node], outcome, expected);
     if let Some(error) = &outcome.error {
         stats.count_error(error.clone());
     }
@@ -378,6 +500,29 @@ fn add_outcome(stats: &mut GroupStats, outcome: &Outcome, expected: Option<&Vec<
         };
     }
     stats.last_recv_unix_ns = stats.last_recv_unix_ns.max(outcome.last_ns);
+}
+
+fn add_node_outcome(node: &mut NodeStats, outcome: &Outcome, expected: Option<&Vec<u64>>) {
+    node.subscribers += 1;
+    if !outcome.connected {
+        node.failed += 1;
+        return;
+    }
+    node.connected += 1;
+    node.received += outcome.received;
+    node.unique += outcome.unique;
+    node.duplicated += outcome.duplicated;
+    node.corrupt += outcome.misrouted + outcome.invalid;
+    if outcome.ended_by_server {
+        node.ended_by_server += 1;
+    }
+    if let Some(expected) = expected {
+        let want = expected.get(outcome.channel as usize).copied().unwrap_or(0);
+        node.lost += want.saturating_sub(outcome.unique);
+        node.corrupt += outcome.unique.saturating_sub(want);
+    }
+    node.first_recv_unix_ns = min_nonzero(node.first_recv_unix_ns, outcome.first_ns);
+    node.last_recv_unix_ns = node.last_recv_unix_ns.max(outcome.last_ns);
 }
 
 /// Feeds body bytes of a streaming response to `tracker`; true when the response ended.
@@ -474,6 +619,7 @@ async fn read_or_finish(stream: &mut TcpStream, buf: &mut [u8], finisher: &mut F
 /// Per-subscriber bookkeeping of received markers.
 struct Tracker {
     channel: u64,
+    node: usize,
     seen: Vec<u64>,
     scanner: Scanner,
     latencies: Vec<u64>,
@@ -484,6 +630,7 @@ impl Tracker {
     fn scan(&mut self, bytes: &[u8], now_ns: u64) {
         let Tracker {
             channel,
+            node: _,
             seen,
             scanner,
             latencies,
@@ -527,7 +674,11 @@ impl Tracker {
         shared
             .received
             .fetch_add(self.latencies.len() as u64, Ordering::Relaxed);
-        if let Ok(mut histogram) = shared.histogram.lock() {
+        let Some(histogram) = shared.histograms.get(self.node) else {
+            self.latencies.clear();
+            return;
+        };
+        if let Ok(mut histogram) = histogram.lock() {
             for &us in &self.latencies {
                 latency::record(&mut histogram, us);
             }
@@ -558,11 +709,13 @@ impl Subscriber {
     async fn run(mut self) -> Outcome {
         let mut tracker = Tracker {
             channel: self.channel,
+            node: self.target.node,
             seen: Vec::new(),
             scanner: Scanner::default(),
             latencies: Vec::with_capacity(16),
             out: Outcome {
                 channel: self.channel,
+                node: self.target.node,
                 transport: Some(self.target.transport),
                 ..Outcome::default()
             },
@@ -862,5 +1015,103 @@ impl Subscriber {
                 .await
                 .map_err(|e| format!("send request: {}", e.kind()))?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(nodes: usize, templates: usize, channels: u64, first: u64, count: u64) -> GroupPlan {
+        let mut targets = Vec::new();
+        for _ in 0..templates {
+            for node in 0..nodes {
+                let mut target =
+                    SubTarget::parse(&format!("http://127.0.0.1:{}/ev/{{ch}}", 9000 + node), {
+                        Transport::Sse
+                    })
+                    .expect("valid");
+                target.node = node;
+                targets.push(target);
+            }
+        }
+        GroupPlan {
+            targets,
+            channels,
+            prefix: "t".into(),
+            first,
+            count,
+            per_source: 100,
+            connect_concurrency: 1,
+            connect_timeout_ms: 1,
+        }
+    }
+
+    /// The closed form against a walk over every index.
+    #[test]
+    fn counts_subscribers_per_node() {
+        for (nodes, templates, channels, first, count) in [
+            (1, 1, 1, 0, 10),
+            (2, 1, 1, 0, 2000),
+            (4, 1, 1, 0, 2001),
+            (3, 2, 5, 7, 123),
+            (2, 3, 4, 0, 1),
+            (4, 1, 3, 5, 0),
+        ] {
+            let plan = plan(nodes, templates, channels, first, count);
+            let mut walked = vec![0u64; nodes];
+            for i in first..first + count {
+                let (t, _) = plan.assignment(i);
+                walked[plan.targets[t].node] += 1;
+            }
+            assert_eq!(
+                plan.per_node(),
+                walked,
+                "{nodes} {templates} {channels} {first} {count}"
+            );
+            let sliced: Vec<u64> = plan
+                .split(3)
+                .iter()
+                .map(|p| p.per_node())
+                .fold(vec![0; nodes], |acc, v| {
+                    acc.iter().zip(&v).map(|(a, b)| a + b).collect()
+                });
+            assert_eq!(sliced, walked);
+        }
+        assert_eq!(plan(2, 1, 1, 0, 2000).per_node(), [1000, 1000]);
+    }
+
+    #[test]
+    fn merges_node_stats() {
+        let mut a = GroupStats {
+            by_node: vec![NodeStats {
+                unique: 3,
+                last_recv_unix_ns: 5,
+                first_recv_unix_ns: 2,
+                ..NodeStats::default()
+            }],
+            ..GroupStats::default()
+        };
+        let b = GroupStats {
+            by_node: vec![
+                NodeStats {
+                    unique: 1,
+                    first_recv_unix_ns: 1,
+                    last_recv_unix_ns: 4,
+                    ..NodeStats::default()
+                },
+                NodeStats {
+                    lost: 2,
+                    ..NodeStats::default()
+                },
+            ],
+            ..GroupStats::default()
+        };
+        a.merge(&b);
+        assert_eq!(a.by_node.len(), 2);
+        assert_eq!(a.by_node[0].unique, 4);
+        assert_eq!(a.by_node[0].first_recv_unix_ns, 1);
+        assert_eq!(a.by_node[0].last_recv_unix_ns, 5);
+        assert_eq!(a.by_node[1].lost, 2);
     }
 }

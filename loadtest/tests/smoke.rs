@@ -258,6 +258,81 @@ fn fanout_in_worker_processes_from_several_source_addresses() {
     assert_eq!(by_transport, Some(3), "{report:#}");
 }
 
+/// `--nodes`: subscribers spread round-robin over two servers (separate memory engines here, so
+/// the publisher posts to both with `--pub-to all`), figures per node, CPU of `--redis-pid`.
+#[test]
+fn fanout_over_several_nodes() {
+    let nodes = [Herald::start(), Herald::start()];
+    let list = format!("{},{}", nodes[0].url(""), nodes[1].url(""));
+    let pid = std::process::id().to_string();
+    let base = args(&[
+        "fanout",
+        "-n",
+        "16",
+        "-c",
+        "2",
+        "-m",
+        "15",
+        "--settle-ms",
+        "100",
+        "--nodes",
+        &list,
+        "--sub",
+        "/ev/{ch}",
+        "--sub",
+        "ws=/ws/{ch}",
+        "--pub",
+        "/pub?id={ch}",
+        "--stats",
+        "/channels-stats",
+    ]);
+    let mut a = base.clone();
+    a.extend(args(&[
+        "--pub-to",
+        "all",
+        "--pid",
+        &pid,
+        "--pid",
+        &pid,
+        "--redis-pid",
+        &pid,
+    ]));
+    let report = loadtest(&a);
+    assert_delivered(&report, 16.0, 240.0);
+    let f = figures(&report);
+    assert_eq!(f["nodes"], 2.0, "{report:#}");
+    for k in 0..2 {
+        assert_eq!(f[&format!("node{k}_connected")], 8.0, "{report:#}");
+        assert_eq!(f[&format!("node{k}_deliveries")], 120.0, "{report:#}");
+        assert_eq!(f[&format!("node{k}_lost")], 0.0, "{report:#}");
+        assert_eq!(f[&format!("node{k}_duplicated")], 0.0, "{report:#}");
+        assert!(f[&format!("node{k}_deliveries_per_s")] > 0.0, "{report:#}");
+        assert!(f[&format!("node{k}_cpu_s")] >= 0.0, "{report:#}");
+    }
+    assert!(
+        f["redis_cpu_s"] >= 0.0 && f.contains_key("redis0_cpu_s"),
+        "{report:#}"
+    );
+    assert!(f["deliveries_per_s_per_node"] > 0.0, "{report:#}");
+    assert_eq!(
+        report["params"]["nodes"].as_array().map(|n| n.len()),
+        Some(2)
+    );
+
+    // Publishing to the first node only: separate engines do not share, so every message is
+    // lost on the second node, and the per-node figures say where.
+    // The second node's subscribers wait for messages that never come: a short grace.
+    let mut a = base;
+    a.extend(args(&["--grace", "1"]));
+    let report = loadtest(&a);
+    let f = figures(&report);
+    assert_eq!(f["node0_lost"], 0.0, "{report:#}");
+    assert_eq!(f["node0_deliveries"], 120.0, "{report:#}");
+    assert_eq!(f["node1_lost"], 120.0, "{report:#}");
+    assert_eq!(f["node1_deliveries"], 0.0, "{report:#}");
+    assert_eq!(f["lost"], 120.0, "{report:#}");
+}
+
 #[test]
 fn idle_reports_memory_per_subscriber() {
     let herald = Herald::start();
