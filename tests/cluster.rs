@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::redis::{channels_on_shard, free_port, shard_of, RedisServer};
-use common::{client, header, parse_json, Subscriber, WAIT};
+use common::redis::{channels_on_shard, free_port, shard_of, RedisCluster, RedisServer};
+use common::{client, header, parse_json, poll_until, Subscriber, WAIT};
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -52,6 +52,8 @@ struct Cluster {
     locations: String,
     /// A whole config to use instead of the generated one (`{PORT}` and `{NODE}` replaced).
     raw_config: Option<String>,
+    /// `redis_urls` are the seeds of one Redis Cluster.
+    redis_cluster: bool,
 }
 
 impl Cluster {
@@ -63,6 +65,16 @@ impl Cluster {
             channels: String::new(),
             locations: String::new(),
             raw_config: None,
+            redis_cluster: false,
+        }
+    }
+
+    /// Nodes on one Redis Cluster (`[engine] cluster = true`, its nodes as seeds).
+    fn on_redis_cluster(test: &str, redis: &RedisCluster) -> Cluster {
+        Cluster {
+            redis_urls: redis.urls(),
+            redis_cluster: true,
+            ..Cluster::new(test, &[])
         }
     }
 
@@ -134,6 +146,7 @@ impl Cluster {
             (ms(COMMAND_TIMEOUT), ms(HEARTBEAT), ms(NODE_TIMEOUT));
         let channels = &self.channels;
         let locations = &self.locations;
+        let cluster_mode = self.redis_cluster;
         format!(
             r#"
 [server]
@@ -153,6 +166,7 @@ channel_inactivity_time = "30s"
 [engine]
 kind = "redis"
 redis_urls = [{urls}]
+cluster = {cluster_mode}
 key_prefix = "{prefix}"
 node_name = "{name}"
 command_timeout = "{command_timeout}"
@@ -1615,4 +1629,107 @@ async fn example_cluster_config_runs_two_nodes() {
         sub.received()
     );
     assert_eq!(header(&sub.headers, RECOVERY), "complete");
+}
+
+/// Redis Cluster (3 masters, sharded pub/sub): channels spread over the cluster's nodes; a message
+/// published on node A reaches subscribers on node B on every channel, recovery works on B, and the
+/// statistics count every channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_shares_channels_across_nodes() {
+    let redis = tokio::task::block_in_place(|| RedisCluster::start(3));
+    let cluster = Cluster::on_redis_cluster("rcluster", &redis);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    for node in [&a, &b] {
+        let ready = poll_until(WAIT, Duration::from_millis(50), || async {
+            node.get("/readyz").await.0 == StatusCode::OK
+        })
+        .await;
+        assert!(
+            ready,
+            "{} not ready: {:?}",
+            node.name,
+            node.get("/readyz").await
+        );
+    }
+    let channels: Vec<String> = (0..12).map(|n| format!("rc{n}")).collect();
+    let mut subs = Vec::new();
+    for channel in &channels {
+        subs.push(b.subscribe_ok(&format!("/sub/{channel}")).await);
+    }
+    for channel in &channels {
+        b.wait_subscribers(channel, WAIT, "B's subscriber", |n| n == 1)
+            .await;
+    }
+    for n in 1..=5 {
+        for channel in &channels {
+            a.publish_ok(channel, &format!("{channel}-m{n}"), None)
+                .await;
+        }
+    }
+    for (channel, sub) in channels.iter().zip(subs.iter_mut()) {
+        let got = sub.read_until(&format!("{channel}-m5\n"), WAIT).await;
+        let want: String = (1..=5).map(|n| format!("{channel}-m{n}\n")).collect();
+        assert_eq!(got, want, "subscriber of {channel} on B");
+    }
+    // The keys are spread over the cluster's masters.
+    let holding = redis
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap_or(0) > 0)
+        .count();
+    assert!(
+        holding >= 2,
+        "channels should spread over the masters; {holding} hold keys"
+    );
+    // Recovery on B from history in the cluster.
+    let mut sub = b.subscribe_ok(&format!("/sub/{}.b2", channels[0])).await;
+    let got = sub.read_until(&format!("{}-m5\n", channels[0]), WAIT).await;
+    assert_eq!(got, format!("{0}-m4\n{0}-m5\n", channels[0]));
+    // Cluster-wide statistics on A.
+    let summary = parse_json(&a.stats_raw("").await.1);
+    assert_eq!(summary["channels"], 12, "{summary}");
+    assert_eq!(summary["published_messages"], 60, "{summary}");
+    // Delete on A ends B's subscriber.
+    let (status, _, body) = a
+        .request(Method::DELETE, &format!("/pub?id={}", channels[1]), "", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rest = subs[1].read_to_end(WAIT).await;
+    assert!(rest.contains("Channel deleted"), "{rest:?}");
+}
+
+/// Redis restarts *without* its data: the channels a node followed are gone, so their subscribers
+/// get the channel-deleted message (their stream ends and clients reconnect to a fresh channel)
+/// rather than silently waiting on a channel that no longer exists; publishing works again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_without_data_ends_followed_channels() {
+    let mut redis = RedisServer::start();
+    let cluster = Cluster::new("lost", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let b = cluster.node("node-b").await;
+    let mut sub = b.subscribe_ok("/sub/lost").await;
+    b.wait_subscribers("lost", WAIT, "1", |n| n == 1).await;
+    a.publish_ok("lost", "before", None).await;
+    assert_eq!(sub.read_until("before\n", WAIT).await, "before\n");
+
+    tokio::task::block_in_place(|| {
+        redis.kill();
+        redis.restart();
+    });
+    let rest = sub.read_to_end(Duration::from_secs(10)).await;
+    assert!(
+        rest.contains("Channel deleted"),
+        "B's subscriber after Redis lost its data: {rest:?}"
+    );
+    // The channel starts afresh, on both nodes.
+    let ready = poll_until(WAIT, Duration::from_millis(50), || async {
+        a.get("/readyz").await.0 == StatusCode::OK && b.get("/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "nodes not ready again after the restart");
+    let mut sub = b.subscribe_ok("/sub/lost").await;
+    b.wait_subscribers("lost", WAIT, "1", |n| n == 1).await;
+    a.publish_ok("lost", "after", None).await;
+    assert_eq!(sub.read_until("after\n", WAIT).await, "after\n");
 }

@@ -107,6 +107,9 @@ pub enum BrokerError {
     /// The shared engine (Redis) could not be reached; the text names the shard and the reason.
     #[error("{0}")]
     Unavailable(String),
+    /// A mirror channel was deleted while a subscriber was being attached to it.
+    #[error("The channel changed while subscribing; try again.")]
+    ChannelChanged,
     /// One more subscriber would exceed the per-channel limit.
     #[error("Subscribers limit per channel has been exceeded. Limit: max_subscribers_per_channel = {max}.")]
     TooManySubscribers {
@@ -210,6 +213,8 @@ pub struct Mirrored {
     pub store: bool,
     /// When the stored copy expires.
     pub expires_at: Instant,
+    /// Taken in late, while catching up after a lost connection.
+    pub catch_up: bool,
 }
 
 /// The text of a lifecycle event on the events channel.
@@ -712,20 +717,13 @@ impl Broker {
         requests: &[SubscribeTo],
         policy: &SubscribePolicy,
     ) -> Result<Subscription, BrokerError> {
+        self.check_request(requests, policy)?;
         let wildcards = requests
             .iter()
             .filter(|r| self.is_wildcard(r.channel.as_str()))
             .count() as u64;
-        if let Some(max) = policy.wildcard_channel_max_qtd {
-            if wildcards > max || (wildcards > 0 && wildcards == requests.len() as u64) {
-                return Err(BrokerError::TooManyWildcardInRequest { max });
-            }
-        }
         for request in requests {
             let id = request.channel.as_str();
-            if self.is_events_channel(id) && !policy.allow_events_channel {
-                return Err(BrokerError::EventsChannelSubscription);
-            }
             if policy.authorized_channels_only
                 && !self.is_wildcard(id)
                 && !self.find(id).is_some_and(|c| c.has_stored())
@@ -736,13 +734,21 @@ impl Broker {
         if policy.authorized_channels_only && wildcards == requests.len() as u64 && wildcards > 0 {
             return Err(BrokerError::NotAuthorizedToCreate);
         }
+        let mirror = self.cfg().mirror;
         let mut subscription = Subscription::new(self.clone());
         for request in requests {
             let max = self.cfg().max_subscribers_per_channel;
             let (channel, attached) = loop {
-                let channel = self.get_or_create(&request.channel)?;
+                let channel = if mirror {
+                    // The engine prepared the mirror channel; gone means deleted meanwhile.
+                    self.find(request.channel.as_str())
+                        .ok_or(BrokerError::ChannelChanged)?
+                } else {
+                    self.get_or_create(&request.channel)?
+                };
                 match channel.attach(max, &request.start) {
                     Ok(attached) => break (channel, attached),
+                    Err(AttachError::Gone) if mirror => return Err(BrokerError::ChannelChanged),
                     Err(AttachError::Gone) => continue,
                     Err(AttachError::Full { max }) => {
                         return Err(BrokerError::TooManySubscribers { max })
@@ -771,6 +777,38 @@ impl Broker {
         self.emit(LifecycleEvent::ClientUnsubscribed, &channel.id);
     }
 
+    /// The checks of a subscribe request that need no channel: wildcard counts and the events
+    /// channel.
+    pub fn check_request(
+        &self,
+        requests: &[SubscribeTo],
+        policy: &SubscribePolicy,
+    ) -> Result<(), BrokerError> {
+        let wildcards = requests
+            .iter()
+            .filter(|r| self.is_wildcard(r.channel.as_str()))
+            .count() as u64;
+        if let Some(max) = policy.wildcard_channel_max_qtd {
+            if wildcards > max || (wildcards > 0 && wildcards == requests.len() as u64) {
+                return Err(BrokerError::TooManyWildcardInRequest { max });
+            }
+        }
+        if policy.authorized_channels_only && wildcards == requests.len() as u64 && wildcards > 0 {
+            return Err(BrokerError::NotAuthorizedToCreate);
+        }
+        for request in requests {
+            if self.is_events_channel(request.channel.as_str()) && !policy.allow_events_channel {
+                return Err(BrokerError::EventsChannelSubscription);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts channels and messages another engine removed in the trash figures of statistics.
+    pub fn add_to_trash(&self, channels: u64, messages: u64) {
+        self.inner.trash.add(channels, messages);
+    }
+
     /// Sets where a mirroring broker sends subscribe/unsubscribe events (once).
     pub fn set_event_sink(&self, sink: EventSink) {
         let _ = self.inner.event_sink.0.set(sink);
@@ -786,11 +824,21 @@ impl Broker {
             let Ok(channel) = self.get_or_create(id) else {
                 return false;
             };
+            // Caught up after a lost connection, below the watermark: newer messages of other
+            // channels went out first, and a long-poll over several channels may have answered
+            // past this key, so it gets a fresh one here.
+            let (time, tag) = if mirrored.catch_up
+                && (mirrored.time, mirrored.tag) <= self.inner.clock.watermark()
+            {
+                self.inner.clock.next()
+            } else {
+                (mirrored.time, mirrored.tag)
+            };
             let parts = MessageParts {
                 channel: id.clone(),
                 id: mirrored.id as i64,
-                time: mirrored.time,
-                tag: mirrored.tag,
+                time,
+                tag,
                 event_id: mirrored.event_id.clone(),
                 event_type: mirrored.event_type.clone(),
                 text: mirrored.text.clone(),

@@ -458,6 +458,7 @@ fn mirrored(message_id: u64, time: u64, body: &'static str) -> Mirrored {
         text: Bytes::from_static(body.as_bytes()),
         store: true,
         expires_at: Instant::now() + Duration::from_secs(60),
+        catch_up: false,
     }
 }
 

@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// Redis servers (`redis://host:port/db`), one per shard; a channel lives on shard
     /// `fnv1a64(channel id) % len(redis_urls)`. Every node must list the same URLs in the same order.
     pub redis_urls: Vec<String>,
+    /// `redis_urls` are seed nodes of one Redis Cluster (7.0 or later) instead of standalone shards:
+    /// channels are spread over the cluster's slots and announced with sharded pub/sub. Default off.
+    pub cluster: bool,
     /// Prefix of every Redis key and pub/sub channel Herald uses. Default `herald`.
     pub key_prefix: String,
     /// This node's name in statistics (`by_worker`). Default: host name and process id.
@@ -74,6 +77,7 @@ impl Default for EngineConfig {
         EngineConfig {
             kind: EngineKind::Memory,
             redis_urls: Vec::new(),
+            cluster: false,
             key_prefix: "herald".into(),
             node_name: None,
             command_timeout: ConfDuration(Duration::from_secs(2)),
@@ -569,6 +573,9 @@ fn validate_engine(engine: &EngineConfig) -> Result<(), (&'static str, String)> 
             "kind = \"redis\" needs at least one Redis URL, e.g. [\"redis://127.0.0.1:6379/0\"]"
                 .into(),
         ));
+    }
+    if engine.cluster && engine.kind != EngineKind::Redis {
+        return Err(("cluster", "needs kind = \"redis\"".into()));
     }
     for url in &engine.redis_urls {
         if !(url.starts_with("redis://") || url.starts_with("unix://")) {

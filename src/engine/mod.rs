@@ -140,15 +140,47 @@ impl Engine {
         requests: &[SubscribeTo],
         policy: &SubscribePolicy,
     ) -> Result<Subscription, BrokerError> {
-        if let Some(redis) = &self.redis {
-            redis.prepare_subscribe(requests, policy).await?;
-        }
-        self.broker.subscribe(requests, policy)
+        self.subscribe_with_watermark(requests, policy)
+            .await
+            .map(|(_, subscription)| subscription)
     }
 
-    /// See `Broker::watermark`.
-    pub fn watermark(&self) -> (u64, u64) {
-        self.broker.watermark()
+    /// Subscribes, and reads the watermark the long-poll rule needs (`Broker::watermark`): before
+    /// attaching, and with Redis once the channels' history is in the mirror.
+    pub async fn subscribe_with_watermark(
+        &self,
+        requests: &[SubscribeTo],
+        policy: &SubscribePolicy,
+    ) -> Result<((u64, u64), Subscription), BrokerError> {
+        let Some(redis) = &self.redis else {
+            let watermark = self.broker.watermark();
+            return Ok((watermark, self.broker.subscribe(requests, policy)?));
+        };
+        // Refuse what needs no channel before anything is created in Redis.
+        self.broker.check_request(requests, policy)?;
+        for _ in 0..3 {
+            redis.prepare_subscribe(requests, policy).await?;
+            let watermark = self.broker.watermark();
+            match self.broker.subscribe(requests, policy) {
+                // Deleted between the preparation and the attach: prepare again.
+                Err(BrokerError::ChannelChanged) => continue,
+                other => return other.map(|subscription| (watermark, subscription)),
+            }
+        }
+        Err(BrokerError::ChannelChanged)
+    }
+
+    /// (channels, wildcard channels, uptime) for documents that show them beside channel infos:
+    /// with Redis, channel counts as of the last heartbeat (no round trip).
+    pub fn group_totals(&self) -> (u64, u64, u64) {
+        let summary = self.broker.summary();
+        match &self.redis {
+            Some(redis) => {
+                let (channels, wildcard) = redis.cached_channel_counts();
+                (channels, wildcard, summary.uptime)
+            }
+            None => (summary.channels, summary.wildcard_channels, summary.uptime),
+        }
     }
 
     /// One channel's info, `None` if it does not exist.

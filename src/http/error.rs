@@ -81,7 +81,9 @@ impl From<BrokerError> for HttpError {
             | BrokerError::TooManySubscribers { .. } => StatusCode::FORBIDDEN,
             // The module answers 500 when its shared memory is full.
             BrokerError::MemoryExhausted { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BrokerError::Unavailable(_) | BrokerError::ChannelChanged => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         if let Some(limit) = limit_name(&err) {
             crate::metrics::count_limit_refusal(limit);

@@ -101,16 +101,16 @@ pub fn channel_info_response(info: &ChannelInfo, format: InfoFormat) -> Response
 }
 
 /// The group document: header fields and `infos`.
-pub async fn group_doc(state: &AppState, infos: &[ChannelInfo]) -> Result<Value, HttpError> {
-    let (summary, _) = state.engine.summary().await?;
-    Ok(json!({
+pub fn group_doc(state: &AppState, infos: &[ChannelInfo], totals: (u64, u64, u64)) -> Value {
+    let (channels, wildcard_channels, uptime) = totals;
+    json!({
         "hostname": state.hostname,
         "time": local_time(),
-        "channels": summary.channels,
-        "wildcard_channels": summary.wildcard_channels,
-        "uptime": summary.uptime,
+        "channels": channels,
+        "wildcard_channels": wildcard_channels,
+        "uptime": uptime,
         "infos": infos.iter().map(channel_info_doc).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 async fn summary_doc(state: &AppState) -> Result<Value, HttpError> {
@@ -290,8 +290,17 @@ pub async fn infos_response(
     match infos.len() {
         0 => Err(HttpError::new(StatusCode::NOT_FOUND, "Channel not found.")),
         1 => Ok(channel_info_response(&infos[0], format)),
-        _ => Ok(doc_response(&group_doc(state, &infos).await?, format)),
+        _ => Ok(doc_response(
+            &group_doc(state, &infos, fresh_totals(state).await?),
+            format,
+        )),
     }
+}
+
+/// (channels, wildcard channels, uptime) as the statistics summary gives them now.
+async fn fresh_totals(state: &AppState) -> Result<(u64, u64, u64), HttpError> {
+    let (summary, _) = state.engine.summary().await?;
+    Ok((summary.channels, summary.wildcard_channels, summary.uptime))
 }
 
 /// The statistics location.
@@ -317,7 +326,8 @@ pub async fn handle(
             pattern.split('*').next().unwrap_or("")
         };
         let infos = state.engine.channels_with_prefix(prefix).await?;
-        return Ok(doc_response(&group_doc(state, &infos).await?, format));
+        let totals = fresh_totals(state).await?;
+        return Ok(doc_response(&group_doc(state, &infos, totals), format));
     }
     for id in &ids {
         state.routes().rules.check_shape(id)?;

@@ -284,8 +284,10 @@ async fn poll(
             ));
         }
     }
-    let watermark = state.broker.watermark();
-    let mut subscription = state.engine.subscribe(targets, &settings.policy).await?;
+    let (watermark, mut subscription) = state
+        .engine
+        .subscribe_with_watermark(targets, &settings.policy)
+        .await?;
     let recovery = subscription.recovery();
     let mut metrics = ConnectionMetrics::open(mode.name());
     let wait = mode == SubscriberMode::LongPolling;

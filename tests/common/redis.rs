@@ -83,6 +83,15 @@ impl RedisServer {
     /// Starts the process again (after `stop`/`kill`) on the same port and data directory, and waits
     /// until it answers PING.
     pub fn restart(&mut self) {
+        let persistence: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        self.start_process(persistence);
+    }
+
+    fn start_process(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "redis-server is already running");
         let mut command = Command::new(REDIS_SERVER);
         command
@@ -100,11 +109,7 @@ impl RedisServer {
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if self.persistent {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
-        }
+        command.args(extra);
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {REDIS_SERVER} (apt-get install redis-server): {e}")
         });
@@ -157,5 +162,75 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `masters` redis-server processes (no replicas) on free loopback ports, created
+/// with `redis-cli --cluster create`; killed when dropped.
+pub struct RedisCluster {
+    /// The servers, in port order.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the servers in cluster mode and joins them into one cluster covering every slot.
+    pub fn start(masters: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: PathBuf::new(),
+                persistent: false,
+                child: None,
+            };
+            server.dir = std::env::temp_dir().join(format!(
+                "herald-redis-cluster-{}-{}",
+                std::process::id(),
+                server.port
+            ));
+            let _ = std::fs::remove_dir_all(&server.dir);
+            std::fs::create_dir_all(&server.dir)
+                .unwrap_or_else(|e| panic!("mkdir {:?}: {e}", server.dir));
+            server.start_process(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+            nodes.push(server);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !cluster
+            .nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster did not reach cluster_state:ok within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node (seed URLs).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
     }
 }

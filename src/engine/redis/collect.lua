@@ -2,7 +2,7 @@
 -- it within the inactivity time). Nodes that mirror it hear 'x' on its pub/sub name. Returns 1 if
 -- this call removed it.
 -- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
--- ARGV: 1 channel id, 2 pub/sub name
+-- ARGV: 1 channel id, 2 pub/sub name, 3 announce command (PUBLISH/SPUBLISH)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
@@ -13,5 +13,5 @@ redis.call('DECRBY', KEYS[5], redis.call('LLEN', KEYS[2]))
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'x')
+redis.call(ARGV[3], ARGV[2], 'x')
 return 1

@@ -1,7 +1,7 @@
 -- Deletes a channel: its counters, stored messages and subscriber counts go, and nodes following it
 -- hear 'd' .. text (the channel-deleted message) on its pub/sub name.
 -- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
--- ARGV: 1 channel id, 2 pub/sub name, 3 channel-deleted text
+-- ARGV: 1 channel id, 2 pub/sub name, 3 channel-deleted text, 4 announce command (PUBLISH/SPUBLISH)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -9,5 +9,5 @@ redis.call('DECRBY', KEYS[5], redis.call('LLEN', KEYS[2]))
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'd' .. ARGV[3])
+redis.call(ARGV[4], ARGV[2], 'd' .. ARGV[3])
 return 1

@@ -1,17 +1,20 @@
-//! The Redis engine: several Herald nodes share channels, history and counters through one or more
-//! standalone Redis servers (shards). It owns the Lua scripts that publish, delete, expire and
-//! collect channels atomically in Redis, the pub/sub listener of each shard (with reconnection and
-//! resubscription), the per-channel follow state that turns Redis announcements into messages of the
-//! local mirroring `Broker` (so transports read them through the same cursors as with the memory
-//! engine), the node heartbeat that makes subscriber counts and limits cluster-wide, and the sweeper
-//! that expires messages and removes inactive channels in Redis.
+//! The Redis engine: several Herald nodes share channels, history and counters through Redis —
+//! standalone servers used as shards, or one Redis Cluster. It owns the Lua scripts that publish,
+//! delete, expire and collect channels atomically in Redis, the pub/sub listener of each shard (with
+//! reconnection, resubscription and catch-up from history), the per-channel follow state that turns
+//! Redis announcements into messages of the local mirroring `Broker` (so transports read them through
+//! the same cursors as with the memory engine), the node heartbeat that makes subscriber counts and
+//! limits cluster-wide, and the sweeper that expires messages and removes inactive channels in Redis.
 //!
-//! A channel lives on shard `fnv1a64(id) % shards`. Its keys share the hash tag `{id}`:
-//! `P:{id}:m` (hash: epoch, last_id, time, tag, dropped_time, dropped_tag), `P:{id}:l` (list of
-//! stored records, oldest first), `P:{id}:s` (hash: node → local subscribers), and its pub/sub name
-//! is `P:{id}:p`. Per shard: `P:channels` / `P:wchannels` (zsets: channel → deadline ms),
-//! `P:expiry` (zset: channel → expiry of its oldest stored message), `P:published`, `P:stored`.
-//! Shard 0 also holds the node reports `P:nodes` and `P:nodes:seen`.
+//! Key layout (`P` = `key_prefix`). Standalone shards: a channel lives on shard `fnv1a64(id) % shards`;
+//! its keys `P:{id}:m` (hash: epoch, last_id, time, tag, dropped_time, dropped_tag), `P:{id}:l` (list
+//! of stored records, oldest first), `P:{id}:s` (hash: node → local subscribers), pub/sub name
+//! `P:{id}:p`; per shard ("location" `P`): `P:channels` / `P:wchannels` (zsets: channel → deadline
+//! ms), `P:expiry` (zset: channel → expiry of its oldest stored message), `P:published`, `P:stored`.
+//! Redis Cluster: a channel belongs to bucket `fnv1a64(id) % 128`; every key of the channel and of its
+//! bucket carries the hash tag `{b}` so each script touches one slot: `P:{b}:id:m`, …, pub/sub name
+//! `P:{b}:id:p` (sharded pub/sub), location `P:{b}`. Node reports live in `P:{nodes}:reports` and
+//! `P:{nodes}:seen` (shard 0, or the cluster).
 
 mod record;
 
@@ -25,11 +28,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use record::{Announcement, Record};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
-use redis::{RedisResult, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, PushKind, RedisFuture, RedisResult, Script, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,33 +41,82 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// go, and the history read fills them in.
 const MAX_PENDING: usize = 10_000;
 
-/// Channels handled per sweep step and shard.
+/// Channels handled per sweep step and location.
 const SWEEP_BATCH: isize = 500;
 
-/// The shard of a channel: FNV-1a (64 bit) of the id's bytes, modulo the number of shards. Stable
-/// across nodes, versions and restarts.
-pub fn shard_of(id: &str, shards: usize) -> usize {
+/// Buckets of channels on a Redis Cluster (each bucket is one hash slot).
+const CLUSTER_BUCKETS: u64 = 128;
+
+/// Lifecycle events waiting to be published to the events channel; beyond this they are dropped
+/// (and logged) rather than piling up while Redis is slow.
+const MAX_QUEUED_EVENTS: usize = 10_000;
+
+/// FNV-1a (64 bit) of a channel id's bytes. Stable across nodes, versions and restarts.
+pub fn fnv1a64(id: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in id.as_bytes() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (hash % shards.max(1) as u64) as usize
+    hash
 }
 
-/// One Redis server.
+/// The standalone shard of a channel: `fnv1a64(id) % shards`.
+pub fn shard_of(id: &str, shards: usize) -> usize {
+    (fnv1a64(id) % shards.max(1) as u64) as usize
+}
+
+/// A connection to one standalone Redis or to a Redis Cluster (which routes each command by its keys).
+#[derive(Clone)]
+enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// One standalone Redis server, or the whole Redis Cluster.
 struct Shard {
     index: usize,
     url: String,
-    client: redis::Client,
-    conn: ConnectionManager,
-    /// Subscribes and unsubscribes on the current pub/sub connection; `None` while disconnected.
+    /// The command connection (`None` until a cluster connection is made).
+    conn: Mutex<Option<RedisConn>>,
+    /// Standalone: subscribes and unsubscribes on the current pub/sub connection; `None` while
+    /// disconnected.
     sink: Mutex<Option<PubSubSink>>,
     up: AtomicBool,
     /// Follows `up`, for requests that wait (bounded) for a connection being made.
     up_watch: tokio::sync::watch::Sender<bool>,
     /// Why the shard is down (for `/readyz` and 503 answers).
     problem: Mutex<String>,
+    /// Asks the listener to drop its pub/sub connection and make a new one (a ping went unanswered).
+    reconnect: tokio::sync::Notify,
 }
 
 impl Shard {
@@ -72,6 +125,10 @@ impl Shard {
         self.up_watch.send_replace(up);
         *self.problem.lock() = problem.to_string();
         crate::metrics::redis_shard_up(self.index, up);
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 }
 
@@ -91,12 +148,15 @@ pub struct NodeReport {
 /// What this node knows of the others, refreshed every heartbeat.
 #[derive(Default)]
 struct ClusterView {
-    /// Keys of live nodes (this one included once its first heartbeat went through).
+    /// Keys of live nodes.
     live: HashSet<String>,
+    /// Keys of nodes Redis forgot (silent for ten node timeouts): their subscriber counts are removed
+    /// where this node meets them.
+    dead: HashSet<String>,
     /// Reports of live nodes.
     nodes: Vec<NodeReport>,
-    /// Per shard: (normal, wildcard) channels.
-    channel_counts: Vec<(u64, u64)>,
+    /// Per location: (normal, wildcard) channels.
+    channel_counts: HashMap<String, (u64, u64)>,
 }
 
 /// A channel this node follows in Redis (it has, or recently had, local subscribers).
@@ -107,13 +167,12 @@ struct Follow {
     epoch: u64,
     /// Last Redis message id taken in.
     last_id: u64,
-    /// Added to Redis ids when the channel was re-created in Redis while local subscribers held
-    /// higher ids (Redis lost its data), so local ids keep increasing.
-    offset: u64,
     /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
     live: bool,
     pending: Vec<(u64, Record)>,
     sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// A catch-up task is running for it.
+    resyncing: bool,
     /// When the last local subscriber left (unfollowed `unsubscribe_after` later).
     idle_since: Option<Instant>,
     touched: Instant,
@@ -121,6 +180,29 @@ struct Follow {
     remote_subscribers: u64,
     /// Local subscriber count last written to Redis.
     flushed: Option<u64>,
+    /// Redis was seen ahead of this follow at the last audit (Redis Cluster).
+    behind: bool,
+}
+
+/// Why a sync runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncPurpose {
+    /// A subscriber arrives: create the channel if `create`; with `need_stored`, only a channel
+    /// holding stored messages counts as existing (authorized_channels_only).
+    Subscribe { create: bool, need_stored: bool },
+    /// After a lost connection or a gap: read what was missed.
+    CatchUp,
+}
+
+/// What a sync found.
+enum SyncOutcome {
+    /// Followed and live; subscribers on other nodes.
+    Followed(u64),
+    /// The channel does not exist (or holds no stored message when that was needed).
+    Missing,
+    /// The channel this node followed is gone (deleted, collected, or lost by Redis): its local
+    /// subscribers got the channel-deleted message and the follow ended.
+    Ended,
 }
 
 /// The engine. Shared as `Arc<RedisEngine>`.
@@ -136,29 +218,52 @@ pub struct RedisEngine {
     follows: Mutex<HashMap<ChannelId, Follow>>,
     cluster: Mutex<ClusterView>,
     started: Instant,
-    events: tokio::sync::mpsc::UnboundedSender<(&'static str, ChannelId)>,
-    events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(&'static str, ChannelId)>>>,
-    channels_in_trash: AtomicU64,
+    events: tokio::sync::mpsc::Sender<(&'static str, ChannelId)>,
+    events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<(&'static str, ChannelId)>>>,
 }
 
 struct Scripts {
     publish: Script,
     sync: Script,
+    create: Script,
     delete: Script,
     expire: Script,
     collect: Script,
     touch: Script,
     info: Script,
     node: Script,
-    create: Script,
 }
 
-/// Redis keys of one channel.
+/// Redis keys of one channel and of its location.
 struct Keys {
     meta: String,
     log: String,
     subs: String,
     pubsub: String,
+    /// Prefix of the location's keys (`P` on a standalone shard, `P:{b}` on a cluster).
+    location: String,
+}
+
+impl Keys {
+    fn channels(&self, wildcard: bool) -> String {
+        location_key(
+            &self.location,
+            if wildcard { "wchannels" } else { "channels" },
+        )
+    }
+    fn expiry(&self) -> String {
+        location_key(&self.location, "expiry")
+    }
+    fn published(&self) -> String {
+        location_key(&self.location, "published")
+    }
+    fn stored(&self) -> String {
+        location_key(&self.location, "stored")
+    }
+}
+
+fn location_key(location: &str, name: &str) -> String {
+    format!("{location}:{name}")
 }
 
 fn now_ms() -> u64 {
@@ -199,8 +304,8 @@ fn malformed(what: &str) -> BrokerError {
 }
 
 impl RedisEngine {
-    /// Connects lazily to every shard and starts the listeners, heartbeat and sweeper tasks (they end
-    /// when `shutdown` resolves). Redis being down at start is not an error: the node starts not ready.
+    /// Prepares the connections (made lazily: Redis being down at start is not an error, the node
+    /// starts not ready). `run` starts the work.
     pub fn start(
         broker: Broker,
         settings: BrokerSettings,
@@ -209,34 +314,35 @@ impl RedisEngine {
     ) -> Result<Arc<RedisEngine>, String> {
         let timeout = config.command_timeout.0;
         let mut shards = Vec::new();
-        for (index, url) in config.redis_urls.iter().enumerate() {
-            let client =
+        if config.cluster {
+            for url in &config.redis_urls {
                 redis::Client::open(url.as_str()).map_err(|e| format!("redis URL {url:?}: {e}"))?;
-            let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-                .map_err(|e| format!("redis URL {url:?}: {e}"))?;
-            crate::metrics::redis_shard_up(index, false);
-            shards.push(Arc::new(Shard {
-                index,
-                url: url.clone(),
-                client,
-                conn,
-                sink: Mutex::new(None),
-                up: AtomicBool::new(false),
-                up_watch: tokio::sync::watch::channel(false).0,
-                problem: Mutex::new("not connected yet".into()),
-            }));
+            }
+            shards.push(Self::new_shard(0, config.redis_urls.join(","), None));
+        } else {
+            for (index, url) in config.redis_urls.iter().enumerate() {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| format!("redis URL {url:?}: {e}"))?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+                    .map_err(|e| format!("redis URL {url:?}: {e}"))?;
+                shards.push(Self::new_shard(
+                    index,
+                    url.clone(),
+                    Some(RedisConn::Single(conn)),
+                ));
+            }
         }
         let started_ms = now_ms();
         let node_name = config
             .node_name
             .clone()
             .unwrap_or_else(|| format!("{hostname}:{}", std::process::id()));
-        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, events_rx) = tokio::sync::mpsc::channel(MAX_QUEUED_EVENTS);
         let engine = Arc::new(RedisEngine {
             broker,
             settings: ArcSwap::from_pointee(settings),
@@ -247,20 +353,19 @@ impl RedisEngine {
             scripts: Scripts {
                 publish: Script::new(include_str!("publish.lua")),
                 sync: Script::new(include_str!("sync.lua")),
+                create: Script::new(include_str!("create.lua")),
                 delete: Script::new(include_str!("delete.lua")),
                 expire: Script::new(include_str!("expire.lua")),
                 collect: Script::new(include_str!("collect.lua")),
                 touch: Script::new(include_str!("touch.lua")),
                 info: Script::new(include_str!("info.lua")),
                 node: Script::new(include_str!("node.lua")),
-                create: Script::new(include_str!("create.lua")),
             },
             follows: Mutex::new(HashMap::new()),
             cluster: Mutex::new(ClusterView::default()),
             started: Instant::now(),
             events,
             events_rx: Mutex::new(Some(events_rx)),
-            channels_in_trash: AtomicU64::new(0),
         });
         let sink_engine = Arc::downgrade(&engine);
         engine.broker.set_event_sink(Box::new(move |name, channel| {
@@ -271,16 +376,37 @@ impl RedisEngine {
         Ok(engine)
     }
 
+    fn new_shard(index: usize, url: String, conn: Option<RedisConn>) -> Arc<Shard> {
+        crate::metrics::redis_shard_up(index, false);
+        Arc::new(Shard {
+            index,
+            url,
+            conn: Mutex::new(conn),
+            sink: Mutex::new(None),
+            up: AtomicBool::new(false),
+            up_watch: tokio::sync::watch::channel(false).0,
+            problem: Mutex::new("not connected yet".into()),
+            reconnect: tokio::sync::Notify::new(),
+        })
+    }
+
     /// Runs the engine's background work until `shutdown` resolves: a pub/sub listener per shard,
-    /// the heartbeat, the sweeper and the events publisher. Then removes this node's report.
+    /// the heartbeat, the sweeper and the events publisher. Then this node leaves the cluster view.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for shard in &self.shards {
-            tasks.push(tokio::spawn(
-                self.clone().run_listener(shard.clone(), stop_rx.clone()),
-            ));
+            let listener = if self.config.cluster {
+                tokio::spawn(
+                    self.clone()
+                        .run_cluster_listener(shard.clone(), stop_rx.clone()),
+                )
+            } else {
+                tokio::spawn(self.clone().run_listener(shard.clone(), stop_rx.clone()))
+            };
+            tasks.push(listener);
         }
+        tasks.push(tokio::spawn(self.clone().run_node_reports(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().run_heartbeat(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().run_sweeper(stop_rx.clone())));
         if let Some(rx) = self.events_rx.lock().take() {
@@ -293,6 +419,7 @@ impl RedisEngine {
         }
         // Leave the cluster view at once rather than after node_timeout.
         let _ = self.report_node(true).await;
+        self.forget_own_counts().await;
     }
 
     /// The settings now (with limits).
@@ -312,34 +439,77 @@ impl RedisEngine {
 
     fn keys(&self, id: &str) -> Keys {
         let p = self.prefix();
-        Keys {
-            meta: format!("{p}:{{{id}}}:m"),
-            log: format!("{p}:{{{id}}}:l"),
-            subs: format!("{p}:{{{id}}}:s"),
-            pubsub: format!("{p}:{{{id}}}:p"),
+        if self.config.cluster {
+            let bucket = fnv1a64(id) % CLUSTER_BUCKETS;
+            let channel = format!("{p}:{{{bucket}}}:{id}");
+            Keys {
+                meta: format!("{channel}:m"),
+                log: format!("{channel}:l"),
+                subs: format!("{channel}:s"),
+                pubsub: format!("{channel}:p"),
+                location: format!("{p}:{{{bucket}}}"),
+            }
+        } else {
+            Keys {
+                meta: format!("{p}:{{{id}}}:m"),
+                log: format!("{p}:{{{id}}}:l"),
+                subs: format!("{p}:{{{id}}}:s"),
+                pubsub: format!("{p}:{{{id}}}:p"),
+                location: p.to_string(),
+            }
         }
     }
 
+    /// Every location (shard, key prefix) whose channel registries this engine sweeps and counts.
+    fn locations(&self) -> Vec<(usize, String)> {
+        let p = self.prefix();
+        if self.config.cluster {
+            (0..CLUSTER_BUCKETS)
+                .map(|bucket| (0, format!("{p}:{{{bucket}}}")))
+                .collect()
+        } else {
+            (0..self.shards.len()).map(|s| (s, p.to_string())).collect()
+        }
+    }
+
+    /// The channel id in a pub/sub name.
     fn channel_of_pubsub_name<'a>(&self, name: &'a str) -> Option<&'a str> {
-        name.strip_prefix(self.prefix())?
-            .strip_prefix(":{")?
-            .strip_suffix("}:p")
+        let rest = name.strip_prefix(self.prefix())?.strip_prefix(":{")?;
+        if self.config.cluster {
+            let (bucket, rest) = rest.split_once("}:")?;
+            bucket.parse::<u64>().ok()?;
+            rest.strip_suffix(":p")
+        } else {
+            rest.strip_suffix("}:p")
+        }
+    }
+
+    fn node_keys(&self) -> (String, String) {
+        let p = self.prefix();
+        (
+            format!("{p}:{{nodes}}:reports"),
+            format!("{p}:{{nodes}}:seen"),
+        )
+    }
+
+    fn announce_command(&self) -> &'static str {
+        if self.config.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    fn shard_index(&self, id: &str) -> usize {
+        if self.config.cluster {
+            0
+        } else {
+            shard_of(id, self.shards.len())
+        }
     }
 
     fn shard(&self, id: &str) -> &Arc<Shard> {
-        &self.shards[shard_of(id, self.shards.len())]
-    }
-
-    fn zset(&self, wildcard: bool) -> String {
-        if wildcard {
-            format!("{}:wchannels", self.prefix())
-        } else {
-            format!("{}:channels", self.prefix())
-        }
-    }
-
-    fn shard_key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix())
+        &self.shards[self.shard_index(id)]
     }
 
     fn is_wildcard(&self, id: &str) -> bool {
@@ -357,10 +527,33 @@ impl RedisEngine {
     }
 
     fn unavailable(&self, shard: &Shard, reason: impl std::fmt::Display) -> BrokerError {
-        BrokerError::Unavailable(format!(
-            "Redis shard {} ({}) is unavailable: {reason}. Nothing was changed; try again.",
-            shard.index, shard.url
-        ))
+        let what = if self.config.cluster {
+            format!("Redis Cluster ({})", shard.url)
+        } else {
+            format!("Redis shard {} ({})", shard.index, shard.url)
+        };
+        BrokerError::Unavailable(format!("{what} is unavailable: {reason}."))
+    }
+
+    /// The shard's command connection; on a cluster, waits (bounded) for the first connection.
+    async fn conn(&self, shard: &Shard) -> Result<RedisConn, BrokerError> {
+        if let Some(conn) = shard.conn.lock().clone() {
+            return Ok(conn);
+        }
+        self.wait_up(shard).await;
+        let conn = shard.conn.lock().clone();
+        conn.ok_or_else(|| self.unavailable(shard, shard.problem.lock().clone()))
+    }
+
+    /// Waits up to the command timeout for the shard to be up; true if it is.
+    async fn wait_up(&self, shard: &Shard) -> bool {
+        if shard.is_up() {
+            return true;
+        }
+        let mut up = shard.up_watch.subscribe();
+        tokio::time::timeout(self.config.command_timeout.0, up.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Runs one Redis operation on `shard` within the command timeout.
@@ -382,9 +575,19 @@ impl RedisEngine {
         }
     }
 
-    /// How many more channels of this kind the shard may create: the limit minus what the other
-    /// shards hold (as of the last heartbeat); -1 for no limit.
-    fn allowance(&self, shard: usize, wildcard: bool) -> i64 {
+    /// Runs one command on `shard`.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        shard: &Shard,
+        cmd: &Cmd,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.conn(shard).await?;
+        self.call(shard, cmd.query_async(&mut conn)).await
+    }
+
+    /// How many more channels of this kind the location may create: the limit minus what the other
+    /// locations hold (as of the last heartbeat); -1 for no limit.
+    fn allowance(&self, location: &str, wildcard: bool) -> i64 {
         let settings = self.settings();
         let max = if wildcard {
             settings.max_number_of_wildcard_channels
@@ -398,8 +601,7 @@ impl RedisEngine {
         let elsewhere: u64 = cluster
             .channel_counts
             .iter()
-            .enumerate()
-            .filter(|(index, _)| *index != shard)
+            .filter(|(other, _)| other.as_str() != location)
             .map(|(_, (normal, wild))| if wildcard { *wild } else { *normal })
             .sum();
         max.saturating_sub(elsewhere) as i64
@@ -418,35 +620,61 @@ impl RedisEngine {
         }
     }
 
-    /// Subscribers of other live nodes in a `P:{id}:s` hash (this node's own entry is skipped: its
-    /// exact count is local).
-    fn remote_subscribers(&self, pairs: &[Value]) -> u64 {
-        let cluster = self.cluster.lock();
-        pairs
-            .chunks(2)
-            .filter_map(|pair| {
-                let node = bytes(pair.first()?)?;
-                let node = std::str::from_utf8(&node).ok()?.to_string();
-                if node == self.node_key || !cluster.live.contains(&node) {
-                    return None;
-                }
-                int(pair.get(1)?).map(|n| n.max(0) as u64)
-            })
-            .sum()
+    /// Subscribers of other live nodes in a subscriber-count hash (this node's own entry is skipped:
+    /// its exact count is local). Fields of nodes Redis forgot are removed on the way.
+    fn remote_subscribers(&self, id: &str, pairs: &[Value]) -> u64 {
+        let mut forgotten = Vec::new();
+        let total = {
+            let cluster = self.cluster.lock();
+            pairs
+                .chunks(2)
+                .filter_map(|pair| {
+                    let node = bytes(pair.first()?)?;
+                    let node = std::str::from_utf8(&node).ok()?.to_string();
+                    if cluster.dead.contains(&node) {
+                        forgotten.push(node);
+                        return None;
+                    }
+                    if node == self.node_key || !cluster.live.contains(&node) {
+                        return None;
+                    }
+                    int(pair.get(1)?).map(|n| n.max(0) as u64)
+                })
+                .sum()
+        };
+        if !forgotten.is_empty() {
+            let shard = self.shard(id).clone();
+            let subs = self.keys(id).subs;
+            let conn = shard.conn.lock().clone();
+            if let Some(mut conn) = conn {
+                tokio::spawn(async move {
+                    let _: RedisResult<i64> = redis::cmd("HDEL")
+                        .arg(&subs)
+                        .arg(&forgotten)
+                        .query_async(&mut conn)
+                        .await;
+                });
+            }
+        }
+        total
     }
 
-    /// Sends a lifecycle event to the events channel (through Redis), if one is configured.
+    /// Queues a lifecycle event for the events channel (published through Redis), if one is
+    /// configured.
     fn emit(&self, name: &'static str, channel: &ChannelId) {
         if self.settings().events_channel_id.is_some() && !self.is_events_channel(channel.as_str())
         {
-            let _ = self.events.send((name, channel.clone()));
+            if let Err(err) = self.events.try_send((name, channel.clone())) {
+                tracing::warn!(event = name, channel = channel.as_str(), error = %err, "events channel queue full; event dropped");
+            }
         }
     }
 
     // ---- publish and delete ----
 
     /// Publishes to each channel (concurrently; each channel's publish is atomic in Redis, the set
-    /// of channels is not). Returns each channel's info after the publish.
+    /// of channels is not: a failure names the channels that did get the message). Returns each
+    /// channel's info after the publish.
     pub async fn publish(
         &self,
         channels: &[ChannelId],
@@ -482,11 +710,38 @@ impl RedisEngine {
                 .map(|id| self.publish_one(id, tail.clone(), publish.store, true)),
         )
         .await;
-        let infos = results.into_iter().collect::<Result<Vec<_>, _>>();
-        if matches!(infos, Err(BrokerError::Unavailable(_))) {
-            crate::metrics::count_redis_publish_failure();
+        let failed: Vec<&str> = channels
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if failed.is_empty() {
+            return results.into_iter().collect();
         }
-        infos
+        let first_error = results
+            .iter()
+            .find_map(|r| r.as_ref().err().cloned())
+            .unwrap_or(BrokerError::ChannelChanged);
+        if !matches!(first_error, BrokerError::Unavailable(_)) {
+            return Err(first_error);
+        }
+        crate::metrics::count_redis_publish_failure();
+        let published: Vec<&str> = channels
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        Err(BrokerError::Unavailable(if published.is_empty() {
+            format!("{first_error} Nothing was published; try again.")
+        } else {
+            format!(
+                "{first_error} Published to {}; not to {} (retry those only).",
+                published.join(", "),
+                failed.join(", ")
+            )
+        }))
     }
 
     async fn publish_one(
@@ -500,14 +755,14 @@ impl RedisEngine {
         let shard = self.shard(id.as_str());
         let wildcard = self.is_wildcard(id.as_str());
         let keys = self.keys(id.as_str());
-        let mut conn = shard.conn.clone();
+        let mut conn = self.conn(shard).await?;
         let mut invocation = self.scripts.publish.key(&keys.meta);
         invocation
             .key(&keys.log)
-            .key(self.zset(wildcard))
-            .key(self.shard_key("expiry"))
-            .key(self.shard_key("published"))
-            .key(self.shard_key("stored"))
+            .key(keys.channels(wildcard))
+            .key(keys.expiry())
+            .key(keys.published())
+            .key(keys.stored())
             .key(&keys.subs)
             .arg(id.as_str())
             .arg(&tail[..])
@@ -515,9 +770,10 @@ impl RedisEngine {
             .arg(settings.max_messages_stored_per_channel.unwrap_or(0))
             .arg(settings.message_ttl.as_millis() as u64)
             .arg(settings.channel_inactivity_time.as_millis() as u64)
-            .arg(self.allowance(shard.index, wildcard))
+            .arg(self.allowance(&keys.location, wildcard))
             .arg(&keys.pubsub)
-            .arg(u8::from(count));
+            .arg(u8::from(count))
+            .arg(self.announce_command());
         let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
         let items = array(&reply);
         let status = items
@@ -527,18 +783,42 @@ impl RedisEngine {
         if status < 0 {
             return Err(self.too_many_channels(wildcard));
         }
-        let created = items.get(3).and_then(int) == Some(1);
-        if created {
+        if items.get(3).and_then(int) == Some(1) {
             self.emit("channel_created", id);
         }
         let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
-        let remote = self.remote_subscribers(items.get(5).map(array).unwrap_or(&[]));
+        let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
         Ok(ChannelInfo {
             channel: id.clone(),
             published_messages: status as u64,
             stored_messages: stored,
             subscribers: remote + self.broker.local_subscribers(id.as_str()),
         })
+    }
+
+    /// Creates every channel of a multi-channel publish first, so one refused by the channel limit
+    /// leaves the others unchanged.
+    async fn create_all(&self, channels: &[ChannelId]) -> Result<(), BrokerError> {
+        let inactivity = self.settings().channel_inactivity_time.as_millis() as u64;
+        for id in channels {
+            let shard = self.shard(id.as_str());
+            let wildcard = self.is_wildcard(id.as_str());
+            let keys = self.keys(id.as_str());
+            let mut conn = self.conn(shard).await?;
+            let mut invocation = self.scripts.create.key(&keys.meta);
+            invocation
+                .key(keys.channels(wildcard))
+                .arg(id.as_str())
+                .arg(self.allowance(&keys.location, wildcard))
+                .arg(inactivity);
+            let created: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            match created {
+                -1 => return Err(self.too_many_channels(wildcard)),
+                1 => self.emit("channel_created", id),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Deletes channels in Redis; every node's subscribers of them get `text` (or the configured
@@ -559,17 +839,18 @@ impl RedisEngine {
         for id in channels {
             let shard = self.shard(id.as_str());
             let keys = self.keys(id.as_str());
-            let mut conn = shard.conn.clone();
+            let mut conn = self.conn(shard).await?;
             let mut invocation = self.scripts.delete.key(&keys.meta);
             invocation
                 .key(&keys.log)
-                .key(self.zset(self.is_wildcard(id.as_str())))
-                .key(self.shard_key("expiry"))
-                .key(self.shard_key("stored"))
+                .key(keys.channels(self.is_wildcard(id.as_str())))
+                .key(keys.expiry())
+                .key(keys.stored())
                 .key(&keys.subs)
                 .arg(id.as_str())
                 .arg(&keys.pubsub)
-                .arg(&text[..]);
+                .arg(&text[..])
+                .arg(self.announce_command());
             let existed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
             if existed == 1 {
                 self.emit("channel_destroyed", id);
@@ -592,11 +873,10 @@ impl RedisEngine {
         let settings = self.settings();
         for request in requests {
             let id = &request.channel;
-            if self.is_events_channel(id.as_str()) && !policy.allow_events_channel {
-                return Err(BrokerError::EventsChannelSubscription);
-            }
-            let create = !policy.authorized_channels_only || self.is_wildcard(id.as_str());
-            let remote = match self.follow(id, create).await? {
+            let wildcard = self.is_wildcard(id.as_str());
+            let create = !policy.authorized_channels_only || wildcard;
+            let need_stored = policy.authorized_channels_only && !wildcard;
+            let remote = match self.follow(id, create, need_stored).await? {
                 Some(remote) => remote,
                 None => return Err(BrokerError::NotAuthorizedToCreate),
             };
@@ -611,138 +891,160 @@ impl RedisEngine {
 
     /// Follows one channel: subscribes to its pub/sub name, reads its history into the mirror and
     /// switches its announcements to live. Returns the subscribers of other nodes, or `None` when the
-    /// channel does not exist (or has no stored message) and `create` is off.
+    /// channel does not exist (or has no stored message and `need_stored`) and `create` is off.
     async fn follow(
         self: &Arc<Self>,
         id: &ChannelId,
         create: bool,
+        need_stored: bool,
     ) -> Result<Option<u64>, BrokerError> {
-        let shard_index = shard_of(id.as_str(), self.shards.len());
-        let wildcard = self.is_wildcard(id.as_str());
-        let lock = {
-            let mut follows = self.follows.lock();
-            let follow = follows.entry(id.clone()).or_insert_with(|| Follow {
-                shard: shard_index,
-                wildcard,
-                epoch: 0,
-                last_id: 0,
-                offset: 0,
-                live: false,
-                pending: Vec::new(),
-                sync_lock: Arc::new(tokio::sync::Mutex::new(())),
-                idle_since: None,
-                touched: Instant::now(),
-                remote_subscribers: 0,
-                flushed: None,
-            });
-            follow.touched = Instant::now();
-            follow.idle_since = None;
-            if follow.live && (create || self.broker.has_stored(id.as_str())) {
-                return Ok(Some(follow.remote_subscribers));
+        for _ in 0..3 {
+            let lock = {
+                let mut follows = self.follows.lock();
+                let follow = follows
+                    .entry(id.clone())
+                    .or_insert_with(|| self.new_follow(id));
+                follow.touched = Instant::now();
+                follow.idle_since = None;
+                if follow.live && (!need_stored || self.broker.has_stored(id.as_str())) {
+                    return Ok(Some(follow.remote_subscribers));
+                }
+                follow.sync_lock.clone()
+            };
+            let _guard = lock.lock().await;
+            // Ended or forgotten while we waited: start over with the current entry.
+            let same = self
+                .follows
+                .lock()
+                .get(id)
+                .is_some_and(|f| Arc::ptr_eq(&f.sync_lock, &lock));
+            if !same {
+                continue;
             }
-            follow.sync_lock.clone()
-        };
-        let _guard = lock.lock().await;
-        let result = self.sync(id, create).await;
-        if !matches!(result, Ok(Some(_))) {
-            // Not followed after all: forget it unless local subscribers still read it.
-            let mut follows = self.follows.lock();
-            let forget = follows.get(id).is_some_and(|f| !f.live)
-                && self.broker.local_subscribers(id.as_str()) == 0;
-            if forget {
-                follows.remove(id);
-                drop(follows);
-                self.broker.drop_mirror(id.as_str());
-                self.spawn_unsubscribe(id.clone());
+            let purpose = SyncPurpose::Subscribe {
+                create,
+                need_stored,
+            };
+            let result = self.sync(id, purpose).await;
+            match result {
+                Ok(SyncOutcome::Followed(remote)) => return Ok(Some(remote)),
+                // The old incarnation ended for its subscribers; follow the channel afresh.
+                Ok(SyncOutcome::Ended) => continue,
+                Ok(SyncOutcome::Missing) => {
+                    self.forget_unused(id);
+                    return Ok(None);
+                }
+                Err(err) => {
+                    self.forget_unused(id);
+                    return Err(err);
+                }
             }
         }
-        result
+        Err(BrokerError::ChannelChanged)
     }
 
-    /// The shard's pub/sub sink; while it is (re)connecting, waits for it up to the command timeout.
-    async fn pubsub_sink(&self, shard: &Shard) -> Result<PubSubSink, BrokerError> {
-        if let Some(sink) = shard.sink.lock().clone() {
-            return Ok(sink);
+    fn new_follow(&self, id: &ChannelId) -> Follow {
+        Follow {
+            shard: self.shard_index(id.as_str()),
+            wildcard: self.is_wildcard(id.as_str()),
+            epoch: 0,
+            last_id: 0,
+            live: false,
+            pending: Vec::new(),
+            sync_lock: Arc::new(tokio::sync::Mutex::new(())),
+            resyncing: false,
+            idle_since: None,
+            touched: Instant::now(),
+            remote_subscribers: 0,
+            flushed: None,
+            behind: false,
         }
-        let mut up = shard.up_watch.subscribe();
-        let waited = tokio::time::timeout(self.config.command_timeout.0, up.wait_for(|up| *up))
-            .await
-            .is_ok_and(|r| r.is_ok());
+    }
+
+    /// Drops a follow that never went live and serves no local subscriber.
+    fn forget_unused(self: &Arc<Self>, id: &ChannelId) {
+        let mut follows = self.follows.lock();
+        let unused = follows.get(id).is_some_and(|f| !f.live && f.epoch == 0)
+            && self.broker.local_subscribers(id.as_str()) == 0;
+        if unused {
+            follows.remove(id);
+            drop(follows);
+            self.broker.drop_mirror(id.as_str());
+            self.spawn_unsubscribe(id.clone());
+        }
+    }
+
+    /// Subscribes to the channel's pub/sub name on its shard (confirmed before this returns).
+    async fn subscribe_announcements(&self, shard: &Shard, name: &str) -> Result<(), BrokerError> {
+        if self.config.cluster {
+            let RedisConn::Cluster(mut conn) = self.conn(shard).await? else {
+                return Err(self.unavailable(shard, "not a cluster connection"));
+            };
+            return self.call(shard, conn.ssubscribe(name)).await;
+        }
         let sink = shard.sink.lock().clone();
-        match sink {
-            Some(sink) if waited => Ok(sink),
-            _ => Err(self.unavailable(shard, shard.problem.lock().clone())),
-        }
-    }
-
-    /// Creates every channel of a multi-channel publish first, so one refused by the channel limit
-    /// leaves the others unchanged.
-    async fn create_all(&self, channels: &[ChannelId]) -> Result<(), BrokerError> {
-        let inactivity = self.settings().channel_inactivity_time.as_millis() as u64;
-        for id in channels {
-            let shard = self.shard(id.as_str());
-            let wildcard = self.is_wildcard(id.as_str());
-            let keys = self.keys(id.as_str());
-            let mut conn = shard.conn.clone();
-            let mut invocation = self.scripts.create.key(&keys.meta);
-            invocation
-                .key(self.zset(wildcard))
-                .arg(id.as_str())
-                .arg(self.allowance(shard.index, wildcard))
-                .arg(inactivity);
-            let created: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-            match created {
-                -1 => return Err(self.too_many_channels(wildcard)),
-                1 => self.emit("channel_created", id),
-                _ => {}
+        let mut sink = match sink {
+            Some(sink) => sink,
+            None => {
+                self.wait_up(shard).await;
+                let sink = shard.sink.lock().clone();
+                sink.ok_or_else(|| self.unavailable(shard, shard.problem.lock().clone()))?
             }
-        }
-        Ok(())
+        };
+        self.call(shard, sink.subscribe(name)).await
     }
 
     /// One synchronisation of a followed channel (the caller holds its sync lock).
     async fn sync(
         self: &Arc<Self>,
         id: &ChannelId,
-        create: bool,
-    ) -> Result<Option<u64>, BrokerError> {
+        purpose: SyncPurpose,
+    ) -> Result<SyncOutcome, BrokerError> {
         let (known_epoch, known_last, wildcard) = {
             let follows = self.follows.lock();
             match follows.get(id) {
-                Some(f) if f.live && (create || self.broker.has_stored(id.as_str())) => {
-                    return Ok(Some(f.remote_subscribers))
+                Some(f) if f.live && purpose == SyncPurpose::CatchUp => {
+                    return Ok(SyncOutcome::Followed(f.remote_subscribers))
                 }
                 Some(f) => (f.epoch, f.last_id, f.wildcard),
-                None => (0, 0, self.is_wildcard(id.as_str())),
+                None => return Ok(SyncOutcome::Ended),
             }
         };
         let shard = self.shard(id.as_str()).clone();
         let keys = self.keys(id.as_str());
         // Subscribe first: everything published from now on is announced to us (and kept in
         // `pending` until the history read below is in).
-        let mut sink = self.pubsub_sink(&shard).await?;
-        self.call(&shard, sink.subscribe(&keys.pubsub)).await?;
+        self.subscribe_announcements(&shard, &keys.pubsub).await?;
+        // A channel this node already followed is never re-created here: if it is gone, it ended.
+        let known = known_epoch != 0;
+        let (create, need_stored) = match purpose {
+            SyncPurpose::Subscribe {
+                create,
+                need_stored,
+            } => (create && !known, need_stored),
+            SyncPurpose::CatchUp => (false, false),
+        };
         let settings = self.settings();
-        let mut conn = shard.conn.clone();
+        let mut conn = self.conn(&shard).await?;
         let mut invocation = self.scripts.sync.key(&keys.meta);
         invocation
             .key(&keys.log)
-            .key(self.zset(wildcard))
-            .key(self.shard_key("expiry"))
-            .key(self.shard_key("stored"))
+            .key(keys.channels(wildcard))
+            .key(keys.expiry())
+            .key(keys.stored())
             .key(&keys.subs)
             .arg(id.as_str())
             .arg(u8::from(create))
             .arg(if create {
-                self.allowance(shard.index, wildcard)
+                self.allowance(&keys.location, wildcard)
             } else {
                 -1
             })
             .arg(settings.channel_inactivity_time.as_millis() as u64)
-            .arg(if known_epoch == 0 {
-                String::new()
-            } else {
+            .arg(if known {
                 known_epoch.to_string()
+            } else {
+                String::new()
             })
             .arg(known_last);
         let reply: Value = self
@@ -750,7 +1052,11 @@ impl RedisEngine {
             .await?;
         let items = array(&reply);
         match items.first().and_then(int) {
-            Some(0) => return Ok(None),
+            Some(0) if known => {
+                self.end_channel(id);
+                return Ok(SyncOutcome::Ended);
+            }
+            Some(0) => return Ok(SyncOutcome::Missing),
             Some(-1) => return Err(self.too_many_channels(wildcard)),
             Some(1) => {}
             _ => return Err(malformed("sync")),
@@ -758,6 +1064,11 @@ impl RedisEngine {
         let field = |i: usize| items.get(i).and_then(int);
         let created = field(1) == Some(1);
         let epoch = field(2).ok_or_else(|| malformed("sync epoch"))? as u64;
+        if known && epoch != known_epoch {
+            // Deleted (or lost by Redis) and created again meanwhile.
+            self.end_channel(id);
+            return Ok(SyncOutcome::Ended);
+        }
         let redis_last_id = field(3).unwrap_or(0).max(0) as u64;
         let dropped = field(4).zip(field(5)).map(|(t, g)| (t as u64, g as u64));
         let stored_count = field(6).unwrap_or(0);
@@ -766,69 +1077,74 @@ impl RedisEngine {
             let raw = bytes(value).ok_or_else(|| malformed("sync record"))?;
             records.push(record::parse_record(&raw).map_err(|_| malformed("sync record"))?);
         }
-        let remote = self.remote_subscribers(items.get(8).map(array).unwrap_or(&[]));
-        if !create && stored_count == 0 && !wildcard {
-            // authorized_channels_only: the channel must hold stored messages.
-            return Ok(None);
+        let remote = self.remote_subscribers(id.as_str(), items.get(8).map(array).unwrap_or(&[]));
+        if need_stored && stored_count == 0 && !known {
+            return Ok(SyncOutcome::Missing);
         }
         {
             let mut follows = self.follows.lock();
             let Some(follow) = follows.get_mut(id) else {
-                // Deleted while we read; the caller sees it as missing.
-                return Ok(None);
+                return Ok(SyncOutcome::Ended);
             };
-            if follow.epoch != epoch {
-                if follow.epoch != 0 {
-                    // Re-created in Redis: keep local ids increasing.
-                    follow.offset = self.broker.mirror_last_id(id.as_str()).unwrap_or(0);
-                }
-                follow.epoch = epoch;
-                follow.last_id = 0;
-            }
+            follow.epoch = epoch;
             self.broker.mirror_channel(id);
             if let Some(point) = dropped {
                 self.broker.mirror_dropped(id.as_str(), point);
             }
+            let catch_up = known;
             for record in records {
-                self.take_in(id, follow, record);
+                self.take_in(id, follow, record, catch_up);
             }
             let pending = std::mem::take(&mut follow.pending);
             for (pending_epoch, record) in pending {
                 if pending_epoch == epoch {
-                    self.take_in(id, follow, record);
+                    self.take_in(id, follow, record, catch_up);
                 }
             }
             // Messages not stored and published before we subscribed are not ours to deliver.
             follow.last_id = follow.last_id.max(redis_last_id);
             follow.live = true;
+            follow.behind = false;
             follow.remote_subscribers = remote;
+            // Redis may have lost this node's count (a restart without data): write it again.
+            follow.flushed = None;
         }
         if created {
             self.emit("channel_created", id);
         }
-        Ok(Some(remote))
+        Ok(SyncOutcome::Followed(remote))
+    }
+
+    /// Ends a followed channel that is gone from Redis: local subscribers get the channel-deleted
+    /// message, and the node stops following it.
+    fn end_channel(self: &Arc<Self>, id: &ChannelId) {
+        self.follows.lock().remove(id);
+        self.broker
+            .mirror_deleted(id, self.settings().channel_deleted_message_text.clone());
+        self.spawn_unsubscribe(id.clone());
     }
 
     /// Hands one Redis message to the mirror (skipping ids it has).
-    fn take_in(&self, id: &ChannelId, follow: &mut Follow, record: Record) {
+    fn take_in(&self, id: &ChannelId, follow: &mut Follow, record: Record, catch_up: bool) {
         if record.id <= follow.last_id {
             return;
         }
         follow.last_id = record.id;
-        let now = now_ms();
-        let expires_at =
-            Instant::now() + Duration::from_millis(record.expires_ms.saturating_sub(now));
+        let left = Duration::from_millis(record.expires_ms.saturating_sub(now_ms()))
+            .min(Duration::from_secs(10 * 365 * 24 * 3600));
+        let now = Instant::now();
         self.broker.mirror_message(
             id,
             Mirrored {
-                id: follow.offset + record.id,
+                id: record.id,
                 time: record.time,
                 tag: record.tag,
                 event_id: record.event_id,
                 event_type: record.event_type,
                 text: record.text,
                 store: record.store,
-                expires_at,
+                expires_at: now.checked_add(left).unwrap_or(now),
+                catch_up,
             },
         );
     }
@@ -845,11 +1161,11 @@ impl RedisEngine {
                 return;
             }
         };
+        let channel = ChannelId::new_unchecked(id);
         let mut follows = self.follows.lock();
         let Some(follow) = follows.get_mut(id) else {
             return;
         };
-        let channel = ChannelId::new_unchecked(id);
         match announcement {
             Announcement::Message { epoch, record } => {
                 if !follow.live {
@@ -860,19 +1176,20 @@ impl RedisEngine {
                     return;
                 }
                 if epoch != follow.epoch {
-                    follow.offset = self.broker.mirror_last_id(id).unwrap_or(0);
-                    follow.epoch = epoch;
-                    follow.last_id = 0;
+                    // The channel was deleted or collected and created again.
+                    drop(follows);
+                    self.end_channel(&channel);
+                    return;
                 }
                 if record.id > follow.last_id + 1 {
-                    // Missed something (a reconnect): read the history, then go on.
+                    // Missed something (a lost connection): read the history, then go on.
                     follow.live = false;
                     follow.pending.push((epoch, record));
                     drop(follows);
                     self.spawn_resync(channel);
                     return;
                 }
-                self.take_in(&channel, follow, record);
+                self.take_in(&channel, follow, record, false);
             }
             Announcement::Deleted(text) => {
                 follows.remove(id);
@@ -881,34 +1198,48 @@ impl RedisEngine {
                 self.spawn_unsubscribe(channel);
             }
             Announcement::Collected => {
+                drop(follows);
                 if self.broker.drop_mirror(id) {
-                    follows.remove(id);
-                    drop(follows);
+                    self.follows.lock().remove(id);
                     self.spawn_unsubscribe(channel);
+                } else {
+                    self.end_channel(&channel);
                 }
             }
         }
     }
 
+    /// Catches a channel up from history, retrying (backoff up to 1 s) until it is live again or
+    /// no longer followed. At most one such task per channel.
     fn spawn_resync(self: &Arc<Self>, id: ChannelId) {
+        {
+            let mut follows = self.follows.lock();
+            match follows.get_mut(&id) {
+                Some(f) if !f.resyncing => f.resyncing = true,
+                _ => return,
+            }
+        }
         let engine = self.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
-            for _ in 0..20 {
+            loop {
                 let lock = match engine.follows.lock().get(&id) {
                     Some(f) if !f.live => f.sync_lock.clone(),
-                    _ => return,
+                    _ => break,
                 };
-                let _guard = lock.lock().await;
-                match engine.sync(&id, true).await {
-                    Ok(_) => return,
+                let guard = lock.lock().await;
+                match engine.sync(&id, SyncPurpose::CatchUp).await {
+                    Ok(_) => break,
                     Err(err) => {
-                        tracing::debug!(channel = %id.as_str(), error = %err, "resync failed; retrying")
+                        tracing::debug!(channel = %id.as_str(), error = %err, "catch-up failed; retrying")
                     }
                 }
-                drop(_guard);
+                drop(guard);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            if let Some(f) = engine.follows.lock().get_mut(&id) {
+                f.resyncing = false;
             }
         });
     }
@@ -922,6 +1253,13 @@ impl RedisEngine {
             if engine.follows.lock().contains_key(&id) {
                 return;
             }
+            if engine.config.cluster {
+                let conn = shard.conn.lock().clone();
+                if let Some(RedisConn::Cluster(mut conn)) = conn {
+                    let _ = engine.call(&shard, conn.sunsubscribe(&name)).await;
+                }
+                return;
+            }
             let sink = shard.sink.lock().clone();
             if let Some(mut sink) = sink {
                 let _ = engine.call(&shard, sink.unsubscribe(&name)).await;
@@ -931,21 +1269,28 @@ impl RedisEngine {
 
     // ---- background work ----
 
+    /// Standalone shard: keeps a pub/sub connection, resubscribes after a loss and catches every
+    /// followed channel up from history.
     async fn run_listener(
         self: Arc<Self>,
         shard: Arc<Shard>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        let client = match redis::Client::open(shard.url.as_str()) {
+            Ok(client) => client,
+            Err(err) => {
+                shard.set_up(false, &err.to_string());
+                return;
+            }
+        };
         let mut connected_before = false;
         let mut backoff = Duration::from_millis(100);
         loop {
             if *stop.borrow() {
                 return;
             }
-            let connect = tokio::time::timeout(
-                self.config.command_timeout.0,
-                shard.client.get_async_pubsub(),
-            );
+            let connect =
+                tokio::time::timeout(self.config.command_timeout.0, client.get_async_pubsub());
             let pubsub = tokio::select! {
                 result = connect => result,
                 _ = stop.changed() => return,
@@ -967,6 +1312,11 @@ impl RedisEngine {
                             subscribed = false;
                             break;
                         }
+                    }
+                    // The command connection reconnects when used: make sure it has before the
+                    // shard counts as up, so the first publish after an outage does not fail.
+                    if subscribed {
+                        subscribed = self.command_connection_answers(&shard).await;
                     }
                     if subscribed {
                         *shard.sink.lock() = Some(sink);
@@ -991,6 +1341,7 @@ impl RedisEngine {
                                     }
                                     None => break,
                                 },
+                                _ = shard.reconnect.notified() => break,
                                 _ = stop.changed() => return,
                             }
                         }
@@ -1000,18 +1351,111 @@ impl RedisEngine {
                     shard.set_up(false, "connection lost, reconnecting");
                     self.mark_stale(shard.index);
                 }
-                Ok(Err(err)) => {
-                    shard.set_up(false, &err.to_string());
-                }
-                Err(_) => {
-                    shard.set_up(false, "connecting timed out");
-                }
+                Ok(Err(err)) => shard.set_up(false, &err.to_string()),
+                Err(_) => shard.set_up(false, "connecting timed out"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Pings through the shard's command connection (a few tries: its first use after an outage
+    /// may still report the old failure while it reconnects).
+    async fn command_connection_answers(&self, shard: &Shard) -> bool {
+        let Some(mut conn) = shard.conn.lock().clone() else {
+            return false;
+        };
+        for _ in 0..10 {
+            let pong: Result<Value, _> = self
+                .call(shard, redis::cmd("PING").query_async(&mut conn))
+                .await;
+            if pong.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Redis Cluster: makes the cluster connection (RESP3, announcements pushed to this task) and
+    /// hands sharded pub/sub messages to the follows. The connection resubscribes by itself after a
+    /// node's connection drops; every followed channel then catches up from history.
+    async fn run_cluster_listener(
+        self: Arc<Self>,
+        shard: Arc<Shard>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
+        let timeout = self.config.command_timeout.0;
+        let client = redis::cluster::ClusterClientBuilder::new(self.config.redis_urls.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(1)
+            .build();
+        let client = match client {
+            Ok(client) => client,
+            Err(err) => {
+                shard.set_up(false, &err.to_string());
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connect = tokio::time::timeout(timeout, client.get_async_connection());
+            let result = tokio::select! {
+                result = connect => result,
+                _ = stop.changed() => return,
+            };
+            match result {
+                Ok(Ok(conn)) => {
+                    *shard.conn.lock() = Some(RedisConn::Cluster(conn));
+                    shard.set_up(true, "");
+                    tracing::info!(seeds = %shard.url, "connected to the Redis Cluster");
+                    break;
+                }
+                Ok(Err(err)) => shard.set_up(false, &err.to_string()),
+                Err(_) => shard.set_up(false, "connecting timed out"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        loop {
+            let push = tokio::select! {
+                push = push_rx.recv() => match push {
+                    Some(push) => push,
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            };
+            match push.kind {
+                PushKind::SMessage | PushKind::Message => {
+                    let (Some(name), Some(payload)) = (
+                        push.data.first().and_then(bytes),
+                        push.data.get(1).and_then(bytes),
+                    ) else {
+                        continue;
+                    };
+                    if let Ok(name) = std::str::from_utf8(&name) {
+                        self.on_announcement(name, payload);
+                    }
+                }
+                PushKind::Disconnection => {
+                    crate::metrics::count_redis_reconnect();
+                    tracing::warn!("a Redis Cluster connection dropped; catching up from history");
+                    for id in self.mark_stale(0) {
+                        self.spawn_resync(id);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -1024,12 +1468,14 @@ impl RedisEngine {
             .filter(|(_, f)| f.shard == shard)
             .map(|(id, f)| {
                 f.live = false;
+                f.flushed = None;
                 id.clone()
             })
             .collect()
     }
 
-    async fn run_heartbeat(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Reports this node every heartbeat, on its own timer (slow shards do not delay it).
+    async fn run_node_reports(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.heartbeat_interval.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1040,12 +1486,219 @@ impl RedisEngine {
             if let Err(err) = self.report_node(false).await {
                 tracing::debug!(error = %err, "heartbeat: node report failed");
             }
-            self.count_channels().await;
-            self.flush_follows().await;
         }
     }
 
-    /// Writes this node's report to shard 0 and reads the live nodes.
+    async fn run_heartbeat(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let (updates, unfollow) = self.collect_follow_updates();
+            for id in unfollow {
+                self.spawn_unsubscribe(id);
+            }
+            // Each shard's work runs on its own, so a slow shard only delays its own channels.
+            futures_util::future::join_all(self.shards.iter().map(|shard| {
+                let updates = updates.get(&shard.index).cloned().unwrap_or_default();
+                self.shard_heartbeat(shard, updates)
+            }))
+            .await;
+            self.count_channels().await;
+        }
+    }
+
+    /// Under the follows lock: changed local subscriber counts, channels to renew, idle channels
+    /// to stop following, follows that need a catch-up.
+    fn collect_follow_updates(self: &Arc<Self>) -> (HashMap<usize, ShardUpdates>, Vec<ChannelId>) {
+        let linger = self.config.unsubscribe_after.0;
+        let mut updates: HashMap<usize, ShardUpdates> = HashMap::new();
+        let mut unfollow = Vec::new();
+        let mut resync = Vec::new();
+        {
+            let mut follows = self.follows.lock();
+            for (id, follow) in follows.iter_mut() {
+                let entry = updates.entry(follow.shard).or_default();
+                let local = self.broker.local_subscribers(id.as_str());
+                if follow.live && follow.flushed != Some(local) {
+                    entry.counts.push((id.clone(), local));
+                    follow.flushed = Some(local);
+                }
+                if !follow.live && !follow.resyncing && follow.epoch != 0 {
+                    resync.push(id.clone());
+                }
+                if follow.live {
+                    entry.audit.push((id.clone(), follow.last_id));
+                }
+                if local > 0 {
+                    follow.idle_since = None;
+                    entry.touch.push((follow.wildcard, id.clone()));
+                } else {
+                    let since = *follow.idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= linger
+                        && follow.touched.elapsed() >= linger.max(Duration::from_secs(1))
+                    {
+                        unfollow.push(id.clone());
+                    }
+                }
+            }
+            unfollow.retain(|id| {
+                if self.broker.drop_mirror(id.as_str()) {
+                    follows.remove(id);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        for id in resync {
+            self.spawn_resync(id);
+        }
+        (updates, unfollow)
+    }
+
+    /// One shard's heartbeat: a ping through its pub/sub connection (a dead one is replaced),
+    /// subscriber counts, deadlines of channels with local subscribers, the audit (cluster) and the
+    /// other nodes' counts (when a per-channel subscriber limit is set).
+    async fn shard_heartbeat(self: &Arc<Self>, shard: &Arc<Shard>, updates: ShardUpdates) {
+        if !shard.is_up() {
+            return;
+        }
+        if !self.config.cluster {
+            let sink = shard.sink.lock().clone();
+            if let Some(mut sink) = sink {
+                let pong: Result<Value, _> = self.call(shard, sink.ping()).await;
+                if pong.is_err() {
+                    tracing::warn!(
+                        shard = shard.index,
+                        "Redis pub/sub connection did not answer a ping; reconnecting"
+                    );
+                    shard.reconnect.notify_one();
+                    return;
+                }
+            }
+        }
+        let Ok(conn) = self.conn(shard).await else {
+            return;
+        };
+        let ShardUpdates {
+            counts,
+            touch,
+            audit,
+        } = updates;
+        let writes = counts.iter().map(|(id, count)| {
+            let mut conn = conn.clone();
+            let subs = self.keys(id.as_str()).subs;
+            let cmd = if *count == 0 {
+                redis::cmd("HDEL").arg(&subs).arg(&self.node_key).to_owned()
+            } else {
+                redis::cmd("HSET")
+                    .arg(&subs)
+                    .arg(&self.node_key)
+                    .arg(*count)
+                    .to_owned()
+            };
+            async move { self.call(shard, cmd.query_async::<i64>(&mut conn)).await }
+        });
+        let written = futures_util::future::join_all(writes).await;
+        let failed: Vec<&ChannelId> = counts
+            .iter()
+            .zip(&written)
+            .filter(|(_, r)| r.is_err())
+            .map(|((id, _), _)| id)
+            .collect();
+        if !failed.is_empty() {
+            let mut follows = self.follows.lock();
+            for id in failed {
+                if let Some(follow) = follows.get_mut(id) {
+                    follow.flushed = None;
+                }
+            }
+        }
+        // Renew deadlines, grouped by location (one script call each).
+        let keep_alive = self
+            .settings()
+            .channel_inactivity_time
+            .max(self.config.node_timeout.0)
+            .as_millis() as u64;
+        let mut by_location: HashMap<String, Vec<(bool, ChannelId)>> = HashMap::new();
+        for (wildcard, id) in touch {
+            by_location
+                .entry(self.keys(id.as_str()).location)
+                .or_default()
+                .push((wildcard, id));
+        }
+        for (location, channels) in by_location {
+            let mut conn = conn.clone();
+            let mut invocation = self.scripts.touch.key(location_key(&location, "channels"));
+            invocation
+                .key(location_key(&location, "wchannels"))
+                .arg(keep_alive);
+            for (wildcard, id) in &channels {
+                invocation
+                    .arg(if *wildcard { "w" } else { "n" })
+                    .arg(id.as_str());
+            }
+            let _: Result<i64, _> = self.call(shard, invocation.invoke_async(&mut conn)).await;
+        }
+        if self.config.cluster {
+            self.audit(shard, &conn, audit).await;
+        }
+        if self.settings().max_subscribers_per_channel.is_some() {
+            self.refresh_remote_counts(shard, &conn).await;
+        }
+    }
+
+    /// Redis Cluster: compares each live follow's last id with Redis; a follow behind at two audits
+    /// in a row missed announcements (a connection that dropped and came back) and catches up.
+    async fn audit(
+        self: &Arc<Self>,
+        shard: &Shard,
+        conn: &RedisConn,
+        audit: Vec<(ChannelId, u64)>,
+    ) {
+        let reads = audit.iter().map(|(id, _)| {
+            let mut conn = conn.clone();
+            let meta = self.keys(id.as_str()).meta;
+            async move {
+                self.call(
+                    shard,
+                    redis::cmd("HGET")
+                        .arg(&meta)
+                        .arg("last_id")
+                        .query_async::<Option<u64>>(&mut conn),
+                )
+                .await
+            }
+        });
+        let answers = futures_util::future::join_all(reads).await;
+        let mut resync = Vec::new();
+        {
+            let mut follows = self.follows.lock();
+            for ((id, seen), answer) in audit.iter().zip(answers) {
+                let Ok(Some(in_redis)) = answer else {
+                    continue;
+                };
+                let Some(follow) = follows.get_mut(id) else {
+                    continue;
+                };
+                let behind = in_redis > *seen && follow.last_id < in_redis;
+                if behind && follow.behind && follow.live {
+                    follow.live = false;
+                    resync.push(id.clone());
+                }
+                follow.behind = behind;
+            }
+        }
+        for id in resync {
+            self.spawn_resync(id);
+        }
+    }
+
+    /// Writes this node's report and reads the live nodes.
     async fn report_node(&self, leaving: bool) -> Result<(), BrokerError> {
         let Some(shard) = self.shards.first() else {
             return Ok(());
@@ -1057,18 +1710,20 @@ impl RedisEngine {
             uptime: self.started.elapsed().as_secs(),
         };
         let json = serde_json::to_string(&report).unwrap_or_default();
-        let mut conn = shard.conn.clone();
-        let mut invocation = self.scripts.node.key(self.shard_key("nodes"));
+        let (reports, seen) = self.node_keys();
+        let mut conn = self.conn(shard).await?;
+        let mut invocation = self.scripts.node.key(reports);
         invocation
-            .key(self.shard_key("nodes:seen"))
+            .key(seen)
             .arg(&self.node_key)
             .arg(json)
             .arg(self.config.node_timeout.0.as_millis() as u64)
             .arg(u8::from(leaving));
         let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+        let parts = array(&reply);
         let mut live = HashSet::new();
         let mut nodes = Vec::new();
-        for pair in array(&reply).chunks(2) {
+        for pair in parts.first().map(array).unwrap_or(&[]).chunks(2) {
             let (Some(key), Some(report)) =
                 (pair.first().and_then(bytes), pair.get(1).and_then(bytes))
             else {
@@ -1081,149 +1736,103 @@ impl RedisEngine {
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node).then(a.pid.cmp(&b.pid)));
         let mut cluster = self.cluster.lock();
+        for key in parts.get(1).map(array).unwrap_or(&[]) {
+            if let Some(key) = bytes(key) {
+                if cluster.dead.len() >= 10_000 {
+                    cluster.dead.clear();
+                }
+                cluster
+                    .dead
+                    .insert(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
         cluster.live = live;
         cluster.nodes = nodes;
         Ok(())
     }
 
-    /// Reads every shard's channel counts (for the channel limits).
-    async fn count_channels(&self) {
-        let mut counts = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let mut conn = shard.conn.clone();
-            let mut pipe = redis::pipe();
-            pipe.zcard(self.zset(false)).zcard(self.zset(true));
-            let result: Result<(u64, u64), _> = self.call(shard, pipe.query_async(&mut conn)).await;
-            counts.push(result.unwrap_or_else(|_| {
-                // Keep the last figure for a shard we cannot read.
-                self.cluster
-                    .lock()
-                    .channel_counts
-                    .get(shard.index)
-                    .copied()
-                    .unwrap_or((0, 0))
-            }));
-        }
-        self.cluster.lock().channel_counts = counts;
-    }
-
-    /// Writes changed local subscriber counts, renews the deadline of channels with local
-    /// subscribers, stops following channels idle for `unsubscribe_after`, and (when a
-    /// per-channel subscriber limit is set) refreshes the other nodes' counts.
-    async fn flush_follows(self: &Arc<Self>) {
-        let linger = self.config.unsubscribe_after.0;
-        let keep_alive = self
-            .settings()
-            .channel_inactivity_time
-            .max(self.config.node_timeout.0)
-            .as_millis() as u64;
-        let mut writes: Vec<Vec<(ChannelId, u64)>> = vec![Vec::new(); self.shards.len()];
-        let mut touches: Vec<Vec<(bool, ChannelId)>> = vec![Vec::new(); self.shards.len()];
-        let mut unfollow = Vec::new();
-        {
-            let mut follows = self.follows.lock();
-            for (id, follow) in follows.iter_mut() {
-                let local = self.broker.local_subscribers(id.as_str());
-                if follow.flushed != Some(local) && follow.live {
-                    writes[follow.shard].push((id.clone(), local));
-                    follow.flushed = Some(local);
-                }
-                if local > 0 {
-                    follow.idle_since = None;
-                    touches[follow.shard].push((follow.wildcard, id.clone()));
-                } else {
-                    let since = *follow.idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= linger
-                        && follow.touched.elapsed() >= linger.max(Duration::from_secs(1))
-                    {
-                        unfollow.push(id.clone());
-                    }
-                }
-            }
-            for id in &unfollow {
-                if self.broker.drop_mirror(id.as_str()) {
-                    follows.remove(id);
-                }
-            }
-        }
-        for id in unfollow {
-            self.spawn_unsubscribe(id);
-        }
-        for shard in &self.shards {
-            let writes = std::mem::take(&mut writes[shard.index]);
-            let touches = std::mem::take(&mut touches[shard.index]);
-            let mut conn = shard.conn.clone();
-            if !writes.is_empty() {
-                let mut pipe = redis::pipe();
-                for (id, count) in &writes {
-                    let subs = self.keys(id.as_str()).subs;
-                    if *count == 0 {
-                        pipe.hdel(&subs, &self.node_key).ignore();
-                    } else {
-                        pipe.hset(&subs, &self.node_key, *count).ignore();
-                    }
-                }
-                let written: Result<(), _> = self.call(shard, pipe.query_async(&mut conn)).await;
-                if written.is_err() {
-                    let mut follows = self.follows.lock();
-                    for (id, _) in &writes {
-                        if let Some(follow) = follows.get_mut(id) {
-                            follow.flushed = None;
-                        }
-                    }
-                }
-            }
-            if !touches.is_empty() {
-                let mut invocation = self.scripts.touch.key(self.zset(false));
-                invocation.key(self.zset(true)).arg(keep_alive);
-                for (wildcard, id) in &touches {
-                    invocation
-                        .arg(if *wildcard { "w" } else { "n" })
-                        .arg(id.as_str());
-                }
-                let _: Result<i64, _> = self.call(shard, invocation.invoke_async(&mut conn)).await;
-            }
-        }
-        if self.settings().max_subscribers_per_channel.is_some() {
-            self.refresh_remote_counts().await;
-        }
-    }
-
-    async fn refresh_remote_counts(&self) {
+    /// On a clean shutdown: removes this node's subscriber counts from the channels it followed.
+    async fn forget_own_counts(&self) {
         let ids: Vec<(usize, ChannelId)> = self
             .follows
             .lock()
             .iter()
+            .filter(|(_, f)| f.flushed.is_some_and(|n| n > 0))
             .map(|(id, f)| (f.shard, id.clone()))
             .collect();
-        for shard in &self.shards {
-            let mine: Vec<&ChannelId> = ids
-                .iter()
-                .filter(|(s, _)| *s == shard.index)
-                .map(|(_, id)| id)
-                .collect();
-            if mine.is_empty() {
-                continue;
+        let removals = ids.iter().map(|(shard, id)| {
+            let shard = &self.shards[*shard];
+            let subs = self.keys(id.as_str()).subs;
+            async move {
+                let _: Result<i64, _> = self
+                    .query(shard, redis::cmd("HDEL").arg(&subs).arg(&self.node_key))
+                    .await;
             }
-            let mut pipe = redis::pipe();
-            for id in &mine {
-                pipe.hgetall(self.keys(id.as_str()).subs);
-            }
-            let mut conn = shard.conn.clone();
-            let Ok(replies): Result<Vec<Value>, _> =
-                self.call(shard, pipe.query_async(&mut conn)).await
-            else {
-                continue;
-            };
-            let counts: Vec<u64> = replies
-                .iter()
-                .map(|r| self.remote_subscribers(array(r)))
-                .collect();
-            let mut follows = self.follows.lock();
-            for (id, count) in mine.into_iter().zip(counts) {
-                if let Some(follow) = follows.get_mut(id) {
-                    follow.remote_subscribers = count;
+        });
+        futures_util::future::join_all(removals).await;
+    }
+
+    /// Reads every location's channel counts (for the channel limits and statistics).
+    async fn count_channels(&self) {
+        let reads = self.locations().into_iter().map(|(shard, location)| {
+            let shard = &self.shards[shard];
+            async move {
+                if !shard.is_up() {
+                    return None;
                 }
+                let normal: u64 = self
+                    .query(
+                        shard,
+                        redis::cmd("ZCARD").arg(location_key(&location, "channels")),
+                    )
+                    .await
+                    .ok()?;
+                let wild: u64 = self
+                    .query(
+                        shard,
+                        redis::cmd("ZCARD").arg(location_key(&location, "wchannels")),
+                    )
+                    .await
+                    .ok()?;
+                Some((location, (normal, wild)))
+            }
+        });
+        let counts = futures_util::future::join_all(reads).await;
+        let mut cluster = self.cluster.lock();
+        // A location we could not read keeps its last figure.
+        for (location, count) in counts.into_iter().flatten() {
+            cluster.channel_counts.insert(location, count);
+        }
+    }
+
+    async fn refresh_remote_counts(&self, shard: &Shard, conn: &RedisConn) {
+        let ids: Vec<ChannelId> = self
+            .follows
+            .lock()
+            .iter()
+            .filter(|(_, f)| f.shard == shard.index)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let reads = ids.iter().map(|id| {
+            let mut conn = conn.clone();
+            let subs = self.keys(id.as_str()).subs;
+            async move {
+                self.call(
+                    shard,
+                    redis::cmd("HGETALL")
+                        .arg(&subs)
+                        .query_async::<Value>(&mut conn),
+                )
+                .await
+                .ok()
+                .map(|reply| self.remote_subscribers(id.as_str(), array(&reply)))
+            }
+        });
+        let counts = futures_util::future::join_all(reads).await;
+        let mut follows = self.follows.lock();
+        for (id, count) in ids.iter().zip(counts) {
+            if let (Some(follow), Some(count)) = (follows.get_mut(id), count) {
+                follow.remote_subscribers = count;
             }
         }
     }
@@ -1236,54 +1845,59 @@ impl RedisEngine {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            for shard in &self.shards {
-                if shard.up.load(Ordering::Acquire) {
-                    if let Err(err) = self.sweep_shard(shard).await {
-                        tracing::debug!(shard = shard.index, error = %err, "sweep failed");
-                    }
+            let sweeps = self
+                .locations()
+                .into_iter()
+                .map(|(shard, location)| self.sweep_location(&self.shards[shard], location));
+            for result in futures_util::future::join_all(sweeps).await {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "sweep failed");
                 }
             }
         }
     }
 
-    async fn sweep_shard(&self, shard: &Shard) -> Result<(), BrokerError> {
+    async fn sweep_location(&self, shard: &Shard, location: String) -> Result<(), BrokerError> {
+        if !shard.is_up() {
+            return Ok(());
+        }
         let now = now_ms();
-        let mut conn = shard.conn.clone();
         let due: Vec<String> = self
-            .call(
+            .query(
                 shard,
                 redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.shard_key("expiry"))
+                    .arg(location_key(&location, "expiry"))
                     .arg("-inf")
                     .arg(now)
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(SWEEP_BATCH)
-                    .query_async(&mut conn),
+                    .arg(SWEEP_BATCH),
             )
             .await?;
+        let mut conn = self.conn(shard).await?;
         for id in due {
             let keys = self.keys(&id);
             let mut invocation = self.scripts.expire.key(&keys.meta);
             invocation
                 .key(&keys.log)
-                .key(self.shard_key("expiry"))
-                .key(self.shard_key("stored"))
+                .key(keys.expiry())
+                .key(keys.stored())
                 .arg(&id);
-            let _: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            self.broker.add_to_trash(0, removed.max(0) as u64);
         }
         for wildcard in [false, true] {
+            let zset = location_key(&location, if wildcard { "wchannels" } else { "channels" });
             let due: Vec<String> = self
-                .call(
+                .query(
                     shard,
                     redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.zset(wildcard))
+                        .arg(&zset)
                         .arg("-inf")
                         .arg(now)
                         .arg("LIMIT")
                         .arg(0)
-                        .arg(SWEEP_BATCH)
-                        .query_async(&mut conn),
+                        .arg(SWEEP_BATCH),
                 )
                 .await?;
             for id in due {
@@ -1294,15 +1908,16 @@ impl RedisEngine {
                 let mut invocation = self.scripts.collect.key(&keys.meta);
                 invocation
                     .key(&keys.log)
-                    .key(self.zset(wildcard))
-                    .key(self.shard_key("expiry"))
-                    .key(self.shard_key("stored"))
+                    .key(&zset)
+                    .key(keys.expiry())
+                    .key(keys.stored())
                     .key(&keys.subs)
                     .arg(&id)
-                    .arg(&keys.pubsub);
+                    .arg(&keys.pubsub)
+                    .arg(self.announce_command());
                 let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
                 if removed == 1 {
-                    self.channels_in_trash.fetch_add(1, Ordering::Relaxed);
+                    self.broker.add_to_trash(1, 0);
                     self.emit("channel_destroyed", &ChannelId::new_unchecked(&id));
                 }
             }
@@ -1312,7 +1927,7 @@ impl RedisEngine {
 
     async fn run_events(
         self: Arc<Self>,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(&'static str, ChannelId)>,
+        mut rx: tokio::sync::mpsc::Receiver<(&'static str, ChannelId)>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
@@ -1340,13 +1955,13 @@ impl RedisEngine {
     pub async fn channel_info(&self, id: &str) -> Result<Option<ChannelInfo>, BrokerError> {
         let shard = self.shard(id);
         let keys = self.keys(id);
-        let mut conn = shard.conn.clone();
+        let mut conn = self.conn(shard).await?;
         let mut invocation = self.scripts.info.key(&keys.meta);
         invocation
             .key(&keys.log)
             .key(&keys.subs)
-            .key(self.shard_key("expiry"))
-            .key(self.shard_key("stored"))
+            .key(keys.expiry())
+            .key(keys.stored())
             .arg(id);
         let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
         let items = array(&reply);
@@ -1354,7 +1969,7 @@ impl RedisEngine {
             return Ok(None);
         };
         let stored = items.get(1).and_then(int).unwrap_or(0).max(0) as u64;
-        let remote = self.remote_subscribers(items.get(2).map(array).unwrap_or(&[]));
+        let remote = self.remote_subscribers(id, items.get(2).map(array).unwrap_or(&[]));
         Ok(Some(ChannelInfo {
             channel: ChannelId::new_unchecked(id),
             published_messages: last_id.max(0) as u64,
@@ -1369,17 +1984,16 @@ impl RedisEngine {
         prefix: &str,
     ) -> Result<Vec<ChannelInfo>, BrokerError> {
         let mut ids = Vec::new();
-        for shard in &self.shards {
-            let mut conn = shard.conn.clone();
-            for wildcard in [false, true] {
+        for (shard, location) in self.locations() {
+            let shard = &self.shards[shard];
+            for name in ["channels", "wchannels"] {
                 let names: Vec<String> = self
-                    .call(
+                    .query(
                         shard,
                         redis::cmd("ZRANGE")
-                            .arg(self.zset(wildcard))
+                            .arg(location_key(&location, name))
                             .arg(0)
-                            .arg(-1)
-                            .query_async(&mut conn),
+                            .arg(-1),
                     )
                     .await?;
                 ids.extend(names.into_iter().filter(|n| n.starts_with(prefix)));
@@ -1403,22 +2017,70 @@ impl RedisEngine {
     /// Cluster-wide totals and the live nodes.
     pub async fn summary(&self) -> Result<(Summary, Vec<NodeReport>), BrokerError> {
         let mut summary = self.broker.summary();
+        let reads = self.locations().into_iter().map(|(shard, location)| {
+            let shard = &self.shards[shard];
+            async move {
+                let channels: u64 = self
+                    .query(
+                        shard,
+                        redis::cmd("ZCARD").arg(location_key(&location, "channels")),
+                    )
+                    .await?;
+                let wildcard: u64 = self
+                    .query(
+                        shard,
+                        redis::cmd("ZCARD").arg(location_key(&location, "wchannels")),
+                    )
+                    .await?;
+                let published: Option<u64> = self
+                    .query(
+                        shard,
+                        redis::cmd("GET").arg(location_key(&location, "published")),
+                    )
+                    .await?;
+                let stored: Option<i64> = self
+                    .query(
+                        shard,
+                        redis::cmd("GET").arg(location_key(&location, "stored")),
+                    )
+                    .await?;
+                Ok::<_, BrokerError>((
+                    channels,
+                    wildcard,
+                    published.unwrap_or(0),
+                    stored.unwrap_or(0),
+                ))
+            }
+        });
         let (mut channels, mut wildcard, mut published, mut stored) = (0u64, 0u64, 0u64, 0i64);
-        for shard in &self.shards {
-            let mut conn = shard.conn.clone();
-            let mut pipe = redis::pipe();
-            pipe.zcard(self.zset(false))
-                .zcard(self.zset(true))
-                .get(self.shard_key("published"))
-                .get(self.shard_key("stored"));
-            let (c, w, p, s): (u64, u64, Option<u64>, Option<i64>) =
-                self.call(shard, pipe.query_async(&mut conn)).await?;
+        for result in futures_util::future::join_all(reads).await {
+            let (c, w, p, s) = result?;
             channels += c;
             wildcard += w;
-            published += p.unwrap_or(0);
-            stored += s.unwrap_or(0);
+            published += p;
+            stored += s;
         }
-        let local_subscribers = summary.subscribers;
+        let nodes = self.nodes(summary.subscribers);
+        summary.channels = channels;
+        summary.wildcard_channels = wildcard;
+        summary.published_messages = published;
+        summary.stored_messages = stored.max(0) as u64;
+        summary.subscribers = nodes.iter().map(|n| n.subscribers).sum();
+        Ok((summary, nodes))
+    }
+
+    /// Channel counts as of the last heartbeat (no Redis round trip), for documents that only show
+    /// them beside channel infos.
+    pub fn cached_channel_counts(&self) -> (u64, u64) {
+        self.cluster
+            .lock()
+            .channel_counts
+            .values()
+            .fold((0, 0), |(n, w), (cn, cw)| (n + cn, w + cw))
+    }
+
+    /// Live nodes as of the last heartbeat, with this node's own figures fresh.
+    fn nodes(&self, local_subscribers: u64) -> Vec<NodeReport> {
         let mut nodes = self.cluster.lock().nodes.clone();
         let own_pid = std::process::id().to_string();
         nodes.retain(|n| !(n.node == self.node_name && n.pid == own_pid));
@@ -1429,46 +2091,46 @@ impl RedisEngine {
             uptime: self.started.elapsed().as_secs(),
         });
         nodes.sort_by(|a, b| a.node.cmp(&b.node).then(a.pid.cmp(&b.pid)));
-        summary.channels = channels;
-        summary.wildcard_channels = wildcard;
-        summary.published_messages = published;
-        summary.stored_messages = stored.max(0) as u64;
-        summary.subscribers = nodes.iter().map(|n| n.subscribers).sum();
-        summary.channels_in_trash = self.channels_in_trash.load(Ordering::Relaxed);
-        Ok((summary, nodes))
+        nodes
     }
 
-    /// `Ok` when every shard's pub/sub connection is up, else which shard is not and why.
+    /// `Ok` when every shard's connection is up, else which shard is not and why.
     pub fn readiness(&self) -> Result<(), String> {
         for shard in &self.shards {
-            if !shard.up.load(Ordering::Acquire) {
-                return Err(format!(
-                    "Redis shard {} ({}) is unavailable: {}",
-                    shard.index,
-                    shard.url,
-                    shard.problem.lock()
-                ));
+            if !shard.is_up() {
+                let what = if self.config.cluster {
+                    format!("Redis Cluster ({})", shard.url)
+                } else {
+                    format!("Redis shard {} ({})", shard.index, shard.url)
+                };
+                return Err(format!("{what} is unavailable: {}", shard.problem.lock()));
             }
         }
         Ok(())
     }
 }
 
+/// One shard's share of a heartbeat.
+#[derive(Default, Clone)]
+struct ShardUpdates {
+    /// Local subscriber counts to write.
+    counts: Vec<(ChannelId, u64)>,
+    /// Channels with local subscribers (wildcard?, id): their deadlines are renewed.
+    touch: Vec<(bool, ChannelId)>,
+    /// Live follows and their last id (Redis Cluster audit).
+    audit: Vec<(ChannelId, u64)>,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::shard_of;
+    use super::{fnv1a64, shard_of};
 
     #[test]
     fn shard_hash_is_fnv1a_64() {
         // FNV-1a 64 of "" is the offset basis; of "a" the published test vector.
-        assert_eq!(
-            shard_of("", usize::MAX),
-            (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize
-        );
-        assert_eq!(
-            shard_of("a", usize::MAX),
-            (0xaf63_dc4c_8601_ec8cu64 % usize::MAX as u64) as usize
-        );
+        assert_eq!(fnv1a64(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(shard_of("a", 2), (0xaf63_dc4c_8601_ec8cu64 % 2) as usize);
         let spread: std::collections::HashSet<_> =
             (0..100).map(|n| shard_of(&format!("ch{n}"), 4)).collect();
         assert_eq!(spread.len(), 4);

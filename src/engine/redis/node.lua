@@ -1,5 +1,6 @@
 -- A node's heartbeat: records its report and when Redis saw it, forgets nodes silent for ten node
--- timeouts, and returns the reports of nodes seen within one node timeout.
+-- timeouts, and returns {reports of nodes seen within one node timeout (key, report, ...), keys of
+-- the nodes it forgot}.
 -- KEYS: 1 node-report hash, 2 node-seen hash
 -- ARGV: 1 node key, 2 report (JSON), 3 node timeout ms, 4 remove (1: the node is leaving)
 local t = redis.call('TIME')
@@ -13,12 +14,14 @@ else
 end
 local timeout = tonumber(ARGV[3])
 local live = {}
+local forgotten = {}
 local seen = redis.call('HGETALL', KEYS[2])
 for i = 1, #seen, 2 do
   local age = now - tonumber(seen[i + 1])
   if age > 10 * timeout then
     redis.call('HDEL', KEYS[1], seen[i])
     redis.call('HDEL', KEYS[2], seen[i])
+    forgotten[#forgotten + 1] = seen[i]
   elseif age <= timeout then
     local report = redis.call('HGET', KEYS[1], seen[i])
     if report then
@@ -27,4 +30,4 @@ for i = 1, #seen, 2 do
     end
   end
 end
-return live
+return {live, forgotten}

@@ -5,7 +5,8 @@
 --       5 published counter, 6 stored counter, 7 subscriber-count hash
 -- ARGV: 1 channel id, 2 record tail ("store eid_len ety_len " .. eid .. ety .. text), 3 store (0/1),
 --       4 max stored (0: no limit), 5 message ttl ms, 6 inactivity ms, 7 allowance (-1: no limit),
---       8 pub/sub name, 9 count in published totals (0/1)
+--       8 pub/sub name, 9 count in published totals (0/1), 10 announce command (PUBLISH, or
+--       SPUBLISH on a Redis Cluster)
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local usec = tonumber(t[2])
@@ -76,5 +77,5 @@ if stored == 0 then
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
 redis.call('ZADD', KEYS[3], 'GT', deadline, ARGV[1])
-redis.call('PUBLISH', ARGV[8], 'm' .. epoch .. ' ' .. record)
+redis.call(ARGV[10], ARGV[8], 'm' .. epoch .. ' ' .. record)
 return {id, time, tag, created, stored, redis.call('HGETALL', KEYS[7])}

@@ -89,7 +89,10 @@ pub fn parse_record(input: &Bytes) -> Result<Record, RecordError> {
     let (event_id_len, rest) = number(rest)?;
     let (event_type_len, rest) = number(rest)?;
     let (event_id_len, event_type_len) = (event_id_len as usize, event_type_len as usize);
-    if rest.len() < event_id_len + event_type_len {
+    if event_id_len
+        .checked_add(event_type_len)
+        .map_or(true, |headers| headers > rest.len())
+    {
         return Err(RecordError("headers longer than the record"));
     }
     let offset = input.len() - rest.len();
@@ -194,5 +197,7 @@ mod tests {
             );
         }
         assert!(parse_record(&Bytes::from_static(b"1 2 3 4 1 9 0 short")).is_err());
+        // Lengths that overflow when added are refused, not a panic.
+        assert!(parse_record(&Bytes::from_static(b"1 2 3 4 1 1 18446744073709551615 x")).is_err());
     }
 }
