@@ -1733,3 +1733,61 @@ async fn redis_restart_without_data_ends_followed_channels() {
     a.publish_ok("lost", "after", None).await;
     assert_eq!(sub.read_until("after\n", WAIT).await, "after\n");
 }
+
+/// Concurrent publishes share round trips to Redis: the node writes them to its shard connection
+/// together, so Redis reads many publish scripts per read from the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_round_trips() {
+    const PUBLISHES: usize = 1000;
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("pipeline", &[&redis]);
+    let a = cluster.node("node-a").await;
+    a.publish_ok("warm", "up", None).await;
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let client = client();
+    let results = futures_util::stream::iter(0..PUBLISHES)
+        .map(|n| {
+            let (client, url) = (client.clone(), a.url(&format!("/pub?id=p{}", n % 16)));
+            async move {
+                client
+                    .post(url)
+                    .timeout(WAIT)
+                    .body(format!("m{n}"))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let ok = results
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if *s == StatusCode::OK))
+        .count();
+    assert_eq!(ok, PUBLISHES, "every publish answered 200");
+    let stat = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| {
+                v.trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .map(str::to_string)
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {text:?}"))
+    };
+    let commands = redis.cli(&["INFO", "commandstats"]);
+    let scripts = stat(&commands, "cmdstat_evalsha:calls=");
+    let reads = stat(&redis.cli(&["INFO", "stats"]), "total_reads_processed:");
+    println!("pipelining: {scripts} publish scripts arrived in {reads} socket reads");
+    assert!(
+        scripts >= PUBLISHES as u64,
+        "{scripts} scripts for {PUBLISHES} publishes"
+    );
+    assert!(
+        reads * 5 < scripts * 4,
+        "concurrent publishes should share reads: {scripts} scripts in {reads} reads"
+    );
+}
