@@ -8,10 +8,9 @@
 #![no_main]
 
 use bytes::Bytes;
-use herald::broker::{
-    Broker, BrokerSettings, ChannelId, FormatId, StartAt, SubscribePolicy, SubscribeTo,
-};
-use herald::config::ChannelsConfig;
+use herald::broker::{BrokerSettings, ChannelId, FormatId, StartAt, SubscribePolicy, SubscribeTo};
+use herald::config::{ChannelsConfig, EngineConfig};
+use herald::engine::Engine;
 use herald::transport::live::LiveOptions;
 use herald::transport::template::TemplateFramer;
 use herald::transport::websocket::{self, WebSocketOptions};
@@ -27,7 +26,7 @@ const MAX_BODY_SIZE: usize = 1 << 20;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    broker: Broker,
+    engine: Engine,
 }
 
 fn fixture() -> &'static Fixture {
@@ -43,7 +42,12 @@ fn fixture() -> &'static Fixture {
         };
         Fixture {
             runtime,
-            broker: Broker::new(BrokerSettings::from_config(&channels, 1)),
+            engine: Engine::new(
+                &EngineConfig::default(),
+                BrokerSettings::from_config(&channels, 1),
+                "fuzz",
+            )
+            .expect("memory engine"),
         }
     })
 }
@@ -52,7 +56,8 @@ fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
     let input = Bytes::copy_from_slice(data);
     fixture.runtime.block_on(async move {
-        let broker = fixture.broker.clone();
+        let engine = fixture.engine.clone();
+        let broker = engine.broker().clone();
         let targets = [SubscribeTo {
             channel: ChannelId::new_unchecked("fuzz"),
             start: StartAt::Live,
@@ -84,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
         let (trigger, shutdown) = herald::shutdown::channel();
         let server = tokio::spawn(async move {
             let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
-            websocket::run(ws, subscription, options, broker, shutdown).await;
+            websocket::run(ws, subscription, options, engine, shutdown).await;
         });
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let reader = tokio::spawn(async move {
