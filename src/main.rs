@@ -166,6 +166,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>) -> ExitCode {
+    let signal = shutdown_signal();
     let server = match Server::bind(&config, listen).await {
         Ok(server) => server,
         Err(err) => {
@@ -184,7 +185,7 @@ async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>)
         tracing::info!("location {}", location.description);
     }
     let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), source));
-    server.run(shutdown_signal()).await;
+    server.run(signal).await;
     reloads.abort();
     tracing::info!("herald stopped");
     ExitCode::SUCCESS
@@ -220,39 +221,72 @@ async fn reload_on_sighup(state: std::sync::Arc<herald::http::AppState>, source:
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM; a second one exits the process at once.
-async fn shutdown_signal() {
-    first_signal().await;
-    tokio::spawn(async {
-        first_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
+/// Listens for SIGINT and SIGTERM from the moment it is called (a signal during start-up is not
+/// left to the default action), with one listener each for the whole run: the returned future
+/// resolves on the first signal; a second one exits the process at once.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut signals = Signals::install();
+    async move {
+        let name = signals.next().await;
+        tracing::info!("{name} received");
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
 }
 
-async fn first_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// The process's SIGINT and SIGTERM listeners.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(signal) => Some(signal),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for {name}");
+                    None
+                }
+            };
+            Signals {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.interrupt) => "SIGINT",
+                _ = recv(&mut self.terminate) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

@@ -1537,6 +1537,21 @@ async fn events_channel_across_nodes() {
 async fn max_subscribers_cluster_wide() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("limit", &[&redis]).channels("max_subscribers_per_channel = 2");
+    max_subscribers_hold(&cluster).await;
+}
+
+/// The same on a Redis Cluster (whose RESP3 replies give hashes as maps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_max_subscribers_hold_across_nodes() {
+    let redis = tokio::task::block_in_place(|| RedisCluster::start(3));
+    let cluster =
+        Cluster::on_redis_cluster("rclimit", &redis).channels("max_subscribers_per_channel = 2");
+    max_subscribers_hold(&cluster).await;
+}
+
+/// One subscriber on A and one on B with a limit of 2: a third on either node is refused; once
+/// one leaves, a new one gets in.
+async fn max_subscribers_hold(cluster: &Cluster) {
     let a = cluster.node("node-a").await;
     let b = cluster.node("node-b").await;
     let on_a = a.subscribe_ok("/sub/capped").await;
@@ -1789,5 +1804,40 @@ async fn concurrent_publishes_share_round_trips() {
     assert!(
         reads * 5 < scripts * 4,
         "concurrent publishes should share reads: {scripts} scripts in {reads} reads"
+    );
+}
+
+/// A subscribe request that goes away while Redis is slow leaves nothing behind: the node does not
+/// keep following the channel (no pub/sub subscription, no growing buffer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_subscribe_leaves_no_subscription() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("abandon", &[&redis]);
+    let a = cluster.node("node-a").await;
+    a.publish_ok("other", "x", None).await;
+    redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    let answer = client()
+        .get(a.url("/lp/abandoned"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        answer.is_err(),
+        "the request should time out while Redis is paused"
+    );
+    let gone = poll_until(
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || async {
+            !redis
+                .cli(&["PUBSUB", "CHANNELS", "*abandoned*"])
+                .contains("abandoned")
+        },
+    )
+    .await;
+    assert!(
+        gone,
+        "still subscribed after the request went away: {:?}",
+        redis.cli(&["PUBSUB", "CHANNELS", "*"])
     );
 }

@@ -169,7 +169,7 @@ struct Follow {
     last_id: u64,
     /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
     live: bool,
-    pending: Vec<(u64, Record)>,
+    pending: std::collections::VecDeque<(u64, Record)>,
     sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// A catch-up task is running for it.
     resyncing: bool,
@@ -294,6 +294,18 @@ fn array(value: &Value) -> &[Value] {
     match value {
         Value::Array(items) => items,
         _ => &[],
+    }
+}
+
+/// The flat [field, value, field, value, …] form of a hash reply, whether it came as a RESP2 array
+/// or a RESP3 map (cluster connections speak RESP3).
+fn hash_pairs(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        other => array(other).to_vec(),
     }
 }
 
@@ -911,7 +923,14 @@ impl RedisEngine {
                 }
                 follow.sync_lock.clone()
             };
-            let _guard = lock.lock().await;
+            // If the request goes away while this waits (its future is dropped), an entry that never
+            // went live must not stay behind.
+            let cancel = ForgetOnDrop {
+                engine: self.clone(),
+                id: id.clone(),
+                armed: true,
+            };
+            let guard = lock.lock().await;
             // Ended or forgotten while we waited: start over with the current entry.
             let same = self
                 .follows
@@ -919,13 +938,18 @@ impl RedisEngine {
                 .get(id)
                 .is_some_and(|f| Arc::ptr_eq(&f.sync_lock, &lock));
             if !same {
+                let mut cancel = cancel;
+                cancel.armed = false;
                 continue;
             }
             let purpose = SyncPurpose::Subscribe {
                 create,
                 need_stored,
             };
-            let result = self.sync(id, purpose).await;
+            let result = self.sync(id, purpose, &lock).await;
+            drop(guard);
+            let mut cancel = cancel;
+            cancel.armed = false;
             match result {
                 Ok(SyncOutcome::Followed(remote)) => return Ok(Some(remote)),
                 // The old incarnation ended for its subscribers; follow the channel afresh.
@@ -950,7 +974,7 @@ impl RedisEngine {
             epoch: 0,
             last_id: 0,
             live: false,
-            pending: Vec::new(),
+            pending: std::collections::VecDeque::new(),
             sync_lock: Arc::new(tokio::sync::Mutex::new(())),
             resyncing: false,
             idle_since: None,
@@ -963,8 +987,14 @@ impl RedisEngine {
 
     /// Drops a follow that never went live and serves no local subscriber.
     fn forget_unused(self: &Arc<Self>, id: &ChannelId) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         let mut follows = self.follows.lock();
-        let unused = follows.get(id).is_some_and(|f| !f.live && f.epoch == 0)
+        // Not while another request syncs it.
+        let unused = follows
+            .get(id)
+            .is_some_and(|f| !f.live && f.epoch == 0 && f.sync_lock.try_lock().is_ok())
             && self.broker.local_subscribers(id.as_str()) == 0;
         if unused {
             follows.remove(id);
@@ -999,12 +1029,24 @@ impl RedisEngine {
         self: &Arc<Self>,
         id: &ChannelId,
         purpose: SyncPurpose,
+        owner: &Arc<tokio::sync::Mutex<()>>,
     ) -> Result<SyncOutcome, BrokerError> {
         let (known_epoch, known_last, wildcard) = {
             let follows = self.follows.lock();
             match follows.get(id) {
-                Some(f) if f.live && purpose == SyncPurpose::CatchUp => {
-                    return Ok(SyncOutcome::Followed(f.remote_subscribers))
+                // Another follow of the same id replaced this one: not ours to sync.
+                Some(f) if !Arc::ptr_eq(&f.sync_lock, owner) => return Ok(SyncOutcome::Ended),
+                Some(f) if f.live => {
+                    let enough = match purpose {
+                        SyncPurpose::CatchUp => true,
+                        SyncPurpose::Subscribe { need_stored, .. } => {
+                            !need_stored || self.broker.has_stored(id.as_str())
+                        }
+                    };
+                    if enough {
+                        return Ok(SyncOutcome::Followed(f.remote_subscribers));
+                    }
+                    (f.epoch, f.last_id, f.wildcard)
                 }
                 Some(f) => (f.epoch, f.last_id, f.wildcard),
                 None => return Ok(SyncOutcome::Ended),
@@ -1053,7 +1095,7 @@ impl RedisEngine {
         let items = array(&reply);
         match items.first().and_then(int) {
             Some(0) if known => {
-                self.end_channel(id);
+                self.end_channel(id, owner);
                 return Ok(SyncOutcome::Ended);
             }
             Some(0) => return Ok(SyncOutcome::Missing),
@@ -1066,7 +1108,7 @@ impl RedisEngine {
         let epoch = field(2).ok_or_else(|| malformed("sync epoch"))? as u64;
         if known && epoch != known_epoch {
             // Deleted (or lost by Redis) and created again meanwhile.
-            self.end_channel(id);
+            self.end_channel(id, owner);
             return Ok(SyncOutcome::Ended);
         }
         let redis_last_id = field(3).unwrap_or(0).max(0) as u64;
@@ -1081,9 +1123,13 @@ impl RedisEngine {
         if need_stored && stored_count == 0 && !known {
             return Ok(SyncOutcome::Missing);
         }
+        let mut gap = false;
         {
             let mut follows = self.follows.lock();
-            let Some(follow) = follows.get_mut(id) else {
+            let Some(follow) = follows
+                .get_mut(id)
+                .filter(|f| Arc::ptr_eq(&f.sync_lock, owner))
+            else {
                 return Ok(SyncOutcome::Ended);
             };
             follow.epoch = epoch;
@@ -1095,15 +1141,23 @@ impl RedisEngine {
             for record in records {
                 self.take_in(id, follow, record, catch_up);
             }
-            let pending = std::mem::take(&mut follow.pending);
-            for (pending_epoch, record) in pending {
-                if pending_epoch == epoch {
-                    self.take_in(id, follow, record, catch_up);
-                }
-            }
             // Messages not stored and published before we subscribed are not ours to deliver.
             follow.last_id = follow.last_id.max(redis_last_id);
-            follow.live = true;
+            let mut pending = std::mem::take(&mut follow.pending);
+            while let Some((pending_epoch, record)) = pending.pop_front() {
+                if pending_epoch != epoch {
+                    continue;
+                }
+                if record.id > follow.last_id + 1 {
+                    // Announcements were dropped (the pending list overflowed): read again.
+                    pending.push_front((pending_epoch, record));
+                    gap = true;
+                    break;
+                }
+                self.take_in(id, follow, record, catch_up);
+            }
+            follow.pending = pending;
+            follow.live = !gap;
             follow.behind = false;
             follow.remote_subscribers = remote;
             // Redis may have lost this node's count (a restart without data): write it again.
@@ -1112,16 +1166,42 @@ impl RedisEngine {
         if created {
             self.emit("channel_created", id);
         }
+        if gap {
+            self.spawn_resync(id.clone());
+        }
         Ok(SyncOutcome::Followed(remote))
     }
 
     /// Ends a followed channel that is gone from Redis: local subscribers get the channel-deleted
     /// message, and the node stops following it.
-    fn end_channel(self: &Arc<Self>, id: &ChannelId) {
-        self.follows.lock().remove(id);
+    fn end_channel(self: &Arc<Self>, id: &ChannelId, owner: &Arc<tokio::sync::Mutex<()>>) {
+        {
+            let mut follows = self.follows.lock();
+            // A newer follow of the same id owns the mirror now.
+            if !follows
+                .get(id)
+                .is_some_and(|f| Arc::ptr_eq(&f.sync_lock, owner))
+            {
+                return;
+            }
+            follows.remove(id);
+        }
         self.broker
             .mirror_deleted(id, self.settings().channel_deleted_message_text.clone());
+        self.forget_count(id.clone());
         self.spawn_unsubscribe(id.clone());
+    }
+
+    /// Removes this node's subscriber count of a channel it no longer follows.
+    fn forget_count(self: &Arc<Self>, id: ChannelId) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let shard = engine.shard(id.as_str()).clone();
+            let subs = engine.keys(id.as_str()).subs;
+            let _: Result<i64, _> = engine
+                .query(&shard, redis::cmd("HDEL").arg(&subs).arg(&engine.node_key))
+                .await;
+        });
     }
 
     /// Hands one Redis message to the mirror (skipping ids it has).
@@ -1170,21 +1250,22 @@ impl RedisEngine {
             Announcement::Message { epoch, record } => {
                 if !follow.live {
                     if follow.pending.len() >= MAX_PENDING {
-                        follow.pending.remove(0);
+                        follow.pending.pop_front();
                     }
-                    follow.pending.push((epoch, record));
+                    follow.pending.push_back((epoch, record));
                     return;
                 }
                 if epoch != follow.epoch {
                     // The channel was deleted or collected and created again.
+                    let owner = follow.sync_lock.clone();
                     drop(follows);
-                    self.end_channel(&channel);
+                    self.end_channel(&channel, &owner);
                     return;
                 }
                 if record.id > follow.last_id + 1 {
                     // Missed something (a lost connection): read the history, then go on.
                     follow.live = false;
-                    follow.pending.push((epoch, record));
+                    follow.pending.push_back((epoch, record));
                     drop(follows);
                     self.spawn_resync(channel);
                     return;
@@ -1198,12 +1279,14 @@ impl RedisEngine {
                 self.spawn_unsubscribe(channel);
             }
             Announcement::Collected => {
+                let owner = follow.sync_lock.clone();
                 drop(follows);
                 if self.broker.drop_mirror(id) {
                     self.follows.lock().remove(id);
+                    self.forget_count(channel.clone());
                     self.spawn_unsubscribe(channel);
                 } else {
-                    self.end_channel(&channel);
+                    self.end_channel(&channel, &owner);
                 }
             }
         }
@@ -1228,7 +1311,7 @@ impl RedisEngine {
                     _ => break,
                 };
                 let guard = lock.lock().await;
-                match engine.sync(&id, SyncPurpose::CatchUp).await {
+                match engine.sync(&id, SyncPurpose::CatchUp, &lock).await {
                     Ok(_) => break,
                     Err(err) => {
                         tracing::debug!(channel = %id.as_str(), error = %err, "catch-up failed; retrying")
@@ -1447,6 +1530,32 @@ impl RedisEngine {
                         self.on_announcement(name, payload);
                     }
                 }
+                PushKind::SUnsubscribe => {
+                    // The slot moved to another node: subscribe again there and catch up.
+                    let Some(name) = push.data.first().and_then(bytes) else {
+                        continue;
+                    };
+                    let Some(id) = std::str::from_utf8(&name)
+                        .ok()
+                        .and_then(|name| self.channel_of_pubsub_name(name))
+                        .map(ChannelId::new_unchecked)
+                    else {
+                        continue;
+                    };
+                    let followed = {
+                        let mut follows = self.follows.lock();
+                        match follows.get_mut(&id) {
+                            Some(f) => {
+                                f.live = false;
+                                true
+                            }
+                            None => false,
+                        }
+                    };
+                    if followed {
+                        self.spawn_resync(id);
+                    }
+                }
                 PushKind::Disconnection => {
                     crate::metrics::count_redis_reconnect();
                     tracing::warn!("a Redis Cluster connection dropped; catching up from history");
@@ -1483,7 +1592,20 @@ impl RedisEngine {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            if let Err(err) = self.report_node(false).await {
+            let reported = self.report_node(false).await;
+            if self.config.cluster {
+                // The cluster connection has no pub/sub connection of its own to watch: its health
+                // is whether the heartbeat gets through.
+                if let Some(shard) = self.shards.first() {
+                    if shard.conn.lock().is_some() {
+                        match &reported {
+                            Ok(()) => shard.set_up(true, ""),
+                            Err(err) => shard.set_up(false, &err.to_string()),
+                        }
+                    }
+                }
+            }
+            if let Err(err) = reported {
                 tracing::debug!(error = %err, "heartbeat: node report failed");
             }
         }
@@ -1518,6 +1640,7 @@ impl RedisEngine {
         let mut updates: HashMap<usize, ShardUpdates> = HashMap::new();
         let mut unfollow = Vec::new();
         let mut resync = Vec::new();
+        let mut abandoned = Vec::new();
         {
             let mut follows = self.follows.lock();
             for (id, follow) in follows.iter_mut() {
@@ -1529,6 +1652,15 @@ impl RedisEngine {
                 }
                 if !follow.live && !follow.resyncing && follow.epoch != 0 {
                     resync.push(id.clone());
+                }
+                // Never went live and nobody is syncing it (its request went away).
+                if !follow.live
+                    && follow.epoch == 0
+                    && local == 0
+                    && follow.touched.elapsed() >= linger
+                    && follow.sync_lock.try_lock().is_ok()
+                {
+                    abandoned.push(id.clone());
                 }
                 if follow.live {
                     entry.audit.push((id.clone(), follow.last_id));
@@ -1553,6 +1685,15 @@ impl RedisEngine {
                     false
                 }
             });
+            for id in &abandoned {
+                follows.remove(id);
+                self.broker.drop_mirror(id.as_str());
+            }
+        }
+        unfollow.extend(abandoned);
+        for id in &unfollow {
+            // Its count may still be in Redis (written before, or left from an outage).
+            self.forget_count(id.clone());
         }
         for id in resync {
             self.spawn_resync(id);
@@ -1576,7 +1717,7 @@ impl RedisEngine {
                         shard = shard.index,
                         "Redis pub/sub connection did not answer a ping; reconnecting"
                     );
-                    shard.reconnect.notify_one();
+                    shard.reconnect.notify_waiters();
                     return;
                 }
             }
@@ -1746,8 +1887,18 @@ impl RedisEngine {
                     .insert(String::from_utf8_lossy(&key).into_owned());
             }
         }
+        // A node back from a pause is live again, not dead.
+        cluster.dead.retain(|key| !live.contains(key));
         cluster.live = live;
         cluster.nodes = nodes;
+        drop(cluster);
+        if parts.get(2).and_then(int) == Some(1) && !leaving {
+            // Redis did not know this node (forgotten after a long pause, or Redis lost its data):
+            // other nodes may have removed its counts, so write them all again.
+            for follow in self.follows.lock().values_mut() {
+                follow.flushed = None;
+            }
+        }
         Ok(())
     }
 
@@ -1825,7 +1976,7 @@ impl RedisEngine {
                 )
                 .await
                 .ok()
-                .map(|reply| self.remote_subscribers(id.as_str(), array(&reply)))
+                .map(|reply| self.remote_subscribers(id.as_str(), &hash_pairs(&reply)))
             }
         });
         let counts = futures_util::future::join_all(reads).await;
@@ -2107,6 +2258,21 @@ impl RedisEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// Forgets an unused follow when a subscribe request is dropped mid-way (`RedisEngine::follow`).
+struct ForgetOnDrop {
+    engine: Arc<RedisEngine>,
+    id: ChannelId,
+    armed: bool,
+}
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.engine.forget_unused(&self.id);
+        }
     }
 }
 

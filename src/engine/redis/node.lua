@@ -1,10 +1,14 @@
 -- A node's heartbeat: records its report and when Redis saw it, forgets nodes silent for ten node
 -- timeouts, and returns {reports of nodes seen within one node timeout (key, report, ...), keys of
--- the nodes it forgot}.
+-- the nodes it forgot, 1 if Redis did not know the calling node (new, forgotten, or data lost)}.
 -- KEYS: 1 node-report hash, 2 node-seen hash
 -- ARGV: 1 node key, 2 report (JSON), 3 node timeout ms, 4 remove (1: the node is leaving)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local unknown = 0
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
+  unknown = 1
+end
 if ARGV[4] == '1' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -30,4 +34,4 @@ for i = 1, #seen, 2 do
     end
   end
 end
-return {live, forgotten}
+return {live, forgotten, unknown}
