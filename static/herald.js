@@ -2,8 +2,8 @@
 /**
  * herald.js: the browser client for Herald (README.md, "In the browser").
  *
- * Dependency-free ES module. `static/herald.umd.js` is the same code for `<script>` users (generated
- * from this file by `node browser-tests/build-umd.mjs`; a test checks that it is up to date).
+ * Dependency-free ES module. `/herald.umd.js` is the same code for `<script>` users (build.rs wraps
+ * this file in a UMD function when Herald is built).
  *
  *     import { Herald } from '/herald.js';
  *     const herald = new Herald({ url: '/client/', channels: ['news', 'sport'] });

@@ -12,6 +12,9 @@ use hyper::{header, Method, Response, StatusCode};
 #[folder = "static/"]
 struct Assets;
 
+/// The classic-script build of `static/herald.js`, made by build.rs.
+const HERALD_UMD: &str = include_str!(concat!(env!("OUT_DIR"), "/herald.umd.js"));
+
 /// Answers `GET`/`HEAD` for the embedded file at `path`.
 pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> {
     if method != Method::GET && method != Method::HEAD {
@@ -27,6 +30,13 @@ pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> 
             format!("{path}/index.html"),
         ]
     };
+    if path == "herald.umd.js" {
+        return Ok(file_response(
+            method,
+            "text/javascript; charset=utf-8".into(),
+            HERALD_UMD.as_bytes().to_vec(),
+        ));
+    }
     let Some((name, file)) = candidates
         .into_iter()
         .find_map(|name| Assets::get(&name).map(|file| (name, file)))
@@ -47,14 +57,18 @@ pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> 
     } else {
         mime.to_string()
     };
+    tracing::trace!(file = %name, "static file");
+    Ok(file_response(method, content_type, file.data.into_owned()))
+}
+
+fn file_response(method: &Method, content_type: String, data: Vec<u8>) -> Response<Body> {
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(file.data.into_owned())
+        Body::from(data)
     };
-    tracing::trace!(file = %name, "static file");
-    Ok(base_response(StatusCode::OK)
+    base_response(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
         .body(body)
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
