@@ -16,14 +16,28 @@ pub struct ConfDuration(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfSize(pub u64);
 
-/// Parses nginx time syntax: one or more `<digits><unit>` groups; a bare number means seconds.
+/// The longest duration a config may give (100 years): every deadline computed from a configured
+/// duration (`Instant::now() + ttl`) then fits.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Refuses durations over `MAX_DURATION`.
+fn bounded(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        Err("duration too long: at most 100 years (leave the key out for no limit)".into())
+    } else {
+        Ok(duration)
+    }
+}
+
+/// Parses nginx time syntax: one or more `<digits><unit>` groups; a bare number means seconds. At
+/// most `MAX_DURATION`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration; expected e.g. \"30s\", \"5m\", \"1h\"".into());
     }
     if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return bounded(Duration::from_secs(secs));
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -56,7 +70,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total = total.saturating_add(part);
     }
-    Ok(total)
+    bounded(total)
 }
 
 /// Parses nginx size syntax: `<digits>` bytes, or with a `k`/`m`/`g` suffix (any case).
@@ -85,12 +99,13 @@ impl Visitor<'_> for DurationVisitor {
         f.write_str("a duration: seconds as an integer or a string like \"30s\", \"5m\", \"1h\"")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        u64::try_from(v)
-            .map(|s| ConfDuration(Duration::from_secs(s)))
-            .map_err(|_| E::custom("a duration cannot be negative"))
+        let secs = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+        self.visit_u64(secs)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(ConfDuration(Duration::from_secs(v)))
+        bounded(Duration::from_secs(v))
+            .map(ConfDuration)
+            .map_err(E::custom)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         parse_duration(v).map(ConfDuration).map_err(E::custom)
@@ -145,6 +160,34 @@ mod tests {
             .contains("unknown time unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_are_at_most_100_years() {
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        for too_long in [
+            "36501d",
+            "9223372036854775807",
+            "9999999999999999999s",
+            "99999999w",
+        ] {
+            assert!(
+                parse_duration(too_long)
+                    .unwrap_err()
+                    .contains("at most 100 years"),
+                "{too_long}"
+            );
+        }
+        let config: Result<ConfDuration, _> =
+            toml::from_str::<toml::Value>("d = 9223372036854775807")
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    v["d"]
+                        .clone()
+                        .try_into()
+                        .map_err(|e: toml::de::Error| e.to_string())
+                });
+        assert!(config.unwrap_err().contains("at most 100 years"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub enum EndReason {
 /// The end-of-life timer (`connection_ttl`) and the ping interval of one connection; either never
 /// fires when not configured.
 pub fn connection_timers(options: &LiveOptions) -> (tokio::time::Sleep, tokio::time::Interval) {
-    let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
+    let far_future = crate::config::units::MAX_DURATION;
     let ttl = tokio::time::sleep(options.connection_ttl.unwrap_or(far_future));
     let ping_period = options.ping_interval.unwrap_or(far_future);
     let mut ping = tokio::time::interval_at(Instant::now() + ping_period, ping_period);
