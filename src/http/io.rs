@@ -177,13 +177,15 @@ impl Drop for ConnectionSlot {
 /// Answers a connection refused by a limit with a 503 naming it, then closes it.
 pub async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: &'static str) {
     use tokio::io::AsyncWriteExt;
-    let body = format!("Too many connections. Limit: {limit}.\n");
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Nginx-PushStream-Explain: Too many connections. Limit: {limit}.\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let mut refusal = super::error::HttpError::new(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        format!("Too many connections. Limit: {limit}."),
     );
+    refusal
+        .headers
+        .push((hyper::header::RETRY_AFTER, "5".to_string()));
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = super::raw::write_response(&mut stream, refusal.into_response()).await;
         let _ = stream.shutdown().await;
     })
     .await;

@@ -16,7 +16,7 @@ mod subscriber;
 
 pub use error::HttpError;
 
-use crate::broker::{Broker, BrokerSettings, ChannelIdRules};
+use crate::broker::{BrokerSettings, ChannelIdRules};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -109,10 +109,9 @@ impl Routes {
 /// Everything a request handler needs. Shared by all connections.
 #[derive(Debug)]
 pub struct AppState {
-    /// The engine: publishes, deletes, subscriptions and statistics go through it.
+    /// The engine: publishes, deletes, subscriptions and statistics go through it (its local broker
+    /// with `engine.broker()`).
     pub engine: Engine,
-    /// The local broker (the engine's, or its mirror with Redis): subscriptions and watermarks.
-    pub broker: Broker,
     routes: ArcSwap<Routes>,
     formats: Mutex<FormatRegistry>,
     /// Host name for statistics.
@@ -193,7 +192,6 @@ impl Server {
             &hostname,
         )
         .map_err(StartError::Config)?;
-        let broker = engine.broker().clone();
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -203,7 +201,6 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let state = Arc::new(AppState {
             engine,
-            broker,
             routes: ArcSwap::from_pointee(routes),
             formats: Mutex::new(formats),
             hostname,
@@ -494,7 +491,7 @@ fn metrics_response(state: &AppState, method: &hyper::Method) -> Result<Response
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )
-        .body(Body::from(crate::metrics::render(&state.broker)))
+        .body(Body::from(crate::metrics::render(state.engine.broker())))
         .unwrap_or_default())
 }
 

@@ -69,8 +69,10 @@ pub async fn read_first_request<S: AsyncRead + Unpin>(
         crate::metrics::count_limit_refusal("header_read_timeout");
     }
     match read {
-        Err(_) | Ok(None) if buf.is_empty() => FirstRequest::Gone,
-        Err(_) | Ok(None) => FirstRequest::Other(buf),
+        // Out of time: closed here, not handed to hyper for a second header_read_timeout.
+        Err(_) => FirstRequest::Gone,
+        Ok(None) if buf.is_empty() => FirstRequest::Gone,
+        Ok(None) => FirstRequest::Other(buf),
         Ok(Some(false)) => FirstRequest::Other(buf),
         Ok(Some(true)) => match lean_request(&buf, state) {
             Some(request) => FirstRequest::Subscriber(request),

@@ -292,7 +292,7 @@ async fn poll(
     let mut metrics = ConnectionMetrics::open(mode.name());
     let wait = mode == SubscriberMode::LongPolling;
     let answer = longpoll::poll(
-        &state.broker,
+        state.engine.broker(),
         &mut subscription,
         watermark,
         wait,

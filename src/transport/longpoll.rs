@@ -114,6 +114,16 @@ pub fn render_body(
         .iter()
         .map(|m| m.frame(format, |m| framer.message(m)))
         .collect();
+    let (header, footer) = (framer.header(), framer.footer());
+    if let ([frame], None, true, true) = (
+        frames.as_slice(),
+        callback,
+        header.is_empty(),
+        footer.is_empty(),
+    ) {
+        // The usual long-poll answer: the shared frame itself, no copy.
+        return frame.clone();
+    }
     let mut out = BytesMut::new();
     match callback {
         Some(callback) => {
@@ -128,11 +138,11 @@ pub fn render_body(
             out.put_slice(b"]);\r\n");
         }
         None => {
-            out.put_slice(&framer.header());
+            out.put_slice(&header);
             for frame in &frames {
                 out.put_slice(frame);
             }
-            out.put_slice(&framer.footer());
+            out.put_slice(&footer);
         }
     }
     out.freeze()
