@@ -38,7 +38,8 @@ enum Command {
     },
     /// Ask the running server with this process id to re-read its configuration (sends SIGHUP).
     Reload {
-        /// Process id of the server.
+        /// Process id of the server (a positive number: never a process group).
+        #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
     },
     /// Print the Herald TOML equivalent of an nginx push-stream configuration (warnings on stderr).
@@ -166,7 +167,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>) -> ExitCode {
+    // Every signal listener is installed before anything else, so that a signal sent right after
+    // start is handled rather than left to its default action (which ends the process).
     let signal = shutdown_signal();
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let server = match Server::bind(&config, listen).await {
         Ok(server) => server,
         Err(err) => {
@@ -184,7 +188,7 @@ async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>)
     for location in server.state().routes().router.locations() {
         tracing::info!("location {}", location.description);
     }
-    let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), source));
+    let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), source, hangups));
     server.run(signal).await;
     reloads.abort();
     tracing::info!("herald stopped");
@@ -192,8 +196,12 @@ async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>)
 }
 
 /// Re-reads the configuration on every SIGHUP; an invalid one is logged and the old one kept.
-async fn reload_on_sighup(state: std::sync::Arc<herald::http::AppState>, source: ConfigSource) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+async fn reload_on_sighup(
+    state: std::sync::Arc<herald::http::AppState>,
+    source: ConfigSource,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let mut hangups = match hangups {
         Ok(signal) => signal,
         Err(err) => {
             tracing::warn!(error = %err, "cannot listen for SIGHUP; reload is unavailable");

@@ -50,7 +50,6 @@ pub const AUTH_REFUSALS: &str = "herald_auth_refusals_total";
 /// Connections refused at accept time by `max_connections` / `max_connections_per_address`.
 pub const CONNECTION_REFUSALS: &str = "herald_connection_refusals_total";
 
-/// One in how many deliveries of a connection records its publish-to-write latency.
 /// Reconnections to Redis shards (Redis engine).
 pub const REDIS_RECONNECTS: &str = "herald_redis_reconnects_total";
 /// Publishes refused because a Redis shard was unavailable (Redis engine).
@@ -58,6 +57,10 @@ pub const REDIS_PUBLISH_FAILURES: &str = "herald_redis_publish_failures_total";
 /// 1 while a Redis shard's connection is up, by shard (Redis engine).
 pub const REDIS_SHARD_UP: &str = "herald_redis_shard_up";
 
+/// Hands each connection its first sampling offset.
+static SAMPLE_OFFSET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// One in how many deliveries of a connection records its publish-to-write latency.
 const LATENCY_SAMPLE_EVERY: u32 = 16;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -91,6 +94,14 @@ fn describe() {
     describe_gauge!(
         SUBSCRIPTIONS,
         "Channel subscriptions now (a connection on 3 channels counts 3)."
+    );
+    describe_counter!(
+        AUTH_REFUSALS,
+        "Requests refused by access rules (address, bearer, token, upstream, private channel), by reason."
+    );
+    describe_counter!(
+        CONNECTION_REFUSALS,
+        "Connections refused at accept time by max_connections / max_connections_per_address, by limit."
     );
     describe_counter!(
         REDIS_RECONNECTS,
@@ -240,7 +251,7 @@ pub struct RequestCounters {
     common: [OnceLock<Counter>; COMMON_STATUSES.len()],
 }
 
-const COMMON_STATUSES: [u16; 10] = [101, 200, 304, 400, 401, 403, 404, 405, 413, 429];
+const COMMON_STATUSES: [u16; 12] = [101, 200, 304, 400, 401, 403, 404, 405, 413, 429, 500, 503];
 
 impl RequestCounters {
     /// Counters for `location` (its configured path).
@@ -286,7 +297,10 @@ impl ConnectionMetrics {
             bytes: counter!(BYTES_WRITTEN, "transport" => transport),
             pings: counter!(PINGS, "transport" => transport),
             latency: histogram!(PUBLISH_TO_WRITE),
-            sampled: 0,
+            // Connections start at different offsets, so that a broadcast is not sampled by every
+            // subscriber on the same message.
+            sampled: SAMPLE_OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % LATENCY_SAMPLE_EVERY,
         }
     }
 

@@ -274,7 +274,12 @@ impl LocationAccess {
             ));
         }
         Ok(LocationAccess {
-            bearer_tokens: loc.auth_bearer_tokens.clone(),
+            // Compared with the trimmed token of a request: stored trimmed too.
+            bearer_tokens: loc
+                .auth_bearer_tokens
+                .iter()
+                .map(|t| t.trim().to_string())
+                .collect(),
             allow: parse_nets(&loc.allow_addresses).map_err(|m| ("allow_addresses", m))?,
             deny: parse_nets(&loc.deny_addresses).map_err(|m| ("deny_addresses", m))?,
             rate,

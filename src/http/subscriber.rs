@@ -317,7 +317,9 @@ async fn poll(
     Ok(match answer {
         PollAnswer::Messages { messages, newest } => {
             for message in &messages {
-                metrics.delivered(message.text.len(), message.published_at);
+                // Bytes of the frame as written (rendered once per location and cached).
+                let frame = message.frame(variant.format, |m| variant.framer.message(m));
+                metrics.delivered(frame.len(), message.published_at);
             }
             let body = longpoll::render_body(
                 &*variant.framer,

@@ -114,7 +114,7 @@ pub async fn run<S>(
                     if options.allow_publish && !text.is_empty() {
                         let channels: Vec<_> = subscription.channels().cloned().collect();
                         let publish = Publish {
-                            text: Bytes::copy_from_slice(text.as_bytes()),
+                            text: Bytes::from(text),
                             event_id: None,
                             event_type: None,
                             store: true,
