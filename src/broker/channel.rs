@@ -27,23 +27,19 @@ pub(crate) struct Append {
     pub store: bool,
 }
 
-impl Append {
-    /// Bytes a stored copy of this message counts against the memory budget.
-    pub fn cost(&self) -> u64 {
-        let header = |h: &Option<Box<str>>| h.as_ref().map_or(0, |v| v.len() as u64);
-        self.text.len() as u64
-            + header(&self.event_id)
-            + header(&self.event_type)
-            + MESSAGE_OVERHEAD
-    }
+/// Bytes a stored copy of a message counts against the memory budget: its text and headers plus a
+/// fixed overhead.
+pub(crate) fn stored_cost(text: &[u8], event_id: Option<&str>, event_type: Option<&str>) -> u64 {
+    let header = |h: Option<&str>| h.map_or(0, |v| v.len() as u64);
+    text.len() as u64 + header(event_id) + header(event_type) + MESSAGE_OVERHEAD
 }
 
 fn message_cost(message: &Message) -> u64 {
-    let header = |h: &Option<Box<str>>| h.as_ref().map_or(0, |v| v.len() as u64);
-    message.text.len() as u64
-        + header(&message.event_id)
-        + header(&message.event_type)
-        + MESSAGE_OVERHEAD
+    stored_cost(
+        &message.text,
+        message.event_id.as_deref(),
+        message.event_type.as_deref(),
+    )
 }
 
 /// Limits a channel applies on append, from the config.
@@ -123,6 +119,8 @@ pub struct Channel {
     last_activity_ms: AtomicU64,
     /// Set while the channel sits in its shard's idle queue (at most one entry per channel).
     pub(crate) idle_queued: AtomicBool,
+    /// Set while the channel sits in its shard's expiry queue (at most one entry per channel).
+    pub(crate) expiry_queued: AtomicBool,
 }
 
 /// A channel's counters at one moment.
@@ -157,6 +155,7 @@ impl Channel {
             head: watch::Sender::new(()),
             last_activity_ms: AtomicU64::new(now_ms),
             idle_queued: AtomicBool::new(false),
+            expiry_queued: AtomicBool::new(false),
         }
     }
 
@@ -198,7 +197,11 @@ impl Channel {
         clock: &super::message::Clock,
         format_count: usize,
     ) -> Result<(Arc<Message>, StoredDelta), ChannelGone> {
-        let cost = append.cost();
+        let cost = stored_cost(
+            &append.text,
+            append.event_id.as_deref(),
+            append.event_type.as_deref(),
+        );
         let mut state = self.state.write();
         if state.removed {
             return Err(ChannelGone::Removed);
@@ -286,11 +289,6 @@ impl Channel {
             state.recent_floor = state.last_id;
         }
         delta
-    }
-
-    /// The last message id (0 before the first message).
-    pub(crate) fn last_id(&self) -> u64 {
-        self.state.read().last_id
     }
 
     /// Subscribers attached now.
@@ -382,6 +380,11 @@ impl Channel {
         if state.dropped_up_to.map_or(true, |old| old < point) {
             state.dropped_up_to = Some(point);
         }
+    }
+
+    /// When the oldest stored message expires (`None` when nothing is stored).
+    pub(crate) fn oldest_expiry(&self) -> Option<Instant> {
+        self.state.read().stored.front().map(|m| m.expires_at)
     }
 
     /// Drops every stored message.

@@ -39,14 +39,42 @@ const SHARDS: usize = 64;
 #[derive(Debug, Default)]
 struct ShardState {
     channels: HashMap<ChannelId, Arc<Channel>>,
-    /// (expiry, channel) per stored message, in publish order.
-    expiry: VecDeque<(Instant, Weak<Channel>)>,
+    /// Channels holding stored messages, by the expiry of their oldest one (one entry per channel,
+    /// `Channel::expiry_queued`).
+    expiry: std::collections::BinaryHeap<std::cmp::Reverse<ExpiryEntry>>,
     /// (deadline in broker ms, channel) for channels that may have become inactive; one entry per
     /// channel at most (`Channel::idle_queued`).
     idle: VecDeque<(u64, Weak<Channel>)>,
 }
 
 type Shard = Mutex<ShardState>;
+
+/// A channel in the expiry queue, ordered by `at`.
+#[derive(Debug)]
+struct ExpiryEntry {
+    at: Instant,
+    channel: Weak<Channel>,
+}
+
+impl PartialEq for ExpiryEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for ExpiryEntry {}
+
+impl PartialOrd for ExpiryEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ExpiryEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
 
 /// Errors the broker reports; each names the rule or limit involved (and its configured value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +208,20 @@ impl BrokerSettings {
             format_count,
             mirror: false,
         }
+    }
+
+    /// True for ids starting with the wildcard prefix.
+    pub fn is_wildcard(&self, id: &str) -> bool {
+        self.wildcard_channel_prefix
+            .as_deref()
+            .is_some_and(|prefix| id.starts_with(prefix))
+    }
+
+    /// True for the events channel's id.
+    pub fn is_events_channel(&self, id: &str) -> bool {
+        self.events_channel_id
+            .as_ref()
+            .is_some_and(|events| events.as_str() == id)
     }
 
     /// The settings of a broker that mirrors channels owned by a shared engine: limits that count
@@ -378,17 +420,11 @@ impl Broker {
     }
 
     fn is_wildcard(&self, id: &str) -> bool {
-        self.cfg()
-            .wildcard_channel_prefix
-            .as_deref()
-            .is_some_and(|prefix| id.starts_with(prefix))
+        self.cfg().is_wildcard(id)
     }
 
     fn is_events_channel(&self, id: &str) -> bool {
-        self.cfg()
-            .events_channel_id
-            .as_ref()
-            .is_some_and(|events| events.as_str() == id)
+        self.cfg().is_events_channel(id)
     }
 
     /// Finds a channel.
@@ -453,6 +489,7 @@ impl Broker {
 
     /// Takes a removed channel out of the totals (the registry entry is already gone), counts it in
     /// the trash and tells the events channel.
+    /// (A mirror's copies come and go with the shared engine, which counts its own trash.)
     fn forget(&self, channel: &Channel, dropped: StoredDelta) {
         let totals = &self.inner.totals;
         let counter = if channel.wildcard {
@@ -462,11 +499,14 @@ impl Broker {
         };
         counter.fetch_sub(1, Ordering::AcqRel);
         self.apply(dropped);
-        self.inner.trash.add(1, 0);
+        if !self.cfg().mirror {
+            self.inner.trash.add(1, 0);
+        }
         self.emit(LifecycleEvent::ChannelDestroyed, &channel.id);
     }
 
-    /// Applies a change of stored messages to the totals; dropped messages go to the trash.
+    /// Applies a change of stored messages to the totals; dropped messages go to the trash (not a
+    /// mirror's: the shared engine counts those).
     fn apply(&self, delta: StoredDelta) {
         let totals = &self.inner.totals;
         totals.stored.fetch_add(delta.added, Ordering::Relaxed);
@@ -475,7 +515,45 @@ impl Broker {
         totals
             .stored_bytes
             .fetch_sub(delta.removed_bytes, Ordering::Relaxed);
-        self.inner.trash.add(0, delta.removed);
+        if !self.cfg().mirror {
+            self.inner.trash.add(0, delta.removed);
+        }
+    }
+
+    /// Deletes one channel (already out of the registry): its subscribers receive `text` as the
+    /// channel-deleted message, its stored messages go, and the totals forget it.
+    fn delete_channel(&self, channel: &Channel, text: Bytes) {
+        let (time, tag) = self.inner.clock.next();
+        let message = Arc::new(Message::new(
+            MessageParts {
+                channel: channel.id.clone(),
+                id: message::CHANNEL_DELETED_MESSAGE_ID,
+                time,
+                tag,
+                event_id: None,
+                event_type: None,
+                text,
+                expires_at: Instant::now(),
+            },
+            self.cfg().format_count,
+        ));
+        let dropped = channel.delete(message);
+        self.forget(channel, dropped);
+    }
+
+    /// Puts `channel` in its shard's expiry queue at `at` (the expiry of its oldest stored message)
+    /// unless it is there already: one entry per channel, however many messages it stores.
+    fn schedule_expiry(&self, channel: &Arc<Channel>, at: Instant) {
+        if channel.expiry_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shard(channel.id.as_str())
+            .lock()
+            .expiry
+            .push(std::cmp::Reverse(ExpiryEntry {
+                at,
+                channel: Arc::downgrade(channel),
+            }));
     }
 
     /// Publishes a lifecycle event to the events channel, when one is configured (never about the
@@ -618,21 +696,35 @@ impl Broker {
             event_type: event_type.clone(),
             store: publish.store,
         };
-        if publish.store {
-            self.reserve_memory(append().cost() * channels.len() as u64)?;
-        }
+        let cost = if publish.store {
+            channel::stored_cost(&publish.text, event_id.as_deref(), event_type.as_deref())
+        } else {
+            0
+        };
+        self.reserve_memory(cost * channels.len() as u64)?;
         let events = channels
             .iter()
             .any(|id| self.is_events_channel(id.as_str()));
         let settings = self.settings();
         let limits = Self::limits(&settings);
         let mut infos = Vec::with_capacity(targets.len());
-        for (id, mut channel) in channels.iter().zip(targets) {
+        for (done, (id, mut channel)) in channels.iter().zip(targets).enumerate() {
             let (message, delta) = loop {
                 match channel.append(append(), &limits, &self.inner.clock, settings.format_count) {
                     Ok(done) => break done,
                     // Deleted or swept since we found it: publish to the channel that replaces it.
-                    Err(ChannelGone::Removed) => channel = self.get_or_create(id)?,
+                    Err(ChannelGone::Removed) => match self.get_or_create(id) {
+                        Ok(replacement) => channel = replacement,
+                        Err(err) => {
+                            // Give back what was reserved for the channels not written.
+                            let unused = cost * (channels.len() - done) as u64;
+                            self.inner
+                                .totals
+                                .stored_bytes
+                                .fetch_sub(unused, Ordering::AcqRel);
+                            return Err(err);
+                        }
+                    },
                 }
             };
             if !events {
@@ -640,10 +732,7 @@ impl Broker {
             }
             self.apply(delta);
             if publish.store {
-                self.shard(id.as_str())
-                    .lock()
-                    .expiry
-                    .push_back((message.expires_at, Arc::downgrade(&channel)));
+                self.schedule_expiry(&channel, message.expires_at);
             } else if channel.is_idle() {
                 self.schedule_idle_check(&channel, self.now_ms());
             }
@@ -688,22 +777,7 @@ impl Broker {
             let Some(channel) = self.shard(id.as_str()).lock().channels.remove(id.as_str()) else {
                 continue;
             };
-            let (time, tag) = self.inner.clock.next();
-            let message = Arc::new(Message::new(
-                MessageParts {
-                    channel: id.clone(),
-                    id: message::CHANNEL_DELETED_MESSAGE_ID,
-                    time,
-                    tag,
-                    event_id: None,
-                    event_type: None,
-                    text: text.clone(),
-                    expires_at: Instant::now(),
-                },
-                self.cfg().format_count,
-            ));
-            let dropped = channel.delete(message);
-            self.forget(&channel, dropped);
+            self.delete_channel(&channel, text.clone());
             deleted.push(id.clone());
         }
         Ok(deleted)
@@ -718,10 +792,6 @@ impl Broker {
         policy: &SubscribePolicy,
     ) -> Result<Subscription, BrokerError> {
         self.check_request(requests, policy)?;
-        let wildcards = requests
-            .iter()
-            .filter(|r| self.is_wildcard(r.channel.as_str()))
-            .count() as u64;
         for request in requests {
             let id = request.channel.as_str();
             if policy.authorized_channels_only
@@ -730,9 +800,6 @@ impl Broker {
             {
                 return Err(BrokerError::NotAuthorizedToCreate);
             }
-        }
-        if policy.authorized_channels_only && wildcards == requests.len() as u64 && wildcards > 0 {
-            return Err(BrokerError::NotAuthorizedToCreate);
         }
         let mirror = self.cfg().mirror;
         let mut subscription = Subscription::new(self.clone());
@@ -853,10 +920,9 @@ impl Broker {
                             .totals
                             .stored_bytes
                             .fetch_add(delta.added_bytes, Ordering::Relaxed);
-                        self.shard(id.as_str())
-                            .lock()
-                            .expiry
-                            .push_back((message.expires_at, Arc::downgrade(&channel)));
+                        if let Some(oldest) = channel.oldest_expiry() {
+                            self.schedule_expiry(&channel, oldest);
+                        }
                     }
                     self.apply(delta);
                     return true;
@@ -865,11 +931,6 @@ impl Broker {
                 Err(Some(ChannelGone::Removed)) => continue,
             }
         }
-    }
-
-    /// The last message id of a mirror channel, `None` if the mirror does not hold it.
-    pub fn mirror_last_id(&self, id: &str) -> Option<u64> {
-        self.find(id).map(|c| c.last_id())
     }
 
     /// Records that the shared engine dropped stored messages up to `point` (time, tag), so recovery
@@ -908,17 +969,7 @@ impl Broker {
         shard.channels.remove(id);
         drop(shard);
         let dropped = channel.clear_stored();
-        let totals = &self.inner.totals;
-        let counter = if channel.wildcard {
-            &totals.wildcard_channels
-        } else {
-            &totals.channels
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
-        totals.stored.fetch_sub(dropped.removed, Ordering::Relaxed);
-        totals
-            .stored_bytes
-            .fetch_sub(dropped.removed_bytes, Ordering::Relaxed);
+        self.forget(&channel, dropped);
         true
     }
 
@@ -928,38 +979,7 @@ impl Broker {
         let Some(channel) = self.shard(id.as_str()).lock().channels.remove(id.as_str()) else {
             return;
         };
-        let (time, tag) = self.inner.clock.next();
-        let message = Arc::new(Message::new(
-            MessageParts {
-                channel: id.clone(),
-                id: message::CHANNEL_DELETED_MESSAGE_ID,
-                time,
-                tag,
-                event_id: None,
-                event_type: None,
-                text,
-                expires_at: Instant::now(),
-            },
-            self.cfg().format_count,
-        ));
-        let dropped = channel.delete(message);
-        let totals = &self.inner.totals;
-        let counter = if channel.wildcard {
-            &totals.wildcard_channels
-        } else {
-            &totals.channels
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
-        self.apply(dropped);
-    }
-
-    /// Ids of every channel this broker holds now.
-    pub fn channel_ids(&self) -> Vec<ChannelId> {
-        let mut ids = Vec::new();
-        for shard in self.inner.shards.iter() {
-            ids.extend(shard.lock().channels.keys().cloned());
-        }
-        ids
+        self.delete_channel(&channel, text);
     }
 
     pub(crate) fn connection_opened(&self) {

@@ -50,23 +50,29 @@ impl Broker {
         self.inner.trash.purge();
     }
 
+    /// Drops the expired messages of every channel whose oldest message is due, and queues each
+    /// again at its next oldest message's expiry.
     fn expire_messages(&self, shard: &parking_lot::Mutex<ShardState>, now: Instant) {
         let due: Vec<_> = {
             let mut state = shard.lock();
-            let count = state
-                .expiry
-                .iter()
-                .take_while(|(expires, _)| *expires <= now)
-                .count();
-            state.expiry.drain(..count).collect()
+            let mut due = Vec::new();
+            while state.expiry.peek().is_some_and(|entry| entry.0.at <= now) {
+                if let Some(entry) = state.expiry.pop() {
+                    due.push(entry.0.channel);
+                }
+            }
+            due
         };
-        for (_, weak) in due {
+        for weak in due {
             let Some(channel) = weak.upgrade() else {
                 continue;
             };
+            channel.expiry_queued.store(false, Ordering::Release);
             let dropped = channel.expire(now);
             self.apply(dropped);
-            if dropped.removed > 0 && channel.is_idle() {
+            if let Some(next) = channel.oldest_expiry() {
+                self.schedule_expiry(&channel, next);
+            } else if dropped.removed > 0 && channel.is_idle() {
                 self.schedule_idle_check(&channel, self.now_ms());
             }
         }

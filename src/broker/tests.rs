@@ -536,3 +536,30 @@ fn dropping_a_mirror_waits_for_its_last_subscriber() {
     assert!(broker.drop_mirror("news"));
     assert!(broker.channel_info("news").is_none());
 }
+
+#[test]
+fn expiry_queue_holds_one_entry_per_channel() {
+    let broker = Broker::new(settings());
+    for n in 0..1000 {
+        let text = if n % 2 == 0 { "a" } else { "b" };
+        broker
+            .publish(
+                &[id(if n % 2 == 0 { "x" } else { "y" })],
+                super::Publish {
+                    text: Bytes::from_static(text.as_bytes()),
+                    event_id: None,
+                    event_type: None,
+                    store: true,
+                },
+            )
+            .expect("publish");
+    }
+    let queued: usize = broker
+        .inner
+        .shards
+        .iter()
+        .map(|shard| shard.lock().expiry.len())
+        .sum();
+    assert_eq!(queued, 2, "one expiry entry per channel, not per publish");
+    assert_eq!(broker.summary().stored_messages, 6);
+}

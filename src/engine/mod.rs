@@ -79,11 +79,6 @@ impl Engine {
         &self.broker
     }
 
-    /// True for the Redis engine.
-    pub fn is_shared(&self) -> bool {
-        self.redis.is_some()
-    }
-
     /// Runs the engine's background work (the broker's sweeper; Redis listeners, heartbeat and
     /// sweeper) until `shutdown` resolves.
     pub async fn run(&self, shutdown: crate::shutdown::Shutdown) {

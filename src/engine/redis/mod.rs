@@ -525,17 +525,11 @@ impl RedisEngine {
     }
 
     fn is_wildcard(&self, id: &str) -> bool {
-        self.settings()
-            .wildcard_channel_prefix
-            .as_deref()
-            .is_some_and(|prefix| id.starts_with(prefix))
+        self.settings().is_wildcard(id)
     }
 
     fn is_events_channel(&self, id: &str) -> bool {
-        self.settings()
-            .events_channel_id
-            .as_ref()
-            .is_some_and(|events| events.as_str() == id)
+        self.settings().is_events_channel(id)
     }
 
     fn unavailable(&self, shard: &Shard, reason: impl std::fmt::Display) -> BrokerError {
