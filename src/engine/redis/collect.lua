@@ -3,15 +3,10 @@
 -- this call removed it.
 -- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
 -- ARGV: 1 channel id, 2 pub/sub name, 3 announce command (PUBLISH/SPUBLISH)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if not deadline or tonumber(deadline) > now then
+if not deadline or tonumber(deadline) > now_ms() then
   return 0
 end
-redis.call('DECRBY', KEYS[5], redis.call('LLEN', KEYS[2]))
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+remove_channel(KEYS[1], KEYS[2], KEYS[6], KEYS[3], KEYS[4], KEYS[5], ARGV[1])
 redis.call(ARGV[3], ARGV[2], 'x')
 return 1

@@ -5,9 +5,6 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-redis.call('DECRBY', KEYS[5], redis.call('LLEN', KEYS[2]))
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+remove_channel(KEYS[1], KEYS[2], KEYS[6], KEYS[3], KEYS[4], KEYS[5], ARGV[1])
 redis.call(ARGV[4], ARGV[2], 'd' .. ARGV[3])
 return 1

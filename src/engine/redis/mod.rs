@@ -266,6 +266,11 @@ fn location_key(location: &str, name: &str) -> String {
     format!("{location}:{name}")
 }
 
+/// A script with the shared Lua functions (`prelude.lua`) before it.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}{body}", include_str!("prelude.lua")))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -363,15 +368,15 @@ impl RedisEngine {
             node_name,
             shards,
             scripts: Scripts {
-                publish: Script::new(include_str!("publish.lua")),
-                sync: Script::new(include_str!("sync.lua")),
-                create: Script::new(include_str!("create.lua")),
-                delete: Script::new(include_str!("delete.lua")),
-                expire: Script::new(include_str!("expire.lua")),
-                collect: Script::new(include_str!("collect.lua")),
-                touch: Script::new(include_str!("touch.lua")),
-                info: Script::new(include_str!("info.lua")),
-                node: Script::new(include_str!("node.lua")),
+                publish: script(include_str!("publish.lua")),
+                sync: script(include_str!("sync.lua")),
+                create: script(include_str!("create.lua")),
+                delete: script(include_str!("delete.lua")),
+                expire: script(include_str!("expire.lua")),
+                collect: script(include_str!("collect.lua")),
+                touch: script(include_str!("touch.lua")),
+                info: script(include_str!("info.lua")),
+                node: script(include_str!("node.lua")),
             },
             follows: Mutex::new(HashMap::new()),
             cluster: Mutex::new(ClusterView::default()),

@@ -3,8 +3,7 @@
 -- the nodes it forgot, 1 if Redis did not know the calling node (new, forgotten, or data lost)}.
 -- KEYS: 1 node-report hash, 2 node-seen hash
 -- ARGV: 1 node key, 2 report (JSON), 3 node timeout ms, 4 remove (1: the node is leaving)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local unknown = 0
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
   unknown = 1
