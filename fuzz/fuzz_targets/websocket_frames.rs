@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 transport: "websocket",
             },
             allow_publish: true,
+            publish_gate: None,
         };
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_BODY_SIZE))

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Parses `10.0.0.0/8` or a single address.
@@ -83,6 +84,30 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     })
 }
 
+pub use crate::transport::websocket::PublishGate;
+
+/// Keeps a map of timestamped entries under `max`: when it is full, entries older than `fresh_for`
+/// go, and if it is still over half full (a flood of distinct keys), the oldest half of what is left
+/// goes too — never everything at once, so the entries of clients in use survive a flood.
+fn make_room<K: Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    fresh_for: Duration,
+    stamp: impl Fn(&V) -> Instant,
+) {
+    if map.len() < max {
+        return;
+    }
+    map.retain(|_, v| stamp(v).elapsed() < fresh_for);
+    if map.len() >= max / 2 {
+        let mut stamps: Vec<Instant> = map.values().map(&stamp).collect();
+        let middle = stamps.len() / 2;
+        let (_, cutoff, _) = stamps.select_nth_unstable(middle);
+        let cutoff = *cutoff;
+        map.retain(|_, v| stamp(v) > cutoff);
+    }
+}
+
 /// Token buckets per client key; stale keys are dropped so the map stays bounded by active clients.
 #[derive(Debug)]
 struct RateLimiter {
@@ -94,20 +119,26 @@ struct RateLimiter {
 const RATE_LIMITER_MAX_KEYS: usize = 100_000;
 
 impl RateLimiter {
+    /// What a refused publish is told.
+    fn refusal(&self) -> String {
+        format!(
+            "Publish rate limit exceeded. Limit: publish_rate_limit = {} per client.",
+            self.text
+        )
+    }
+
     /// Takes one request from `key`'s bucket; `Err(wait)` when it is empty.
     fn take(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let per_second = self.rate.count / self.rate.per.as_secs_f64();
         let mut buckets = self.buckets.lock();
-        if buckets.len() >= RATE_LIMITER_MAX_KEYS {
-            // Full buckets of idle clients carry no state worth keeping.
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < self.rate.per);
-            if buckets.len() >= RATE_LIMITER_MAX_KEYS / 2 {
-                // Still crowded (a flood of distinct clients): start over rather than grow; the
-                // memory stays bounded and budgets refill at most once more.
-                buckets.clear();
-            }
-        }
+        // Buckets of clients idle for a whole period are full again: nothing worth keeping.
+        make_room(
+            &mut buckets,
+            RATE_LIMITER_MAX_KEYS,
+            self.rate.per,
+            |(_, at)| *at,
+        );
         let (tokens, at) = buckets
             .entry(key.to_string())
             .or_insert((self.rate.count, now));
@@ -155,7 +186,13 @@ struct UpstreamAuth {
     url: hyper::Uri,
     timeout: Duration,
     cache_for: Duration,
-    cache: Mutex<HashMap<String, CachedAnswer>>,
+    /// Answers by a 128-bit digest of what was forwarded (bounded size per entry, whatever the
+    /// headers' length).
+    cache: Mutex<HashMap<u128, CachedAnswer>>,
+    digest: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
     /// One client for every authorization request, so connections to the backend are reused.
     client: std::sync::OnceLock<UpstreamClient>,
 }
@@ -173,7 +210,7 @@ pub struct LocationAccess {
     bearer_tokens: Vec<String>,
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
-    rate: Option<RateLimiter>,
+    rate: Option<Arc<RateLimiter>>,
     token: Option<TokenAuth>,
     upstream: Option<UpstreamAuth>,
 }
@@ -254,17 +291,18 @@ impl LocationAccess {
                         .auth_request_cache
                         .map_or(Duration::from_secs(5), |d| d.0),
                     cache: Mutex::new(HashMap::new()),
+                    digest: Default::default(),
                     client: std::sync::OnceLock::new(),
                 })
             }
             None => None,
         };
         let rate = match &loc.publish_rate_limit {
-            Some(text) => Some(RateLimiter {
+            Some(text) => Some(Arc::new(RateLimiter {
                 rate: parse_rate(text).map_err(|m| ("publish_rate_limit", m))?,
                 text: text.clone(),
                 buckets: Mutex::new(HashMap::new()),
-            }),
+            })),
             None => None,
         };
         if loc.auth_bearer_tokens.iter().any(|t| t.trim().len() < 16) {
@@ -326,30 +364,49 @@ impl LocationAccess {
         Ok(())
     }
 
+    /// The key of the client's publish budget: its bearer token where tokens are checked (elsewhere
+    /// anyone could make one up to get a fresh budget), else its address.
+    fn rate_key(&self, client: IpAddr, headers: &HeaderMap) -> String {
+        match bearer(headers) {
+            Some(token) if !self.bearer_tokens.is_empty() => format!("token:{token}"),
+            // One IPv6 client holds a whole /64: one budget for all of it.
+            _ => match client {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                    let [a, b, c, d, ..] = v6.segments();
+                    format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+                }
+                _ => client.to_string(),
+            },
+        }
+    }
+
+    /// The publish budget of this client for the publishes of a long-lived connection (WebSocket
+    /// text frames), `None` when the location has no `publish_rate_limit`.
+    pub fn publish_gate(&self, client: IpAddr, headers: &HeaderMap) -> Option<PublishGate> {
+        let limiter = self.rate.clone()?;
+        let key = self.rate_key(client, headers);
+        Some(Arc::new(move || {
+            limiter.take(&key).map_err(|_| {
+                crate::metrics::count_limit_refusal("publish_rate_limit");
+                limiter.refusal()
+            })
+        }))
+    }
+
     /// Takes one publish from the client's (or bearer token's) rate budget.
     pub fn check_publish_rate(&self, client: IpAddr, headers: &HeaderMap) -> Result<(), HttpError> {
         let Some(limiter) = &self.rate else {
             return Ok(());
         };
-        // A bearer token names the client only where it was checked; elsewhere anyone could make
-        // one up to get a fresh budget.
-        let key = match bearer(headers) {
-            Some(token) if !self.bearer_tokens.is_empty() => format!("token:{token}"),
-            _ => client.to_string(),
-        };
-        limiter.take(&key).map_err(|wait| {
-            crate::metrics::count_limit_refusal("publish_rate_limit");
-            let mut err = HttpError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "Publish rate limit exceeded. Limit: publish_rate_limit = {} per client.",
-                    limiter.text
-                ),
-            );
-            err.headers
-                .push((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
-            err
-        })
+        limiter
+            .take(&self.rate_key(client, headers))
+            .map_err(|wait| {
+                crate::metrics::count_limit_refusal("publish_rate_limit");
+                let mut err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, limiter.refusal());
+                err.headers
+                    .push((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+                err
+            })
     }
 
     /// Subscriber checks for the channels asked for: token, private prefixes, upstream request.
@@ -471,7 +528,7 @@ impl UpstreamAuth {
                 .to_string()
         };
         // Everything forwarded to the backend is part of the key: it may decide on any of it.
-        let cache_key = format!(
+        let forwarded = format!(
             "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
             credentials(header::COOKIE),
             credentials(header::AUTHORIZATION),
@@ -479,6 +536,11 @@ impl UpstreamAuth {
             credentials(header::ORIGIN),
             channels.join("/")
         );
+        let cache_key = {
+            use std::hash::BuildHasher;
+            let (high, low) = &self.digest;
+            (u128::from(high.hash_one(&forwarded)) << 64) | u128::from(low.hash_one(&forwarded))
+        };
         if !self.cache_for.is_zero() {
             if let Some((at, answer)) = self.cache.lock().get(&cache_key) {
                 if at.elapsed() < self.cache_for {
@@ -491,13 +553,9 @@ impl UpstreamAuth {
         let unavailable = matches!(&answer, Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE);
         if !self.cache_for.is_zero() && !unavailable {
             let mut cache = self.cache.lock();
-            if cache.len() >= UPSTREAM_CACHE_MAX {
-                let cache_for = self.cache_for;
-                cache.retain(|_, (at, _)| at.elapsed() < cache_for);
-                if cache.len() >= UPSTREAM_CACHE_MAX / 2 {
-                    cache.clear();
-                }
-            }
+            make_room(&mut cache, UPSTREAM_CACHE_MAX, self.cache_for, |(at, _)| {
+                *at
+            });
             cache.insert(cache_key, (Instant::now(), answer.clone()));
         }
         answer
@@ -600,5 +658,37 @@ mod tests {
         assert!(limiter.take("a").is_err());
         assert!(limiter.take("b").is_ok());
         assert_eq!(limiter.rate.text_count, 2);
+    }
+
+    #[test]
+    fn a_flood_of_keys_keeps_the_newest_entries() {
+        let mut map: HashMap<u32, Instant> = HashMap::new();
+        let start = Instant::now();
+        for key in 0..100u32 {
+            map.insert(key, start + Duration::from_millis(u64::from(key)));
+        }
+        make_room(&mut map, 100, Duration::from_secs(3600), |at| *at);
+        assert!(map.len() < 100 && map.len() >= 40, "{}", map.len());
+        assert!(map.contains_key(&99), "the newest entry stays");
+        assert!(!map.contains_key(&0), "the oldest goes");
+        let mut small: HashMap<u32, Instant> = (0..10u32).map(|k| (k, start)).collect();
+        make_room(&mut small, 100, Duration::from_secs(3600), |at| *at);
+        assert_eq!(small.len(), 10, "under the cap nothing goes");
+    }
+
+    #[test]
+    fn ipv6_clients_share_one_budget_per_64() {
+        let access = LocationAccess::from_config(&LocationConfig::default()).expect("empty rules");
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let headers = HeaderMap::new();
+        assert_eq!(access.rate_key(a, &headers), access.rate_key(b, &headers));
+        assert_ne!(
+            access.rate_key(a, &headers),
+            access.rate_key(other, &headers)
+        );
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(access.rate_key(v4, &headers), "192.0.2.7");
     }
 }

@@ -431,6 +431,7 @@ where
                 state,
                 settings,
                 &location.access,
+                client,
                 &parts,
                 on_upgrade,
                 &vars,

@@ -33,6 +33,7 @@ pub async fn handle(
     state: &AppState,
     settings: &SubscriberSettings,
     access: &LocationAccess,
+    client: std::net::IpAddr,
     parts: &Parts,
     on_upgrade: Option<OnUpgrade>,
     vars: &RequestVars<'_>,
@@ -56,9 +57,16 @@ pub async fn handle(
         if let Ok(targets) = &targets {
             authorize(state, access, vars, &parts.headers, targets).await?;
         }
-        return Ok(
-            upgrade_websocket(state, settings, variant, handshake, on_upgrade, targets).await,
-        );
+        return Ok(upgrade_websocket(
+            state,
+            settings,
+            variant,
+            handshake,
+            on_upgrade,
+            targets,
+            access.publish_gate(client, &parts.headers),
+        )
+        .await);
     }
     let targets = subscribe_targets(state, settings, &parts.headers, vars, channels_path)?;
     authorize(state, access, vars, &parts.headers, &targets).await?;
@@ -431,6 +439,7 @@ async fn upgrade_websocket(
     handshake: Handshake,
     on_upgrade: Option<OnUpgrade>,
     targets: Result<Vec<SubscribeTo>, HttpError>,
+    publish_gate: Option<crate::transport::websocket::PublishGate>,
 ) -> Response<Body> {
     let Some(on_upgrade) = on_upgrade else {
         return HttpError::new(
@@ -453,6 +462,7 @@ async fn upgrade_websocket(
     let options = WebSocketOptions {
         live: live_options(settings, &variant, SubscriberMode::WebSocket),
         allow_publish: settings.websocket_allow_publish,
+        publish_gate,
     };
     let max = usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX);
     let config = WebSocketConfig::default()

@@ -12,6 +12,7 @@ use crate::metrics::ConnectionMetrics;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -21,13 +22,29 @@ use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// How one WebSocket location runs its subscribers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebSocketOptions {
     /// Format, framer, ping interval and lifetime, as for other long-lived connections.
     pub live: LiveOptions,
     /// Publish the client's text frames to the subscribed channels.
     pub allow_publish: bool,
+    /// Takes each publish from the client's budget (`publish_rate_limit`); a refusal closes the
+    /// connection with 1008 and the refusal's text.
+    pub publish_gate: Option<PublishGate>,
 }
+
+impl std::fmt::Debug for WebSocketOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketOptions")
+            .field("live", &self.live)
+            .field("allow_publish", &self.allow_publish)
+            .field("publish_gate", &self.publish_gate.is_some())
+            .finish()
+    }
+}
+
+/// Takes one publish from a client's budget: `Err(why)` when it is spent.
+pub type PublishGate = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// A frame as a WebSocket message: text when it is UTF-8 (always, for text published over HTTP),
 /// binary otherwise.
@@ -112,6 +129,9 @@ pub async fn run<S>(
             incoming = ws.next() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     if options.allow_publish && !text.is_empty() {
+                        if let Some(Err(refused)) = options.publish_gate.as_ref().map(|gate| gate()) {
+                            break Some(close(CloseCode::Policy, &refused));
+                        }
                         let channels: Vec<_> = subscription.channels().cloned().collect();
                         let publish = Publish {
                             text: Bytes::from(text),
