@@ -430,8 +430,7 @@ where
             subscriber::handle(
                 state,
                 settings,
-                &location.access,
-                client,
+                (&location.access, client),
                 &parts,
                 on_upgrade,
                 &vars,

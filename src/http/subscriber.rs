@@ -32,8 +32,7 @@ const MODE_HEADER: &str = "X-Nginx-PushStream-Mode";
 pub async fn handle(
     state: &AppState,
     settings: &SubscriberSettings,
-    access: &LocationAccess,
-    client: std::net::IpAddr,
+    (access, client): (&LocationAccess, std::net::IpAddr),
     parts: &Parts,
     on_upgrade: Option<OnUpgrade>,
     vars: &RequestVars<'_>,
