@@ -560,6 +560,25 @@ impl Config {
             validate_location(loc, &self.channels, base_dir)
                 .map_err(|(name, message)| (at(name), message))?;
         }
+        for (index, loc) in self.locations.iter().enumerate() {
+            if let Some(first) = self.locations[..index]
+                .iter()
+                .position(|other| other.path == loc.path && other.match_kind == loc.match_kind)
+            {
+                return Err((
+                    KeyPath(vec![
+                        KeySeg::Name("location"),
+                        KeySeg::Index(index),
+                        KeySeg::Name("path"),
+                    ]),
+                    format!(
+                        "duplicate location {:?}: location[{first}] has the same path and match, so \
+                         this one would never be reached",
+                        loc.path
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -844,6 +863,19 @@ mod tests {
             .locations
             .iter()
             .any(|l| l.mode == SubscriberMode::EventSource));
+    }
+
+    #[test]
+    fn duplicate_location_is_refused_at_its_line() {
+        let err = Config::from_toml(
+            "[[location]]\npath = \"/pub\"\nrole = \"publisher\"\n\n[[location]]\npath = \"/pub\"\nrole = \"stats\"\n",
+            "dup.toml",
+            None,
+        )
+        .expect_err("two locations with one path and match");
+        let text = err.to_string();
+        assert!(text.contains("dup.toml:6"), "{text}");
+        assert!(text.contains("duplicate location \"/pub\""), "{text}");
     }
 
     #[test]

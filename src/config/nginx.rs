@@ -958,22 +958,7 @@ impl Importer {
         for d in locations {
             self.location(d, &level, None, &mut plan.locations)?;
         }
-        let mut seen: Vec<&LocationPlan> = Vec::new();
-        for loc in &plan.locations {
-            if let Some(first) = seen
-                .iter()
-                .find(|s| s.path == loc.path && s.matching == loc.matching)
-            {
-                return Err(error_at(
-                    &loc.origin,
-                    format!(
-                        "duplicate location \"{}\" (first at {})",
-                        loc.path, first.origin
-                    ),
-                ));
-            }
-            seen.push(loc);
-        }
+        // Duplicate locations are refused by `Config::validate`, for TOML and imports alike.
         Ok(plan)
     }
 
