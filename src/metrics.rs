@@ -57,9 +57,6 @@ pub const REDIS_PUBLISH_FAILURES: &str = "herald_redis_publish_failures_total";
 /// 1 while a Redis shard's connection is up, by shard (Redis engine).
 pub const REDIS_SHARD_UP: &str = "herald_redis_shard_up";
 
-/// Hands each connection its first sampling offset.
-static SAMPLE_OFFSET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
 /// One in how many deliveries of a connection records its publish-to-write latency.
 const LATENCY_SAMPLE_EVERY: u32 = 16;
 
@@ -297,10 +294,8 @@ impl ConnectionMetrics {
             bytes: counter!(BYTES_WRITTEN, "transport" => transport),
             pings: counter!(PINGS, "transport" => transport),
             latency: histogram!(PUBLISH_TO_WRITE),
-            // Connections start at different offsets, so that a broadcast is not sampled by every
-            // subscriber on the same message.
-            sampled: SAMPLE_OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % LATENCY_SAMPLE_EVERY,
+            // The first delivery of every connection is sampled (then 1 in 16).
+            sampled: 0,
         }
     }
 

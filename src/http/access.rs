@@ -468,11 +468,7 @@ fn check_token(
         .as_ref()
         .map(|e| e.eval(vars))
         .filter(|t| !t.is_empty());
-    let from_arg = || {
-        form_urlencoded::parse(vars.query.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    };
+    let from_arg = || vars.arg("token");
     let token = match &auth.source {
         Some(_) => from_expr,
         None => from_arg().or_else(|| bearer(headers).map(str::to_string)),

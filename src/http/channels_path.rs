@@ -32,6 +32,20 @@ pub struct RequestVars<'a> {
     pub headers: Option<&'a hyper::HeaderMap>,
 }
 
+/// The first value of query argument `name`, form-decoded (`None` when absent).
+pub fn query_arg(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+impl RequestVars<'_> {
+    /// The first value of query argument `name`, form-decoded.
+    pub fn arg(&self, name: &str) -> Option<String> {
+        query_arg(self.query, name)
+    }
+}
+
 impl ChannelsPathExpr {
     /// Parses `$arg_NAME`, `$http_NAME`, `$N`, `$suffix` and literal text.
     pub fn parse(source: &str) -> Result<ChannelsPathExpr, String> {
@@ -81,9 +95,7 @@ impl ChannelsPathExpr {
             match piece {
                 Piece::Literal(text) => out.push_str(text),
                 Piece::Arg(name) => {
-                    if let Some((_, value)) = form_urlencoded::parse(vars.query.as_bytes())
-                        .find(|(key, _)| key == name.as_str())
-                    {
+                    if let Some(value) = vars.arg(name) {
                         out.push_str(&value);
                     }
                 }

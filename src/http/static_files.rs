@@ -6,6 +6,7 @@
 use super::error::HttpError;
 use super::response::base_response;
 use axum::body::Body;
+use bytes::Bytes;
 use hyper::{header, Method, Response, StatusCode};
 
 #[derive(rust_embed::Embed)]
@@ -34,7 +35,7 @@ pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> 
         return Ok(file_response(
             method,
             "text/javascript; charset=utf-8".into(),
-            HERALD_UMD.as_bytes().to_vec(),
+            Bytes::from_static(HERALD_UMD.as_bytes()),
         ));
     }
     let Some((name, file)) = candidates
@@ -58,10 +59,15 @@ pub fn handle(method: &Method, path: &str) -> Result<Response<Body>, HttpError> 
         mime.to_string()
     };
     tracing::trace!(file = %name, "static file");
-    Ok(file_response(method, content_type, file.data.into_owned()))
+    // Embedded files are static data: served without a copy.
+    let data = match file.data {
+        std::borrow::Cow::Borrowed(data) => Bytes::from_static(data),
+        std::borrow::Cow::Owned(data) => Bytes::from(data),
+    };
+    Ok(file_response(method, content_type, data))
 }
 
-fn file_response(method: &Method, content_type: String, data: Vec<u8>) -> Response<Body> {
+fn file_response(method: &Method, content_type: String, data: Bytes) -> Response<Body> {
     let body = if method == Method::HEAD {
         Body::empty()
     } else {

@@ -30,9 +30,7 @@ pub enum InfoFormat {
 impl InfoFormat {
     /// Picks the format: `format` query argument first, then `Accept`, else JSON.
     pub fn negotiate(headers: &HeaderMap, query: &str) -> InfoFormat {
-        let arg = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "format")
-            .map(|(_, v)| v.to_ascii_lowercase());
+        let arg = super::channels_path::query_arg(query, "format").map(|v| v.to_ascii_lowercase());
         match arg.as_deref() {
             Some("json") => return InfoFormat::Json,
             Some("pretty") | Some("prettyjson") => return InfoFormat::PrettyJson,

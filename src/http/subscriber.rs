@@ -279,10 +279,7 @@ async fn poll(
     targets: &[SubscribeTo],
     mode: SubscriberMode,
 ) -> Result<Response<Body>, HttpError> {
-    let callback = form_urlencoded::parse(vars.query.as_bytes())
-        .find(|(k, _)| k == "callback")
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty());
+    let callback = vars.arg("callback").filter(|v| !v.is_empty());
     if let Some(name) = &callback {
         if !longpoll::valid_callback(name) {
             return Err(HttpError::new(
