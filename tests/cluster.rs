@@ -8,12 +8,19 @@
 
 mod common;
 
-use common::redis::{channels_on_shard, free_port, shard_of, RedisCluster, RedisServer};
-use common::{client, header, parse_json, poll_until, Subscriber, WAIT};
+use common::http::fetch;
+use common::messages::{event, json_lines};
+use common::process::BIN;
+use common::redis::{channels_on_shard, shard_of, RedisCluster, RedisServer};
+use common::{
+    client, free_port, header, parse_json, poll_until, sse, ws, Cursor, Http, Subscriber, EXPLAIN,
+    RECOVERY, WAIT,
+};
 use futures_util::StreamExt;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The nodes' `[engine] command_timeout`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -32,12 +35,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The nodes' `[engine] node_timeout`.
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
-/// An `If-Modified-Since` older than anything: "everything stored".
-const EPOCH: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
 /// The default config's long-polling/polling message template (JSON lines).
 const JSON_LINE: &str = "{\"id\": ~id~, \"channel\": \"~channel-json~\", \"text\": \"~text-json~\", \"time\": \"~time~\", \"tag\": ~tag~}\n";
-/// The recovery header.
-const RECOVERY: &str = "X-Herald-Recovery";
 
 // ---------------------------------------------------------------------------------------------
 // Nodes
@@ -230,6 +229,11 @@ ping_message_interval = "10s"
     async fn node(&self, name: &str) -> HeraldNode {
         HeraldNode::start(self, name).await
     }
+
+    /// Nodes `node-a` and `node-b`, started one after the other.
+    async fn two_nodes(&self) -> (HeraldNode, HeraldNode) {
+        (self.node("node-a").await, self.node("node-b").await)
+    }
 }
 
 /// One `herald` process. Killed (SIGKILL) when dropped; its stderr goes to a file that is printed
@@ -239,7 +243,7 @@ struct HeraldNode {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
-    client: reqwest::Client,
+    http: Http,
 }
 
 impl HeraldNode {
@@ -259,7 +263,7 @@ impl HeraldNode {
                 .unwrap_or_else(|e| panic!("write {config_file:?}: {e}"));
             let stderr = std::fs::File::create(dir.join("stderr.log"))
                 .unwrap_or_else(|e| panic!("create stderr.log in {dir:?}: {e}"));
-            let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            let child = Command::new(BIN)
                 .arg("--config")
                 .arg(&config_file)
                 .env(
@@ -271,12 +275,13 @@ impl HeraldNode {
                 .stderr(stderr)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start herald node {name}: {e}"));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut node = HeraldNode {
                 name: name.to_string(),
                 port,
                 dir,
                 child: Some(child),
-                client: client(),
+                http: Http::labelled(addr, &format!("node {name}: ")),
             };
             match node.wait_healthy(Duration::from_secs(15)).await {
                 Ok(()) => return node,
@@ -320,11 +325,6 @@ impl HeraldNode {
         }
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
     /// `http://127.0.0.1:PORT` (for background tasks).
     fn base(&self) -> String {
         self.url("")
@@ -343,51 +343,6 @@ impl HeraldNode {
         }
     }
 
-    /// Any request (bounded by `WAIT`): status, headers, body.
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        let mut builder = self
-            .client
-            .request(method.clone(), self.url(path))
-            .timeout(WAIT)
-            .body(body.to_string());
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("node {}: {method} {path} failed: {e}", self.name));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_else(|e| {
-            panic!(
-                "node {}: {method} {path}: cannot read the body: {e}",
-                self.name
-            )
-        });
-        (status, headers, text)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::GET, path, "", &[]).await
-    }
-
-    async fn publish(
-        &self,
-        channel: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::POST, &format!("/pub?id={channel}"), body, headers)
-            .await
-    }
-
     /// Publishes `body` with `Event-Id: event_id` and asserts 200.
     async fn publish_ok(&self, channel: &str, body: &str, event_id: Option<&str>) {
         let headers: Vec<(&str, &str)> = event_id.map(|e| ("Event-Id", e)).into_iter().collect();
@@ -400,95 +355,20 @@ impl HeraldNode {
         );
     }
 
-    /// `/channels-stats{query}`: status and body.
-    async fn stats_raw(&self, query: &str) -> (StatusCode, String) {
-        let (status, _, text) = self.get(&format!("/channels-stats{query}")).await;
-        (status, text)
-    }
-
-    /// The `subscribers` count of `/channels-stats?id={channel}` (None unless 200 with a number).
-    async fn subscribers(&self, channel: &str) -> (Option<u64>, String) {
-        let (status, text) = self.stats_raw(&format!("?id={channel}")).await;
-        let count = (status == StatusCode::OK)
-            .then(|| serde_json::from_str::<Value>(&text).ok())
-            .flatten()
-            .and_then(|v| v["subscribers"].as_u64());
-        (count, format!("{status} {text}"))
-    }
-
-    /// Polls `/channels-stats?id={channel}` until `ok(subscribers)` (bounded by `limit`).
-    async fn wait_subscribers(
-        &self,
-        channel: &str,
-        limit: Duration,
-        what: &str,
-        ok: impl Fn(u64) -> bool,
-    ) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (count, last) = self.subscribers(channel).await;
-            if count.is_some_and(&ok) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {}: channel {channel} never showed {what} subscribers within {limit:?}; last answer: {last}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Publishes `m{n}` with Event-Id `e{n}` for every `n` of `range`, each answered 200.
+    async fn publish_events(&self, channel: &str, range: std::ops::RangeInclusive<usize>) {
+        for n in range {
+            self.publish_ok(channel, &format!("m{n}"), Some(&format!("e{n}")))
+                .await;
         }
     }
+}
 
-    /// Opens a long-lived subscriber request (bounded wait for the response head).
-    async fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
-        let mut builder = self.client.get(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = tokio::time::timeout(WAIT, builder.send())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node {}: GET {path}: no response head within {WAIT:?}",
-                    self.name
-                )
-            })
-            .unwrap_or_else(|e| panic!("node {}: GET {path} failed: {e}", self.name));
-        Subscriber::new(&format!("node {} {path}", self.name), response)
-    }
+impl Deref for HeraldNode {
+    type Target = Http;
 
-    /// `subscribe_with`, asserting 200.
-    async fn subscribe_ok_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
-        let mut sub = self.subscribe_with(path, headers).await;
-        if sub.status != StatusCode::OK {
-            let status = sub.status;
-            let body = sub.read_to_end(WAIT).await;
-            panic!(
-                "node {}: subscribe {path}: expected 200, got {status}: {body}",
-                self.name
-            );
-        }
-        sub
-    }
-
-    async fn subscribe_ok(&self, path: &str) -> Subscriber {
-        self.subscribe_ok_with(path, &[]).await
-    }
-
-    /// Opens a WebSocket (bounded) and checks the 101.
-    async fn websocket(&self, path: &str) -> Ws {
-        let url = format!("ws://127.0.0.1:{}{path}", self.port);
-        let (ws, response) =
-            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
-                .await
-                .unwrap_or_else(|_| panic!("{url}: no handshake answer within {WAIT:?}"))
-                .unwrap_or_else(|e| panic!("{url}: handshake failed: {e}"));
-        assert_eq!(
-            response.status(),
-            StatusCode::SWITCHING_PROTOCOLS,
-            "{url}: {response:?}"
-        );
-        ws
+    fn deref(&self) -> &Http {
+        &self.http
     }
 }
 
@@ -525,37 +405,9 @@ fn stream_lines(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// The events of an EventSource body: (id line if any, data lines joined). Comments (header,
-/// pings) are skipped.
-fn sse_events(raw: &str) -> Vec<(Option<String>, String)> {
-    raw.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|block| {
-            let mut id = None;
-            let mut data: Vec<&str> = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push(v);
-                }
-            }
-            (!data.is_empty()).then(|| (id, data.join("\n")))
-        })
-        .collect()
-}
-
 /// `m1`..`m{n}` as expected texts.
 fn texts(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|n| format!("m{n}")).collect()
-}
-
-/// The JSON lines of a long-polling/polling answer.
-fn json_lines(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(parse_json)
-        .collect()
 }
 
 fn text_of(v: &Value) -> String {
@@ -565,71 +417,27 @@ fn text_of(v: &Value) -> String {
         .to_string()
 }
 
-/// One complete HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-/// GET `url` with headers, the whole answer bounded by `wait`.
-async fn fetch(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &[(String, String)],
-    wait: Duration,
-) -> Answer {
-    let mut builder = client.get(url).timeout(wait);
-    for (name, value) in headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let response = builder
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url} {headers:?} failed (limit {wait:?}): {e}"));
-    let status = response.status();
-    let response_headers = response.headers().clone();
-    let body = response
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: cannot read the body: {e}"));
-    Answer {
-        status,
-        headers: response_headers,
-        body,
-    }
-}
-
-/// The recovery point of an answer as request headers.
-fn point_headers(answer: &Answer) -> Vec<(String, String)> {
-    let lm = header(&answer.headers, "Last-Modified");
-    let etag = header(&answer.headers, "Etag");
-    assert!(
-        !lm.is_empty() && !etag.is_empty(),
-        "answer without Last-Modified/Etag: {answer:?}"
-    );
-    vec![
-        ("If-Modified-Since".to_string(), lm),
-        ("If-None-Match".to_string(), etag),
-    ]
+/// The EventSource (id, data) of `m{n}` published with Event-Id `e{n}`, for `n` in `range`.
+fn events_of(range: std::ops::RangeInclusive<usize>) -> Vec<(Option<String>, String)> {
+    range
+        .map(|n| (Some(format!("e{n}")), format!("m{n}")))
+        .collect()
 }
 
 /// What a chain of (long-)polls collected: the messages and the last point (Last-Modified, Etag).
 #[derive(Debug)]
 struct Chain {
     messages: Vec<Value>,
-    last_modified: String,
-    etag: String,
+    last: Cursor,
     requests: usize,
 }
 
-/// Chains requests to `base{path}` (each with the previous answer's point; the first with `start`
-/// headers) until `want` messages arrived or `deadline`; `pause` between requests (polling).
+/// Chains requests to `base{path}` (each with the previous answer's point; the first from `start`)
+/// until `want` messages arrived or `deadline`; `pause` between requests (polling).
 async fn chain(
     base: String,
     path: String,
-    start: Vec<(String, String)>,
+    start: Cursor,
     want: usize,
     pause: Duration,
     deadline: Instant,
@@ -639,8 +447,7 @@ async fn chain(
     let mut point = start;
     let mut out = Chain {
         messages: Vec::new(),
-        last_modified: String::new(),
-        etag: String::new(),
+        last: Cursor::default(),
         requests: 0,
     };
     while out.messages.len() < want {
@@ -651,18 +458,17 @@ async fn chain(
             out.messages.len(),
             out.messages
         );
-        let answer = fetch(&client, &url, &point, left).await;
+        let answer = fetch(&client, &url, &point.headers(), left).await;
         out.requests += 1;
         match answer.status {
             StatusCode::OK => {
                 out.messages.extend(json_lines(&answer.body));
-                point = point_headers(&answer);
-                out.last_modified = point[0].1.clone();
-                out.etag = point[1].1.clone();
+                point = answer.cursor();
+                out.last = point.clone();
             }
             StatusCode::NOT_MODIFIED => {
-                if !header(&answer.headers, "Etag").is_empty() {
-                    point = point_headers(&answer);
+                if !answer.header("Etag").is_empty() {
+                    point = answer.cursor();
                 }
             }
             other => panic!(
@@ -677,35 +483,6 @@ async fn chain(
     out
 }
 
-/// Text frames until `want` arrived (bounded by `deadline`); then, for `quiet`, no further text frame.
-async fn ws_texts(ws: &mut Ws, want: usize, deadline: Instant, quiet: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    while got.len() < want {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => panic!(
-                "WebSocket: only {} of {want} text frames: {got:?}",
-                got.len()
-            ),
-            Ok(None) => panic!("WebSocket ended after {got:?}"),
-            Ok(Some(Err(e))) => panic!("WebSocket failed after {got:?}: {e}"),
-            Ok(Some(Ok(WsMessage::Text(t)))) => got.push(t.as_str().to_string()),
-            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => {}
-            Ok(Some(Ok(other))) => panic!("WebSocket: unexpected frame {other:?} after {got:?}"),
-        }
-    }
-    if quiet.is_zero() {
-        return got;
-    }
-    let until = Instant::now() + quiet;
-    loop {
-        match tokio::time::timeout_at(until, ws.next()).await {
-            Err(_) => return got,
-            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => {}
-            Ok(other) => panic!("WebSocket: expected nothing after {got:?}, got {other:?}"),
-        }
-    }
-}
-
 /// Reads an EventSource subscriber up to the event with data `last`; returns every event so far.
 async fn sse_until(
     sub: &mut Subscriber,
@@ -713,7 +490,21 @@ async fn sse_until(
     wait: Duration,
 ) -> Vec<(Option<String>, String)> {
     let raw = sub.read_until(&format!("data: {last}\n\n"), wait).await;
-    sse_events(&raw)
+    sse::ids_and_data(&raw)
+}
+
+/// Subscribes on `node` to the EventSource `path` with `headers` (asserting 200), reads up to the
+/// event with data `last`, then asserts 300 ms of silence; returns the subscriber and the events.
+async fn recovered(
+    node: &HeraldNode,
+    path: &str,
+    headers: &[(&str, &str)],
+    last: &str,
+) -> (Subscriber, Vec<(Option<String>, String)>) {
+    let mut sub = node.subscribe_ok_with(path, headers).await;
+    let got = sse_until(&mut sub, last, WAIT).await;
+    sub.expect_quiet(Duration::from_millis(300)).await;
+    (sub, got)
 }
 
 /// A spawned task, aborted when dropped: a failing test does not leave it running against dead nodes.
@@ -768,8 +559,7 @@ impl Tally {
 async fn cross_node_delivery_every_transport() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("delivery", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     const N: usize = 20;
     let deadline = Instant::now() + Duration::from_secs(20);
 
@@ -777,10 +567,7 @@ async fn cross_node_delivery_every_transport() {
     let mut stream = b.subscribe_ok("/sub/news").await;
     let mut events = b.subscribe_ok("/ev/news").await;
     let mut ws = b.websocket("/ws/news").await;
-    let epoch = vec![
-        ("If-Modified-Since".to_string(), EPOCH.to_string()),
-        ("If-None-Match".to_string(), "W/0".to_string()),
-    ];
+    let epoch = Cursor::epoch();
     // The long-poll chains start from "everything": what they get does not depend on when their
     // first request reaches the node.
     let lp_b = Background::spawn(chain(
@@ -811,10 +598,7 @@ async fn cross_node_delivery_every_transport() {
     b.wait_subscribers("news", WAIT, "at least 3", |n| n >= 3)
         .await;
 
-    for n in 1..=N {
-        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
+    a.publish_events("news", 1..=N).await;
 
     // Streaming on B.
     let raw = stream.read_until(&format!("m{N}\n"), WAIT).await;
@@ -823,18 +607,15 @@ async fn cross_node_delivery_every_transport() {
     // EventSource on B: ids and texts.
     let got = sse_until(&mut events, &format!("m{N}"), WAIT).await;
     events.expect_quiet(Duration::from_millis(300)).await;
-    let expected: Vec<(Option<String>, String)> = (1..=N)
-        .map(|n| (Some(format!("e{n}")), format!("m{n}")))
-        .collect();
-    assert_eq!(got, expected, "EventSource on B: {:?}", events.received());
+    assert_eq!(
+        got,
+        events_of(1..=N),
+        "EventSource on B: {:?}",
+        events.received()
+    );
     // WebSocket on B.
-    let frames = ws_texts(
-        &mut ws,
-        N,
-        Instant::now() + WAIT,
-        Duration::from_millis(300),
-    )
-    .await;
+    let frames = ws::texts(&mut ws, N, WAIT).await;
+    ws::expect_quiet(&mut ws, Duration::from_millis(300)).await;
     assert_eq!(frames, texts(1..=N), "WebSocket on B");
     // Long-polling on A and B, polling on B.
     let limit = Duration::from_secs(25);
@@ -855,8 +636,7 @@ async fn cross_node_delivery_every_transport() {
         "long-poll messages (id, time, tag) on A vs B"
     );
     assert_eq!(
-        (&lp_a.last_modified, &lp_a.etag),
-        (&lp_b.last_modified, &lp_b.etag),
+        lp_a.last, lp_b.last,
         "Last-Modified/Etag of the last long-poll answer on A vs B"
     );
     assert_eq!(
@@ -870,8 +650,8 @@ async fn cross_node_delivery_every_transport() {
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     // Everything stored, polled on each node: the same answer.
-    let poll_a_all = fetch(&client(), &a.url("/poll/news"), &epoch, WAIT).await;
-    let poll_b_all = fetch(&client(), &b.url("/poll/news"), &epoch, WAIT).await;
+    let poll_a_all = fetch(&client(), &a.url("/poll/news"), &epoch.headers(), WAIT).await;
+    let poll_b_all = fetch(&client(), &b.url("/poll/news"), &epoch.headers(), WAIT).await;
     assert_eq!(poll_a_all.status, StatusCode::OK, "{poll_a_all:?}");
     assert_eq!(poll_b_all.status, StatusCode::OK, "{poll_b_all:?}");
     assert_eq!(
@@ -888,7 +668,7 @@ async fn cross_node_delivery_every_transport() {
     }
     assert_eq!(
         header(&poll_b_all.headers, "Etag"),
-        lp_b.etag,
+        lp_b.last.etag,
         "poll vs long-poll Etag"
     );
     drop((a, b));
@@ -901,29 +681,14 @@ async fn cross_node_delivery_every_transport() {
 async fn recovery_on_other_node() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("recovery", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
-    let quiet = Duration::from_millis(300);
-
-    for n in 1..=10 {
-        a.publish_ok("hist", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
-    let expect = |range: std::ops::RangeInclusive<usize>| -> Vec<(Option<String>, String)> {
-        range
-            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
-            .collect()
-    };
+    let (a, b) = cluster.two_nodes().await;
+    a.publish_events("hist", 1..=10).await;
 
     // Last-Event-ID on B.
-    let mut sub = b
-        .subscribe_ok_with("/ev/hist", &[("Last-Event-ID", "e4")])
-        .await;
-    let got = sse_until(&mut sub, "m10", WAIT).await;
-    sub.expect_quiet(quiet).await;
+    let (sub, got) = recovered(&b, "/ev/hist", &[("Last-Event-ID", "e4")], "m10").await;
     assert_eq!(
         got,
-        expect(5..=10),
+        events_of(5..=10),
         "Last-Event-ID: e4 on B: {:?}",
         sub.received()
     );
@@ -935,20 +700,15 @@ async fn recovery_on_other_node() {
     drop(sub);
 
     // Backtrack on B.
-    let mut sub = b.subscribe_ok("/ev/hist.b5").await;
-    let got = sse_until(&mut sub, "m10", WAIT).await;
-    sub.expect_quiet(quiet).await;
-    assert_eq!(got, expect(6..=10), ".b5 on B: {:?}", sub.received());
+    let (sub, got) = recovered(&b, "/ev/hist.b5", &[], "m10").await;
+    assert_eq!(got, events_of(6..=10), ".b5 on B: {:?}", sub.received());
     drop(sub);
 
     // If-Modified-Since + If-None-Match of m7 (as A's poll shows it) on B.
     let all = fetch(
         &client(),
         &a.url("/poll/hist"),
-        &[
-            ("If-Modified-Since".into(), EPOCH.into()),
-            ("If-None-Match".into(), "W/0".into()),
-        ],
+        &Cursor::epoch().headers(),
         WAIT,
     )
     .await;
@@ -973,17 +733,16 @@ async fn recovery_on_other_node() {
             .as_u64()
             .unwrap_or_else(|| panic!("no tag in {m7}"))
     );
-    let mut sub = b
-        .subscribe_ok_with(
-            "/ev/hist",
-            &[("If-Modified-Since", time), ("If-None-Match", &tag)],
-        )
-        .await;
-    let got = sse_until(&mut sub, "m10", WAIT).await;
-    sub.expect_quiet(quiet).await;
+    let (sub, got) = recovered(
+        &b,
+        "/ev/hist",
+        &[("If-Modified-Since", time), ("If-None-Match", &tag)],
+        "m10",
+    )
+    .await;
     assert_eq!(
         got,
-        expect(8..=10),
+        events_of(8..=10),
         "point of m7 ({time}, {tag}) on B: {:?}",
         sub.received()
     );
@@ -998,38 +757,28 @@ async fn recovery_on_other_node() {
     let mut sub = b.subscribe_ok("/ev/recon").await;
     b.wait_subscribers("recon", WAIT, "at least 1", |n| n >= 1)
         .await;
-    for n in 1..=5 {
-        a.publish_ok("recon", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
+    a.publish_events("recon", 1..=5).await;
     let got = sse_until(&mut sub, "m5", WAIT).await;
     assert_eq!(
         got,
-        expect(1..=5),
+        events_of(1..=5),
         "live on B before the disconnect: {:?}",
         sub.received()
     );
     let last_id = got.last().and_then(|(id, _)| id.clone()).expect("an id");
     drop(sub);
-    for n in 6..=10 {
-        a.publish_ok("recon", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
-    let mut sub = b
-        .subscribe_ok_with("/ev/recon", &[("Last-Event-ID", &last_id)])
-        .await;
-    let got = sse_until(&mut sub, "m10", WAIT).await;
-    sub.expect_quiet(quiet).await;
+    a.publish_events("recon", 6..=10).await;
+    let (mut sub, got) = recovered(&b, "/ev/recon", &[("Last-Event-ID", &last_id)], "m10").await;
     assert_eq!(
         got,
-        expect(6..=10),
+        events_of(6..=10),
         "reconnect on B with Last-Event-ID {last_id}: {:?}",
         sub.received()
     );
     // And it is live again.
     a.publish_ok("recon", "m11", Some("e11")).await;
     let got = sse_until(&mut sub, "m11", WAIT).await;
-    assert_eq!(got, expect(11..=11), "live after the reconnect");
+    assert_eq!(got, events_of(11..=11), "live after the reconnect");
     drop((a, b));
 }
 
@@ -1041,8 +790,7 @@ async fn redis_restart_mid_stream_no_loss() {
     const N: usize = 200;
     let mut redis = RedisServer::start_persistent();
     let cluster = Cluster::new("restart", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     let mut sub = b.subscribe_ok("/sub/flow").await;
     b.wait_subscribers("flow", WAIT, "1", |n| n >= 1).await;
 
@@ -1237,7 +985,7 @@ async fn shard_down_503_only_its_channels() {
         assert!(
             lower.contains("shard") || lower.contains("redis"),
             "the 503 body should name the shard and the reason: {body:?} (explain header {:?})",
-            header(&headers, "X-Nginx-PushStream-Explain")
+            header(&headers, EXPLAIN)
         );
         assert!(
             took <= COMMAND_TIMEOUT + slack,
@@ -1335,7 +1083,7 @@ async fn wait_summary(
 ) -> Value {
     let deadline = Instant::now() + limit;
     loop {
-        let (status, text) = node.stats_raw("").await;
+        let (status, _, text) = node.get("/channels-stats").await;
         if status == StatusCode::OK {
             let doc = parse_json(&text);
             if ok(&doc) {
@@ -1355,8 +1103,7 @@ async fn wait_summary(
 async fn cluster_stats() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("stats", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let mut b = cluster.node("node-b").await;
+    let (a, mut b) = cluster.two_nodes().await;
     let _a1 = a.subscribe_ok("/sub/room").await;
     let _a2 = a.subscribe_ok("/sub/room").await;
     let b1 = b.subscribe_ok("/ev/room").await;
@@ -1409,8 +1156,7 @@ async fn cluster_stats() {
 async fn delete_reaches_all_nodes() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("delete", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     let mut on_a = a.subscribe_ok("/sub/doomed").await;
     let mut on_b = b.subscribe_ok("/sub/doomed").await;
     let mut ws_b = b.websocket("/ws/doomed").await;
@@ -1421,17 +1167,11 @@ async fn delete_reaches_all_nodes() {
     a.publish_ok("doomed", "hello", None).await;
     on_a.read_until("hello\n", WAIT).await;
     on_b.read_until("hello\n", WAIT).await;
-    assert_eq!(
-        ws_texts(&mut ws_b, 1, Instant::now() + WAIT, Duration::ZERO).await,
-        ["hello"]
-    );
+    assert_eq!(ws::texts(&mut ws_b, 1, WAIT).await, ["hello"]);
 
     let (status, headers, body) = a.request(Method::DELETE, "/pub?id=doomed", "", &[]).await;
     assert_eq!(status, StatusCode::OK, "DELETE on A: {body}");
-    assert_eq!(
-        header(&headers, "X-Nginx-PushStream-Explain"),
-        "Channel deleted."
-    );
+    assert_eq!(header(&headers, EXPLAIN), "Channel deleted.");
     for (what, sub) in [("on A", &mut on_a), ("on B", &mut on_b)] {
         sub.read_until("Channel deleted\n", WAIT).await;
         let rest = sub.read_to_end(WAIT).await;
@@ -1441,23 +1181,16 @@ async fn delete_reaches_all_nodes() {
         );
     }
     assert_eq!(
-        ws_texts(&mut ws_b, 1, Instant::now() + WAIT, Duration::ZERO).await,
+        ws::texts(&mut ws_b, 1, WAIT).await,
         ["Channel deleted"],
         "WebSocket on B"
     );
-    match tokio::time::timeout(WAIT, ws_b.next()).await {
-        Ok(Some(Ok(WsMessage::Close(Some(frame))))) => {
-            assert_eq!(frame.code, CloseCode::Normal, "{frame:?}")
-        }
-        other => panic!(
-            "WebSocket on B: expected a close frame after the deleted message, got {other:?}"
-        ),
-    }
+    ws::expect_close(&mut ws_b, CloseCode::Normal).await;
     // Gone everywhere (stats and channel info), within a heartbeat or so.
     for node in [&a, &b] {
         let deadline = Instant::now() + HEARTBEAT * 2 + Duration::from_secs(2);
         loop {
-            let (stats, text) = node.stats_raw("?id=doomed").await;
+            let (stats, _, text) = node.get("/channels-stats?id=doomed").await;
             let (info, _, info_text) = node.get("/pub?id=doomed").await;
             if stats == StatusCode::NOT_FOUND && info == StatusCode::NOT_FOUND {
                 break;
@@ -1474,10 +1207,7 @@ async fn delete_reaches_all_nodes() {
     let all = fetch(
         &client(),
         &b.url("/poll/doomed"),
-        &[
-            ("If-Modified-Since".into(), EPOCH.into()),
-            ("If-None-Match".into(), "W/0".into()),
-        ],
+        &Cursor::epoch().headers(),
         WAIT,
     )
     .await;
@@ -1491,10 +1221,6 @@ async fn delete_reaches_all_nodes() {
 // ---------------------------------------------------------------------------------------------
 // 7. Events channel
 
-fn event(kind: &str, channel: &str) -> String {
-    format!("{{\"type\": \"{kind}\", \"channel\": \"{channel}\"}}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_channel_across_nodes() {
     let redis = RedisServer::start();
@@ -1503,8 +1229,7 @@ async fn events_channel_across_nodes() {
         .locations(
             "[[location]]\npath = \"/events/\"\nrole = \"subscriber\"\nmode = \"streaming\"\nmessage_template = \"~text~\\n\"\nallow_connections_to_events_channel = true\n",
         );
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     let mut events = b.subscribe_ok("/events/events").await;
     b.wait_subscribers("events", WAIT, "at least 1", |n| n >= 1)
         .await;
@@ -1552,8 +1277,7 @@ async fn redis_cluster_max_subscribers_hold_across_nodes() {
 /// One subscriber on A and one on B with a limit of 2: a third on either node is refused; once
 /// one leaves, a new one gets in.
 async fn max_subscribers_hold(cluster: &Cluster) {
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     let on_a = a.subscribe_ok("/sub/capped").await;
     let _on_b = b.subscribe_ok("/sub/capped").await;
     // Let each node hear the other's heartbeat.
@@ -1566,7 +1290,7 @@ async fn max_subscribers_hold(cluster: &Cluster) {
         } else {
             third.read_to_end(WAIT).await
         };
-        let (count, stats) = node.subscribers("capped").await;
+        let (_, count, stats) = node.subscribers("capped").await;
         assert_eq!(
             status,
             StatusCode::FORBIDDEN,
@@ -1604,45 +1328,25 @@ async fn max_subscribers_hold(cluster: &Cluster) {
 async fn example_cluster_config_runs_two_nodes() {
     let redis = RedisServer::start();
     let cluster = Cluster::new("example", &[&redis]).example();
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
 
     let mut sub = b.subscribe_ok("/ev/news").await;
     b.wait_subscribers("news", WAIT, "the subscriber on B", |n| n == 1)
         .await;
-    for n in 1..=3 {
-        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
+    a.publish_events("news", 1..=3).await;
     let got = sse_until(&mut sub, "m3", WAIT).await;
     assert_eq!(
         got,
-        (1..=3)
-            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
-            .collect::<Vec<_>>(),
+        events_of(1..=3),
         "EventSource on B: {:?}",
         sub.received()
     );
     drop(sub);
 
     // Missed while disconnected, then recovered on B with the last id it saw.
-    for n in 4..=6 {
-        a.publish_ok("news", &format!("m{n}"), Some(&format!("e{n}")))
-            .await;
-    }
-    let mut sub = b
-        .subscribe_ok_with("/ev/news", &[("Last-Event-ID", "e3")])
-        .await;
-    let got = sse_until(&mut sub, "m6", WAIT).await;
-    sub.expect_quiet(Duration::from_millis(300)).await;
-    assert_eq!(
-        got,
-        (4..=6)
-            .map(|n| (Some(format!("e{n}")), format!("m{n}")))
-            .collect::<Vec<_>>(),
-        "recovery on B: {:?}",
-        sub.received()
-    );
+    a.publish_events("news", 4..=6).await;
+    let (sub, got) = recovered(&b, "/ev/news", &[("Last-Event-ID", "e3")], "m6").await;
+    assert_eq!(got, events_of(4..=6), "recovery on B: {:?}", sub.received());
     assert_eq!(header(&sub.headers, RECOVERY), "complete");
 }
 
@@ -1653,8 +1357,7 @@ async fn example_cluster_config_runs_two_nodes() {
 async fn redis_cluster_shares_channels_across_nodes() {
     let redis = tokio::task::block_in_place(|| RedisCluster::start(3));
     let cluster = Cluster::on_redis_cluster("rcluster", &redis);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     for node in [&a, &b] {
         let ready = poll_until(WAIT, Duration::from_millis(50), || async {
             node.get("/readyz").await.0 == StatusCode::OK
@@ -1702,7 +1405,7 @@ async fn redis_cluster_shares_channels_across_nodes() {
     let got = sub.read_until(&format!("{}-m5\n", channels[0]), WAIT).await;
     assert_eq!(got, format!("{0}-m4\n{0}-m5\n", channels[0]));
     // Cluster-wide statistics on A.
-    let summary = parse_json(&a.stats_raw("").await.1);
+    let summary = a.stats("").await;
     assert_eq!(summary["channels"], 12, "{summary}");
     assert_eq!(summary["published_messages"], 60, "{summary}");
     // Delete on A ends B's subscriber.
@@ -1721,8 +1424,7 @@ async fn redis_cluster_shares_channels_across_nodes() {
 async fn redis_restart_without_data_ends_followed_channels() {
     let mut redis = RedisServer::start();
     let cluster = Cluster::new("lost", &[&redis]);
-    let a = cluster.node("node-a").await;
-    let b = cluster.node("node-b").await;
+    let (a, b) = cluster.two_nodes().await;
     let mut sub = b.subscribe_ok("/sub/lost").await;
     b.wait_subscribers("lost", WAIT, "1", |n| n == 1).await;
     a.publish_ok("lost", "before", None).await;

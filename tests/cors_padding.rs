@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, header, streaming_location, TestServer, WAIT};
+use common::{config, header, sse, streaming_location, TestServer, WAIT};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
@@ -376,27 +376,6 @@ async fn user_agent_expression_chooses_what_padding_matches() {
     server.stop().await;
 }
 
-/// Parses SSE text: the data of each dispatched event (comment lines ignored).
-fn sse_events(text: &str) -> Vec<String> {
-    let mut events = Vec::new();
-    let mut data: Vec<&str> = Vec::new();
-    for line in text.split('\n') {
-        if line.is_empty() {
-            if !data.is_empty() {
-                events.push(data.join("\n"));
-                data.clear();
-            }
-        } else if line.starts_with(':') {
-            continue;
-        } else if let Some(value) = line.strip_prefix("data:") {
-            data.push(value.strip_prefix(' ').unwrap_or(value));
-        } else {
-            panic!("unexpected SSE line {line:?} in {text:?}");
-        }
-    }
-    events
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_padding_is_an_sse_comment() {
     let server = TestServer::start(&padding_config()).await;
@@ -410,11 +389,11 @@ async fn eventsource_padding_is_an_sse_comment() {
     }
     sub.read_until("data: three\n\n", WAIT).await;
     let received = sub.received();
-    assert_eq!(
-        sse_events(&received),
-        ["one", "two", "three"],
-        "{received:?}"
-    );
+    let data: Vec<String> = sse::events(&received)
+        .into_iter()
+        .map(|event| event.data)
+        .collect();
+    assert_eq!(data, ["one", "two", "three"], "{received:?}");
     // Data lines are unchanged: the padding only adds comment and blank lines.
     let data_lines: Vec<&str> = received
         .split('\n')

@@ -8,10 +8,16 @@
 
 mod common;
 
+use common::http::{assert_waiting, join};
+use common::messages::{
+    assert_refused, channel_infos, jsonp_array, numbers, parse_rec, publish_event, Rec,
+};
 use common::redis::RedisServer;
-use common::{config, header, parse_json, poll_until, Subscriber, TestServer, WAIT};
-use futures_util::StreamExt;
-use reqwest::header::HeaderMap;
+use common::ws;
+use common::{
+    config, header, parse_json, poll_until, scenarios, Subscriber, TestServer, EPOCH, EXPLAIN,
+    RECOVERY, WAIT,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,12 +25,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
-const RECOVERY: &str = "X-Herald-Recovery";
-/// An `If-Modified-Since` older than anything: "everything stored".
-const EPOCH: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
 /// Silence that proves nothing more is coming.
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -277,184 +277,13 @@ async fn summary_reaches(server: &TestServer, key: &str, value: u64) {
     .await;
 }
 
-/// Asserts a refusal: `status`, body starting with `explain`, the explain header too.
-fn assert_refused(
-    what: &str,
-    got: (StatusCode, HeaderMap, String),
-    status: StatusCode,
-    explain: &str,
-) {
-    let (got_status, headers, body) = got;
-    assert_eq!(got_status, status, "{what}: body {body:?}");
-    assert!(body.starts_with(explain), "{what}: body {body:?}");
-    assert!(
-        header(&headers, EXPLAIN).starts_with(explain),
-        "{what}: {EXPLAIN} {:?}",
-        header(&headers, EXPLAIN)
-    );
-}
-
-/// Publishes `m{n}` with Event-Id `e{n}`, asserting 200.
-async fn publish_event(server: &TestServer, channel: &str, n: usize) {
-    let (status, _, body) = server
-        .publish(channel, &format!("m{n}"), &[("Event-Id", &format!("e{n}"))])
-        .await;
-    assert_eq!(status, StatusCode::OK, "publish m{n} to {channel}: {body}");
-}
-
-/// One message of the `/rec/` and `/recpoll/` template `eN|mN|time|tag`.
-#[derive(Debug, Clone)]
-struct Seen {
-    n: usize,
-    time: String,
-    tag: String,
-}
-
-fn parse_rec(line: &str) -> Seen {
-    let line = line.trim_end_matches('\n');
-    let fields: Vec<&str> = line.split('|').collect();
-    assert_eq!(fields.len(), 4, "not a formatted message: {line:?}");
-    let n: usize = fields[1]
-        .strip_prefix('m')
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("bad text in {line:?}"));
-    assert_eq!(fields[0], format!("e{n}"), "event id and text: {line:?}");
-    assert!(
-        httpdate::parse_http_date(fields[2]).is_ok(),
-        "bad ~time~ in {line:?}"
-    );
-    assert!(fields[3].parse::<u64>().is_ok(), "bad ~tag~ in {line:?}");
-    Seen {
-        n,
-        time: fields[2].to_string(),
-        tag: fields[3].to_string(),
-    }
-}
-
 /// Reads `count` `/rec/` lines.
-async fn read_rec(sub: &mut Subscriber, count: usize) -> Vec<Seen> {
+async fn read_rec(sub: &mut Subscriber, count: usize) -> Vec<Rec> {
     let mut seen = Vec::new();
     for _ in 0..count {
         seen.push(parse_rec(&sub.read_until("\n", WAIT).await));
     }
     seen
-}
-
-fn numbers(seen: &[Seen]) -> Vec<usize> {
-    seen.iter().map(|s| s.n).collect()
-}
-
-fn time_tag(seen: &Seen) -> [(&str, &str); 2] {
-    [
-        ("If-Modified-Since", seen.time.as_str()),
-        ("If-None-Match", seen.tag.as_str()),
-    ]
-}
-
-/// A complete answer.
-type Answer = (StatusCode, HeaderMap, String);
-
-/// Starts a GET in the background (a long-poll that waits); bounded at 15 s.
-fn spawn_get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> JoinHandle<Answer> {
-    let mut builder = server
-        .client
-        .get(server.url(path))
-        .timeout(Duration::from_secs(15));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let path = path.to_string();
-    tokio::spawn(async move {
-        let response = builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: body: {e}"));
-        (status, headers, body)
-    })
-}
-
-async fn join(handle: JoinHandle<Answer>, what: &str) -> Answer {
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer"))
-        .unwrap_or_else(|e| panic!("{what}: request task failed: {e}"))
-}
-
-/// Asserts that a background long-poll is still waiting after 200 ms.
-async fn assert_waiting(handle: &mut JoinHandle<Answer>, what: &str) {
-    if let Ok(answer) = tokio::time::timeout(Duration::from_millis(200), &mut *handle).await {
-        panic!("{what}: expected the long-poll to wait, it answered {answer:?}");
-    }
-}
-
-/// The (Last-Modified, Etag) of an answer, both present.
-fn cursor(answer: &Answer) -> (String, String) {
-    let last_modified = header(&answer.1, "Last-Modified");
-    let etag = header(&answer.1, "Etag");
-    assert!(
-        !last_modified.is_empty() && !etag.is_empty(),
-        "answer without Last-Modified/Etag: {answer:?}"
-    );
-    (last_modified, etag)
-}
-
-fn cursor_headers(cursor: &(String, String)) -> [(&str, &str); 2] {
-    [
-        ("If-Modified-Since", cursor.0.as_str()),
-        ("If-None-Match", cursor.1.as_str()),
-    ]
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(server: &TestServer, path: &str) -> Ws {
-    let url = format!("ws://{}{}", server.addr, path);
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no handshake answer within {WAIT:?}"))
-        .unwrap_or_else(|e| panic!("{url}: handshake failed: {e}"));
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS, "{url}");
-    ws
-}
-
-/// The next frame that is not a ping or pong (bounded).
-async fn ws_next(ws: &mut Ws, waiting_for: &str) -> WsMessage {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => panic!("websocket: nothing within {WAIT:?} while waiting for {waiting_for}"),
-            Ok(None) => panic!("websocket ended while waiting for {waiting_for}"),
-            Ok(Some(Err(e))) => panic!("websocket failed while waiting for {waiting_for}: {e}"),
-            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
-            Ok(Some(Ok(message))) => return message,
-        }
-    }
-}
-
-async fn ws_expect_text(ws: &mut Ws, expected: &str) {
-    match ws_next(ws, expected).await {
-        WsMessage::Text(text) => assert_eq!(text.as_str(), expected, "websocket text frame"),
-        other => panic!("expected text frame {expected:?}, got {other:?}"),
-    }
-}
-
-/// Asserts no text frame arrives during `QUIET`.
-async fn ws_expect_quiet(ws: &mut Ws) {
-    let deadline = Instant::now() + QUIET;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return,
-            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
-            Ok(other) => panic!("websocket: expected silence, got {other:?}"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,17 +339,9 @@ async fn publish_answers_channel_info_with_consecutive_ids(engine: &Engine) {
     let (status, _, body) = server.publish("a/news", "both", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let doc = parse_json(&body);
-    let infos: Vec<(String, u64, u64)> = doc["infos"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|i| {
-            (
-                i["channel"].as_str().unwrap().to_string(),
-                i["published_messages"].as_u64().unwrap(),
-                i["stored_messages"].as_u64().unwrap(),
-            )
-        })
+    let infos: Vec<(String, u64, u64)> = channel_infos(&doc)
+        .into_iter()
+        .map(|(channel, published, stored, _)| (channel, published, stored))
         .collect();
     assert_eq!(
         infos,
@@ -738,7 +559,7 @@ async fn time_and_tag_recover_after_that_message(engine: &Engine) {
 
     // Streaming from m2's (time, tag).
     let mut sub = server
-        .subscribe_with("/rec/news", &time_tag(&seen[1]))
+        .subscribe_with("/rec/news", &seen[1].time_tag())
         .await;
     assert_eq!(sub.status, StatusCode::OK);
     assert_eq!(header(&sub.headers, RECOVERY), "complete");
@@ -751,7 +572,7 @@ async fn time_and_tag_recover_after_that_message(engine: &Engine) {
     sub.expect_quiet(QUIET).await;
 
     // Polling from m4: m5, and m5's point in Last-Modified/Etag.
-    let (status, headers, body) = server.get_with("/recpoll/news", &time_tag(&seen[3])).await;
+    let (status, headers, body) = server.get_with("/recpoll/news", &seen[3].time_tag()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(header(&headers, RECOVERY), "complete");
     assert_eq!(numbers(&[parse_rec(&body)]), vec![5]);
@@ -762,7 +583,7 @@ async fn time_and_tag_recover_after_that_message(engine: &Engine) {
         "{headers:?}"
     );
     // From the newest: 304 echoing the point.
-    let (status, headers, body) = server.get_with("/recpoll/news", &time_tag(&seen[4])).await;
+    let (status, headers, body) = server.get_with("/recpoll/news", &seen[4].time_tag()).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED, "{body}");
     assert_eq!(header(&headers, "Last-Modified"), seen[4].time);
     // From the epoch: everything stored.
@@ -789,7 +610,7 @@ async fn recovery_is_truncated_when_the_point_was_evicted(engine: &Engine) {
     let info = server.channel_info("win").await.expect("win");
     assert_eq!(info["stored_messages"], 5, "{info}");
 
-    let m = |n: usize| time_tag(&seen[n - 1]).to_vec();
+    let m = |n: usize| seen[n - 1].time_tag().to_vec();
     // (what, request headers, expected X-Herald-Recovery, expected message numbers)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, Vec<usize>);
     let cases: Vec<Case> = vec![
@@ -858,17 +679,17 @@ async fn recovery_is_truncated_when_the_point_was_evicted(engine: &Engine) {
 
 async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine) {
     let server = engine.start("").await;
-    let mut pending = spawn_get(&server, "/lp/news", &[]);
+    let mut pending = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut pending, "/lp/news without a point").await;
     server.publish_ok("news", "one").await;
     let first = join(pending, "first long-poll").await;
     assert_eq!(
-        (first.0, first.2.as_str()),
+        (first.status, first.body.as_str()),
         (StatusCode::OK, "news:1:one\n"),
         "{first:?}"
     );
-    let first_cursor = cursor(&first);
+    let first_cursor = first.cursor();
     // The answered long-poll holds no subscriber.
     server.wait_for_subscribers("news", 0).await;
 
@@ -876,32 +697,32 @@ async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine)
     server.publish_ok("news", "two").await;
     server.publish_ok("news", "three").await;
     let second = join(
-        spawn_get(&server, "/lp/news", &cursor_headers(&first_cursor)),
+        server.spawn_fetch("/lp/news", &first_cursor.headers()),
         "second long-poll",
     )
     .await;
     assert_eq!(
-        (second.0, second.2.as_str()),
+        (second.status, second.body.as_str()),
         (StatusCode::OK, "news:2:two\nnews:3:three\n"),
         "{second:?}"
     );
-    let second_cursor = cursor(&second);
+    let second_cursor = second.cursor();
     assert_ne!(first_cursor, second_cursor);
 
     // At the newest point: waits for the next message.
-    let mut third = spawn_get(&server, "/lp/news", &cursor_headers(&second_cursor));
+    let mut third = server.spawn_fetch("/lp/news", &second_cursor.headers());
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut third, "chained long-poll at the newest point").await;
     server.publish_ok("news", "four").await;
     let third = join(third, "third long-poll").await;
     assert_eq!(
-        (third.0, third.2.as_str()),
+        (third.status, third.body.as_str()),
         (StatusCode::OK, "news:4:four\n"),
         "{third:?}"
     );
 
     // Several channels: a message on any of them ends the wait.
-    let mut multi = spawn_get(&server, "/lp/a/b", &[]);
+    let mut multi = server.spawn_fetch("/lp/a/b", &[]);
     server.wait_for_subscribers("a", 1).await;
     server.wait_for_subscribers("b", 1).await;
     server.publish_ok("other", "not followed").await;
@@ -909,7 +730,7 @@ async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine)
     server.publish_ok("b", "on b").await;
     let answer = join(multi, "/lp/a/b").await;
     assert_eq!(
-        (answer.0, answer.2.as_str()),
+        (answer.status, answer.body.as_str()),
         (StatusCode::OK, "b:1:on b\n"),
         "{answer:?}"
     );
@@ -924,51 +745,41 @@ async fn polling_and_jsonp_answer_from_the_point(engine: &Engine) {
     assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
     server.wait_for_subscribers("news", 0).await;
 
-    let first = server.get("/poll/news.b1").await;
+    let first = server.fetch("/poll/news.b1", &[]).await;
     assert_eq!(
-        (first.0, first.2.as_str()),
+        (first.status, first.body.as_str()),
         (StatusCode::OK, "news:1:a\n"),
         "{first:?}"
     );
-    let first_cursor = cursor(&first);
+    let first_cursor = first.cursor();
     server.publish_ok("news", "b").await;
     server.publish_ok("news", "c").await;
-    let answer = server
-        .get_with("/poll/news", &cursor_headers(&first_cursor))
-        .await;
+    let answer = server.fetch("/poll/news", &first_cursor.headers()).await;
     assert_eq!(
-        (answer.0, answer.2.as_str()),
+        (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:2:b\nnews:3:c\n"),
         "{answer:?}"
     );
-    let newest = cursor(&answer);
+    let newest = answer.cursor();
     let all = server
-        .get_with("/poll/news", &[("If-Modified-Since", EPOCH)])
+        .fetch("/poll/news", &[("If-Modified-Since", EPOCH)])
         .await;
-    assert_eq!(all.2, "news:1:a\nnews:2:b\nnews:3:c\n", "{all:?}");
-    assert_eq!(cursor(&all), newest, "{all:?}");
+    assert_eq!(all.body, "news:1:a\nnews:2:b\nnews:3:c\n", "{all:?}");
+    assert_eq!(all.cursor(), newest, "{all:?}");
     // Nothing newer: 304 echoing the point.
-    let answer = server
-        .get_with("/poll/news", &cursor_headers(&newest))
-        .await;
+    let answer = server.fetch("/poll/news", &newest.headers()).await;
     assert_eq!(
-        (answer.0, answer.2.as_str()),
+        (answer.status, answer.body.as_str()),
         (StatusCode::NOT_MODIFIED, "")
     );
-    assert_eq!(cursor(&answer), newest);
+    assert_eq!(answer.cursor(), newest);
 
     // JSONP.
     let (status, headers, body) = server.get("/jpoll/news.b2?callback=cb").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(header(&headers, "Content-Type"), "application/javascript");
-    let inner = body
-        .strip_prefix("cb(")
-        .and_then(|b| b.strip_suffix(");\r\n"))
-        .unwrap_or_else(|| panic!("JSONP body {body:?}"));
-    let items = parse_json(inner);
+    let items = jsonp_array(&body, "cb");
     let items: Vec<(u64, &str, &str)> = items
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
         .iter()
         .map(|i| {
             (
@@ -989,20 +800,20 @@ async fn websocket_delivers_backtrack_and_live_messages(engine: &Engine) {
     for text in ["m1", "m2", "m3"] {
         server.publish_ok("news", text).await;
     }
-    let mut back = ws_connect(&server, "/ws/news.b2").await;
-    ws_expect_text(&mut back, "news:2:m2").await;
-    ws_expect_text(&mut back, "news:3:m3").await;
-    let mut live = ws_connect(&server, "/ws/news/other").await;
+    let mut back = server.websocket("/ws/news.b2").await;
+    ws::expect_text(&mut back, "news:2:m2").await;
+    ws::expect_text(&mut back, "news:3:m3").await;
+    let mut live = server.websocket("/ws/news/other").await;
     server.wait_for_subscribers("news", 2).await;
     server.wait_for_subscribers("other", 1).await;
     server.publish_ok("news", "m4").await;
     server.publish_ok("other", "o1").await;
-    ws_expect_text(&mut back, "news:4:m4").await;
-    ws_expect_text(&mut live, "news:4:m4").await;
-    ws_expect_text(&mut live, "other:1:o1").await;
-    ws_expect_quiet(&mut back).await;
+    ws::expect_text(&mut back, "news:4:m4").await;
+    ws::expect_text(&mut live, "news:4:m4").await;
+    ws::expect_text(&mut live, "other:1:o1").await;
+    ws::expect_quiet(&mut back, QUIET).await;
     // Closing frees the subscriber.
-    let _ = tokio::time::timeout(Duration::from_secs(1), back.close(None)).await;
+    ws::close(&mut back).await;
     drop(back);
     server.wait_for_subscribers("news", 1).await;
     drop(live);
@@ -1185,9 +996,9 @@ async fn delete_ends_subscribers_and_a_new_publish_starts_at_id_1(engine: &Engin
     server.publish_ok("news", "stored too").await;
     let mut stream = server.subscribe_ok("/sub/news").await;
     let mut events = server.subscribe_ok("/ev/news").await;
-    let mut ws = ws_connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 3).await;
-    let long_poll = spawn_get(&server, "/lp/news", &[]);
+    let long_poll = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 4).await;
 
     let (status, headers, body) = server.delete("news", "").await;
@@ -1198,14 +1009,11 @@ async fn delete_ends_subscribers_and_a_new_publish_starts_at_id_1(engine: &Engin
         events.read_to_end(WAIT).await,
         ": \n\ndata: Channel deleted\n\n: END\n\n"
     );
-    ws_expect_text(&mut ws, "news:-2:Channel deleted").await;
-    match ws_next(&mut ws, "the close frame").await {
-        WsMessage::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal, "{frame:?}"),
-        other => panic!("expected a normal close, got {other:?}"),
-    }
+    ws::expect_text(&mut ws, "news:-2:Channel deleted").await;
+    ws::expect_close(&mut ws, CloseCode::Normal).await;
     let answer = join(long_poll, "long-poll during delete").await;
     assert_eq!(
-        (answer.0, answer.2.as_str()),
+        (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:-2:Channel deleted\n"),
         "{answer:?}"
     );
@@ -1243,84 +1051,11 @@ async fn delete_ends_subscribers_and_a_new_publish_starts_at_id_1(engine: &Engin
 // ---------------------------------------------------------------------------------------------
 // Events channel
 
-fn event(kind: &str, channel: &str) -> String {
-    format!("{{\"type\": \"{kind}\", \"channel\": \"{channel}\"}}")
-}
-
-/// The next event line (valid JSON `{type, channel}`), without its line break.
-async fn next_event(sub: &mut Subscriber, wait: Duration) -> String {
-    let line = sub.read_until("\n", wait).await;
-    let line = line.trim_end_matches('\n').to_string();
-    let doc = parse_json(&line);
-    assert!(
-        doc["type"].is_string()
-            && doc["channel"].is_string()
-            && doc.as_object().unwrap().len() == 2,
-        "event is not {{type, channel}}: {line}"
-    );
-    line
-}
-
 async fn events_channel_reports_the_channel_lifecycle(engine: &Engine) {
     let server = engine
         .start("events_channel_id = \"events\"\nchannel_inactivity_time = \"1s\"")
         .await;
-    let mut events = server.subscribe_ok("/evch/events").await;
-    server.wait_for_subscribers("events", 1).await;
-
-    // A subscriber creates ch1 and joins it, then leaves.
-    let ch1 = server.subscribe_ok("/plain/ch1").await;
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("channel_created", "ch1")
-    );
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("client_subscribed", "ch1")
-    );
-    drop(ch1);
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("client_unsubscribed", "ch1")
-    );
-    // A publish creates ch2, DELETE destroys it; ch1 goes after channel_inactivity_time.
-    server.publish_ok("ch2", "hello").await;
-    let (status, _, body) = server.delete("ch2", "").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let mut rest = Vec::new();
-    for _ in 0..3 {
-        rest.push(next_event(&mut events, Duration::from_secs(8)).await);
-    }
-    let position = |e: &str| {
-        rest.iter()
-            .position(|r| r == e)
-            .unwrap_or_else(|| panic!("missing {e}; got {rest:#?}"))
-    };
-    assert!(
-        position(&event("channel_created", "ch2")) < position(&event("channel_destroyed", "ch2")),
-        "{rest:#?}"
-    );
-    position(&event("channel_destroyed", "ch1"));
-    assert!(server.channel_info("ch1").await.is_none());
-    assert!(server.channel_info("ch2").await.is_none());
-    events.expect_quiet(QUIET).await;
-
-    // The events are stored: a late subscriber can backtrack them.
-    let mut late = server.subscribe_ok("/evch/events.b10").await;
-    let mut stored = Vec::new();
-    for _ in 0..6 {
-        stored.push(next_event(&mut late, WAIT).await);
-    }
-    assert_eq!(
-        &stored[..3],
-        &[
-            event("channel_created", "ch1"),
-            event("client_subscribed", "ch1"),
-            event("client_unsubscribed", "ch1"),
-        ],
-        "{stored:#?}"
-    );
-    late.expect_quiet(QUIET).await;
+    scenarios::events_channel_lifecycle(&server, "/evch/", "/plain/").await;
 
     // The events channel is guarded the same way.
     assert_refused(
@@ -1486,21 +1221,8 @@ async fn stats_summary_counts_channels_messages_and_subscribers(engine: &Engine)
     // The group of every channel, sorted by id.
     let all = server.stats("?id=ALL").await;
     assert_eq!(all["channels"], 2, "{all}");
-    let infos: Vec<(String, u64, u64, u64)> = all["infos"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{all}"))
-        .iter()
-        .map(|i| {
-            (
-                i["channel"].as_str().unwrap().to_string(),
-                i["published_messages"].as_u64().unwrap(),
-                i["stored_messages"].as_u64().unwrap(),
-                i["subscribers"].as_u64().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        infos,
+        channel_infos(&all),
         vec![
             ("news".to_string(), 2, 2, 2),
             ("sports".to_string(), 1, 1, 1)

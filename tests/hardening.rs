@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::raw::{self, Reply};
 use common::{config_with_server, TestServer, WAIT};
 use reqwest::StatusCode;
 use std::net::SocketAddr;
@@ -111,58 +112,10 @@ async fn start() -> TestServer {
     .await
 }
 
-/// What the server sent on one raw connection, and whether it closed it within `CLOSE_WITHIN`.
-struct Answer {
-    bytes: Vec<u8>,
-    closed: bool,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        let shown = &self.bytes[..self.bytes.len().min(300)];
-        String::from_utf8_lossy(shown).into_owned()
-    }
-
-    /// The status of the first response, if any.
-    fn status(&self) -> Option<u16> {
-        let rest = self.bytes.strip_prefix(b"HTTP/1.")?.get(2..5)?;
-        std::str::from_utf8(rest).ok()?.parse().ok()
-    }
-}
-
-/// Reads until the server closes (or resets) the connection, or `CLOSE_WITHIN` passes.
-async fn read_to_close(stream: &mut TcpStream, mut bytes: Vec<u8>) -> Answer {
-    let deadline = tokio::time::Instant::now() + CLOSE_WITHIN;
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => {
-                return Answer {
-                    bytes,
-                    closed: false,
-                }
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return Answer {
-                    bytes,
-                    closed: true,
-                }
-            }
-            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 /// Sends `request` on a new connection, half-closes it when `half_close`, and reads everything the
-/// server sends until it closes the connection.
-async fn exchange(addr: SocketAddr, request: &[u8], half_close: bool) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    // The server may refuse and close before reading everything: write errors are expected.
-    let _ = stream.write_all(request).await;
-    if half_close {
-        let _ = stream.shutdown().await;
-    }
-    read_to_close(&mut stream, Vec::new()).await
+/// server sends until it closes the connection (at most `CLOSE_WITHIN`).
+async fn exchange(addr: SocketAddr, request: &[u8], half_close: bool) -> Reply {
+    raw::exchange(addr, request, half_close, CLOSE_WITHIN).await
 }
 
 /// `request` with `Connection: close` after its first line (so that a complete request ends the
@@ -182,7 +135,7 @@ fn with_close(request: &[u8]) -> Vec<u8> {
 /// Sends a malformed but complete request (with `Connection: close`) and checks the server's
 /// behaviour: it answers with one of the `allowed` statuses (any non-5xx when empty) and closes the
 /// connection within `CLOSE_WITHIN`; then the server must still be healthy.
-async fn hostile(server: &TestServer, name: &str, request: &[u8], allowed: &[u16]) -> Answer {
+async fn hostile(server: &TestServer, name: &str, request: &[u8], allowed: &[u16]) -> Reply {
     let answer = exchange(server.addr, &with_close(request), false).await;
     check(name, &answer, allowed, true);
     assert_healthy(server, name).await;
@@ -192,18 +145,18 @@ async fn hostile(server: &TestServer, name: &str, request: &[u8], allowed: &[u16
 /// Sends a request that the client then ends early (half-close, as a client that goes away): the
 /// server must close the connection within `CLOSE_WITHIN`; when it answers at all, the status is one
 /// of `allowed`; then the server must still be healthy.
-async fn hostile_eof(server: &TestServer, name: &str, request: &[u8], allowed: &[u16]) -> Answer {
+async fn hostile_eof(server: &TestServer, name: &str, request: &[u8], allowed: &[u16]) -> Reply {
     let answer = exchange(server.addr, request, true).await;
     check(name, &answer, allowed, false);
     assert_healthy(server, name).await;
     answer
 }
 
-fn check(name: &str, answer: &Answer, allowed: &[u16], must_answer: bool) {
+fn check(name: &str, answer: &Reply, allowed: &[u16], must_answer: bool) {
     assert!(
         answer.closed,
         "{name}: connection still open {CLOSE_WITHIN:?} after the request; got {:?}",
-        answer.text()
+        answer.shown()
     );
     assert!(
         !must_answer || !answer.bytes.is_empty(),
@@ -212,14 +165,14 @@ fn check(name: &str, answer: &Answer, allowed: &[u16], must_answer: bool) {
     if !answer.bytes.is_empty() {
         let status = answer
             .status()
-            .unwrap_or_else(|| panic!("{name}: not an HTTP answer: {:?}", answer.text()));
+            .unwrap_or_else(|| panic!("{name}: not an HTTP answer: {:?}", answer.shown()));
         if allowed.is_empty() {
-            assert!(status < 500, "{name}: server error: {:?}", answer.text());
+            assert!(status < 500, "{name}: server error: {:?}", answer.shown());
         } else {
             assert!(
                 allowed.contains(&status),
                 "{name}: status {status} not in {allowed:?}: {:?}",
-                answer.text()
+                answer.shown()
             );
         }
     }
@@ -413,9 +366,9 @@ async fn bad_utf8_in_paths_queries_and_headers() {
     )
     .await;
     assert!(
-        answer.text().contains("published_messages"),
+        answer.shown().contains("published_messages"),
         "{}",
-        answer.text()
+        answer.shown()
     );
     let mut sub = server.subscribe_ok("/ev/%FF%FE.b1").await;
     let event = sub.read_until("\n\n", WAIT).await; // the header comment
@@ -551,9 +504,9 @@ async fn invalid_chunked_bodies_and_short_bodies() {
         if answer.status() == Some(200) {
             // Only a lenient but complete reading of the body may publish.
             assert!(
-                answer.text().contains("published_messages"),
+                answer.shown().contains("published_messages"),
                 "{name}: {}",
-                answer.text()
+                answer.shown()
             );
         }
     }
@@ -648,22 +601,12 @@ async fn ws_handshake(server: &TestServer, channel: &str) -> (TcpStream, Vec<u8>
         "GET /ws/{channel} HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("handshake answer in time")
-            .expect("handshake read");
-        assert!(n > 0, "closed during the handshake: {received:?}");
-        received.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let (head, rest) = tokio::time::timeout(WAIT, raw::read_head(&mut stream))
+        .await
+        .expect("handshake answer in time")
+        .unwrap_or_else(|e| panic!("closed during the handshake: {e}"));
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    (stream, received[head_end..].to_vec())
+    (stream, rest)
 }
 
 /// Server frames (unmasked) as (opcode, payload); stops at an incomplete frame.
@@ -798,7 +741,7 @@ async fn truncated_and_malformed_websocket_frames() {
             // Truncated input: the client goes away mid-frame.
             let _ = stream.shutdown().await;
         }
-        let answer = read_to_close(&mut stream, early).await;
+        let answer = raw::read_to_close(&mut stream, early, CLOSE_WITHIN).await;
         if let Some(code) = expected {
             assert_eq!(
                 close_code(&answer.bytes),
@@ -870,7 +813,7 @@ async fn a_client_that_half_closes_is_treated_as_gone_and_frees_its_slot() {
     assert!(
         answer.status().is_none() || answer.status() == Some(304),
         "a half-closed long-poll either ends silently or times out: got {:?}",
-        answer.text()
+        answer.shown()
     );
     server.wait_for_subscribers("half", 0).await;
     let answer = exchange(
@@ -879,6 +822,6 @@ async fn a_client_that_half_closes_is_treated_as_gone_and_frees_its_slot() {
         false,
     )
     .await;
-    assert_eq!(answer.status(), Some(200), "got {:?}", answer.text());
+    assert_eq!(answer.status(), Some(200), "got {:?}", answer.shown());
     server.stop().await;
 }

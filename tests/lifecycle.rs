@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{config, header, parse_json, poll_until, streaming_location, TestServer, WAIT};
+use common::messages::{assert_refused, assert_refused_exactly, event, next_event};
+use common::{config, header, poll_until, scenarios, streaming_location, ws, TestServer, WAIT};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -12,32 +13,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
-
-/// Asserts a refusal: `status`, body `explain` + "\n" (or starting with `explain` when `prefix`),
-/// and the same text in the explain header.
-fn assert_refused(
-    what: &str,
-    got: (StatusCode, reqwest::header::HeaderMap, String),
-    status: StatusCode,
-    explain: &str,
-    prefix: bool,
-) {
-    let (got_status, headers, body) = got;
-    assert_eq!(got_status, status, "{what}: body {body:?}");
-    let header_text = header(&headers, EXPLAIN);
-    if prefix {
-        assert!(body.starts_with(explain), "{what}: body {body:?}");
-        assert!(
-            header_text.starts_with(explain),
-            "{what}: {EXPLAIN} {header_text:?}"
-        );
-    } else {
-        assert_eq!(body, format!("{explain}\n"), "{what}: body");
-        assert_eq!(header_text, explain, "{what}: {EXPLAIN}");
-    }
-}
 
 /// The summary of `/channels-stats`.
 async fn summary(server: &TestServer) -> Value {
@@ -63,88 +38,10 @@ fn events_config(inactivity: &str) -> String {
     )
 }
 
-fn event(kind: &str, channel: &str) -> String {
-    format!("{{\"type\": \"{kind}\", \"channel\": \"{channel}\"}}")
-}
-
-/// Reads the next event line, checks it is valid JSON of the documented shape, returns it
-/// without its line break.
-async fn next_event(sub: &mut common::Subscriber, wait: Duration) -> String {
-    let line = sub.read_until("\n", wait).await;
-    let line = line.trim_end_matches('\n').to_string();
-    let doc = parse_json(&line);
-    assert!(
-        doc["type"].is_string()
-            && doc["channel"].is_string()
-            && doc.as_object().unwrap().len() == 2,
-        "event is not {{type, channel}}: {line}"
-    );
-    line
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_channel_reports_channel_and_subscriber_lifecycle() {
     let server = TestServer::start(&events_config("1s")).await;
-    let mut events = server.subscribe_ok("/sub/events").await;
-    server.wait_for_subscribers("events", 1).await;
-
-    // A subscriber creates ch1 and joins it.
-    let ch1 = server.subscribe_ok("/sub/ch1").await;
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("channel_created", "ch1")
-    );
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("client_subscribed", "ch1")
-    );
-    // It leaves.
-    drop(ch1);
-    assert_eq!(
-        next_event(&mut events, WAIT).await,
-        event("client_unsubscribed", "ch1")
-    );
-    // A publish creates ch2; DELETE destroys it.
-    server.publish_ok("ch2", "hello").await;
-    let (status, _, body) = server.delete("ch2", "").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    // ch1, empty and left, is removed after channel_inactivity_time (1 s): channel_destroyed too.
-    // Its removal may come before or after ch2's events; each channel's events are in order.
-    let mut rest = Vec::new();
-    for _ in 0..3 {
-        rest.push(next_event(&mut events, Duration::from_secs(8)).await);
-    }
-    let position = |e: &str| {
-        rest.iter()
-            .position(|r| r == e)
-            .unwrap_or_else(|| panic!("missing {e}; got {rest:#?}"))
-    };
-    assert!(
-        position(&event("channel_created", "ch2")) < position(&event("channel_destroyed", "ch2")),
-        "{rest:#?}"
-    );
-    position(&event("channel_destroyed", "ch1"));
-    assert!(server.channel_info("ch1").await.is_none());
-    assert!(server.channel_info("ch2").await.is_none());
-    // Nothing else (in particular no event about the events channel itself).
-    events.expect_quiet(Duration::from_millis(300)).await;
-
-    // The events are stored like other messages: a late subscriber can backtrack them.
-    let mut late = server.subscribe_ok("/sub/events.b10").await;
-    let mut stored = Vec::new();
-    for _ in 0..6 {
-        stored.push(next_event(&mut late, WAIT).await);
-    }
-    assert_eq!(
-        &stored[..3],
-        &[
-            event("channel_created", "ch1"),
-            event("client_subscribed", "ch1"),
-            event("client_unsubscribed", "ch1"),
-        ],
-        "{stored:#?}"
-    );
-    late.expect_quiet(Duration::from_millis(300)).await;
+    scenarios::events_channel_lifecycle(&server, "/sub/", "/sub/").await;
     server.stop().await;
 }
 
@@ -198,47 +95,42 @@ async fn events_channel_reports_multi_channel_subscribers_and_deleted_subscribed
 async fn events_channel_is_guarded() {
     let server = TestServer::start(&events_config("1h")).await;
     let not_allowed = "Subscription to events channel is not allowed.";
-    assert_refused(
+    assert_refused_exactly(
         "subscribe /plain/events",
         server.get("/plain/events").await,
         StatusCode::FORBIDDEN,
         not_allowed,
-        false,
     );
-    assert_refused(
+    assert_refused_exactly(
         "subscribe /plain/other/events",
         server.get("/plain/other/events").await,
         StatusCode::FORBIDDEN,
         not_allowed,
-        false,
     );
     assert!(
         server.channel_info("other").await.is_none(),
         "a refused subscription created a channel"
     );
     let internal = "Only internal routines can change events channel.";
-    assert_refused(
+    assert_refused_exactly(
         "POST events",
         server.publish("events", "forged", &[]).await,
         StatusCode::FORBIDDEN,
         internal,
-        false,
     );
-    assert_refused(
+    assert_refused_exactly(
         "PUT events",
         server
             .request(Method::PUT, "/pub?id=events", "forged", &[])
             .await,
         StatusCode::FORBIDDEN,
         internal,
-        false,
     );
-    assert_refused(
+    assert_refused_exactly(
         "POST x/events",
         server.publish("x/events", "forged", &[]).await,
         StatusCode::FORBIDDEN,
         internal,
-        false,
     );
     assert!(
         server.channel_info("x").await.is_none(),
@@ -247,12 +139,11 @@ async fn events_channel_is_guarded() {
     // Make the events channel exist, then try to delete it.
     server.publish_ok("made", "hello").await;
     assert!(server.channel_info("events").await.is_some());
-    assert_refused(
+    assert_refused_exactly(
         "DELETE events",
         server.delete("events", "").await,
         StatusCode::FORBIDDEN,
         internal,
-        false,
     );
     assert!(server.channel_info("events").await.is_some());
     // Nothing forged got in: the only stored event is about "made".
@@ -294,14 +185,12 @@ async fn wildcard_channels_limits_and_stats() {
         server.get("/sub/bc_1").await,
         StatusCode::FORBIDDEN,
         too_many_in_request,
-        true,
     );
     assert_refused(
         "/sub/ch/bc_1/bc_2",
         server.get("/sub/ch/bc_1/bc_2").await,
         StatusCode::FORBIDDEN,
         too_many_in_request,
-        true,
     );
     assert!(
         server.channel_info("bc_2").await.is_none(),
@@ -317,19 +206,17 @@ async fn wildcard_channels_limits_and_stats() {
     );
     // A third wildcard channel is over max_number_of_wildcard_channels, on subscribe or publish.
     let over = "Number of channels were exceeded. Limit: max_number_of_wildcard_channels = 2.";
-    assert_refused(
+    assert_refused_exactly(
         "/sub/ch/bc_3",
         server.get("/sub/ch/bc_3").await,
         StatusCode::FORBIDDEN,
         over,
-        false,
     );
-    assert_refused(
+    assert_refused_exactly(
         "publish bc_3",
         server.publish("bc_3", "x", &[]).await,
         StatusCode::FORBIDDEN,
         over,
-        false,
     );
     assert!(server.channel_info("bc_3").await.is_none());
     // Normal channels are not limited by the wildcard limit, and existing wildcards still work.
@@ -363,7 +250,6 @@ async fn authorized_channels_only_needs_a_stored_message() {
         server.get("/auth/unknown").await,
         StatusCode::FORBIDDEN,
         refused,
-        true,
     );
     let (status, _, body) = server.get("/pub?id=unknown").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "unknown was created: {body}");
@@ -380,7 +266,6 @@ async fn authorized_channels_only_needs_a_stored_message() {
         server.get("/auth/known/unknown2").await,
         StatusCode::FORBIDDEN,
         refused,
-        true,
     );
     assert!(server.channel_info("unknown2").await.is_none());
 
@@ -399,7 +284,6 @@ async fn authorized_channels_only_needs_a_stored_message() {
         server.get("/auth/volatile").await,
         StatusCode::FORBIDDEN,
         refused,
-        true,
     );
     server.stop().await;
 }
@@ -642,11 +526,7 @@ async fn subscriber_connection_ttl_ends_eventsource_with_footer() {
 async fn subscriber_connection_ttl_ends_websocket_with_footer_and_normal_close() {
     let server = TestServer::start(&ttl_config()).await;
     let start = Instant::now();
-    let url = format!("ws://{}/ws/t", server.addr);
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("websocket handshake timed out")
-        .expect("websocket handshake failed");
+    let mut ws = server.websocket("/ws/t").await;
     server.wait_for_subscribers("t", 1).await;
     server.publish_ok("t", "hi").await;
     let mut frames: Vec<String> = Vec::new();
@@ -664,7 +544,7 @@ async fn subscriber_connection_ttl_ends_websocket_with_footer_and_normal_close()
     assert_eq!(frames, vec!["hi".to_string(), "BYE".to_string()]);
     let close = close.expect("close frame without a code");
     assert_eq!(close.code, CloseCode::Normal, "{close:?}");
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    ws::close(&mut ws).await;
     server.wait_for_subscribers("t", 0).await;
     server.stop().await;
 }

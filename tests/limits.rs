@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{config_with_server, header, parse_json, streaming_location, TestServer, WAIT};
+use common::{
+    config_with_server, header, parse_json, streaming_location, TestServer, EXPLAIN, WAIT,
+};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
 
 fn limits_config(server: &str, channels: &str) -> String {
     config_with_server(

@@ -6,24 +6,19 @@
 
 mod common;
 
-use common::{config, header, TestServer, WAIT};
+use common::http::{assert_waiting, fetch, join, spawn_fetch, REQUEST_WAIT};
+use common::messages::jsonp_array;
+use common::{config, Cursor, TestServer, EPOCH, EXPLAIN, WAIT};
 use futures_util::future::join_all;
-use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
 
 /// Message template of every location here: channel, id and text, one line per message.
 const TEMPLATE: &str = "~channel~:~id~:~text~\n";
 /// A JSON message template for JSONP answers.
 const JSON_TEMPLATE: &str =
     "{\"id\": ~id~, \"channel\": \"~channel-json~\", \"text\": \"~text-json~\"}";
-/// The oldest possible `If-Modified-Since`: every stored message is newer.
-const EPOCH: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
-/// Bound of one (long-)poll request: long enough for the harness's subscriber wait before a publish.
-const REQUEST_WAIT: Duration = Duration::from_secs(15);
 
 fn location(path: &str, mode: &str, template: &str, extra: &str) -> String {
     format!(
@@ -55,123 +50,6 @@ async fn start() -> TestServer {
     TestServer::start(&lp_config("", "")).await
 }
 
-/// One complete answer.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> String {
-        header(&self.headers, name)
-    }
-
-    /// The recovery point this answer gives (`Last-Modified`, `Etag`); panics when one is missing.
-    fn cursor(&self) -> Cursor {
-        let cursor = Cursor {
-            last_modified: self.header("Last-Modified"),
-            etag: self.header("Etag"),
-        };
-        assert!(
-            !cursor.last_modified.is_empty() && !cursor.etag.is_empty(),
-            "answer without Last-Modified/Etag: {self:?}"
-        );
-        cursor
-    }
-}
-
-/// GET with headers; every step bounded.
-async fn fetch(client: reqwest::Client, url: String, headers: Vec<(String, String)>) -> Answer {
-    let mut builder = client.get(&url);
-    for (name, value) in &headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let response = tokio::time::timeout(REQUEST_WAIT, builder.send())
-        .await
-        .unwrap_or_else(|_| panic!("GET {url} {headers:?}: no answer within {REQUEST_WAIT:?}"))
-        .unwrap_or_else(|e| panic!("GET {url} {headers:?} failed: {e}"));
-    let status = response.status();
-    let response_headers = response.headers().clone();
-    let body = tokio::time::timeout(WAIT, response.text())
-        .await
-        .unwrap_or_else(|_| panic!("GET {url}: body not complete within {WAIT:?}"))
-        .unwrap_or_else(|e| panic!("GET {url}: cannot read the body: {e}"));
-    Answer {
-        status,
-        headers: response_headers,
-        body,
-    }
-}
-
-fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
-/// GET `path` and wait for the answer.
-async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Answer {
-    fetch(server.client.clone(), server.url(path), owned(headers)).await
-}
-
-/// Starts a GET in the background (for long-polls that wait).
-fn spawn_get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> JoinHandle<Answer> {
-    tokio::spawn(fetch(
-        server.client.clone(),
-        server.url(path),
-        owned(headers),
-    ))
-}
-
-/// Waits (bounded) for a background GET.
-async fn join(handle: JoinHandle<Answer>, what: &str) -> Answer {
-    tokio::time::timeout(REQUEST_WAIT + WAIT, handle)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer"))
-        .unwrap_or_else(|e| panic!("{what}: request task failed: {e}"))
-}
-
-/// Asserts that a background long-poll is still waiting after a short while.
-async fn assert_waiting(handle: &mut JoinHandle<Answer>, what: &str) {
-    if let Ok(answer) = tokio::time::timeout(Duration::from_millis(200), &mut *handle).await {
-        panic!("{what}: expected the long-poll to wait, it answered {answer:?}");
-    }
-}
-
-/// A client's recovery point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Cursor {
-    last_modified: String,
-    etag: String,
-}
-
-impl Cursor {
-    fn headers(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("If-Modified-Since", self.last_modified.as_str()),
-            ("If-None-Match", self.etag.as_str()),
-        ]
-    }
-
-    /// (seconds, tag); panics on a malformed value.
-    fn key(&self) -> (u64, u64) {
-        self.try_key().unwrap_or_else(|| {
-            panic!("malformed recovery point {self:?}: expected an HTTP date and W/<tag>")
-        })
-    }
-
-    /// (seconds, tag) when `Last-Modified` is an HTTP date and `Etag` is `W/<tag>`.
-    fn try_key(&self) -> Option<(u64, u64)> {
-        let time = httpdate::parse_http_date(&self.last_modified).ok()?;
-        let secs = time.duration_since(UNIX_EPOCH).ok()?.as_secs();
-        let tag = self.etag.strip_prefix("W/")?.parse().ok()?;
-        Some((secs, tag))
-    }
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -186,7 +64,7 @@ fn encode(value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_waits_for_a_publish_and_answers_with_recovery_headers() {
     let server = start().await;
-    let mut pending = spawn_get(&server, "/lp/news", &[]);
+    let mut pending = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut pending, "/lp/news without recovery headers").await;
 
@@ -217,7 +95,7 @@ async fn long_poll_waits_for_a_publish_and_answers_with_recovery_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chained_long_polls_return_stored_messages_after_the_point_or_wait() {
     let server = start().await;
-    let pending = spawn_get(&server, "/lp/news", &[]);
+    let pending = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "one").await;
     let first = join(pending, "first long-poll").await;
@@ -231,7 +109,7 @@ async fn chained_long_polls_return_stored_messages_after_the_point_or_wait() {
     // Published while no request is open: the next chained request returns them at once.
     server.publish_ok("news", "two").await;
     server.publish_ok("news", "three").await;
-    let second = get(&server, "/lp/news", &first_cursor.headers()).await;
+    let second = server.fetch("/lp/news", &first_cursor.headers()).await;
     assert_eq!(second.status, StatusCode::OK, "{second:?}");
     assert_eq!(second.body, "news:2:two\nnews:3:three\n", "{second:?}");
     let second_cursor = second.cursor();
@@ -241,7 +119,7 @@ async fn chained_long_polls_return_stored_messages_after_the_point_or_wait() {
     );
 
     // Nothing after the newest point: the request waits for the next message.
-    let mut third = spawn_get(&server, "/lp/news", &second_cursor.headers());
+    let mut third = server.spawn_fetch("/lp/news", &second_cursor.headers());
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut third, "chained long-poll at the newest point").await;
     server.publish_ok("news", "four").await;
@@ -254,19 +132,19 @@ async fn chained_long_polls_return_stored_messages_after_the_point_or_wait() {
     assert!(third.cursor().key() > second_cursor.key(), "{third:?}");
 
     // An older point gets everything after it, in order.
-    let again = get(&server, "/lp/news", &first_cursor.headers()).await;
+    let again = server.fetch("/lp/news", &first_cursor.headers()).await;
     assert_eq!(
         again.body, "news:2:two\nnews:3:three\nnews:4:four\n",
         "{again:?}"
     );
     assert_eq!(again.cursor(), third.cursor(), "{again:?}");
     // The epoch: everything stored.
-    let all = get(
-        &server,
-        "/lp/news",
-        &[("If-Modified-Since", EPOCH), ("If-None-Match", "W/0")],
-    )
-    .await;
+    let all = server
+        .fetch(
+            "/lp/news",
+            &[("If-Modified-Since", EPOCH), ("If-None-Match", "W/0")],
+        )
+        .await;
     assert_eq!(
         all.body, "news:1:one\nnews:2:two\nnews:3:three\nnews:4:four\n",
         "{all:?}"
@@ -290,7 +168,14 @@ fn chained_request(
 ) -> (String, Vec<(String, String)>) {
     match (cursor, recovery) {
         (None, _) => (base_url.to_string(), Vec::new()),
-        (Some(cursor), Recovery::Headers) => (base_url.to_string(), owned(&cursor.headers())),
+        (Some(cursor), Recovery::Headers) => (
+            base_url.to_string(),
+            cursor
+                .headers()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ),
         (Some(cursor), Recovery::QueryArgs) => (
             format!(
                 "{base_url}?time={}&tag={}",
@@ -342,7 +227,7 @@ async fn chained_client(
             ));
         }
         let (url, headers) = chained_request(&base_url, cursor.as_ref(), recovery);
-        let answer = fetch(client.clone(), url.clone(), headers).await;
+        let answer = fetch(&client, &url, &headers, REQUEST_WAIT).await;
         log.push(format!(
             "GET {url} (cursor {cursor:?}) -> {} Last-Modified={:?} Etag={:?} body={:?}",
             answer.status,
@@ -509,7 +394,7 @@ async fn chained_long_polls_under_bursts(
         }
         // Nothing is left after the last point: the next chained request waits.
         let (url, headers) = chained_request(&server.url(path), Some(&last_cursor), recovery);
-        let mut next = tokio::spawn(fetch(server.client.clone(), url, headers));
+        let mut next = spawn_fetch(&server.client, &url, &headers, REQUEST_WAIT);
         assert_waiting(&mut next, "long-poll after the last message").await;
         next.abort();
     }
@@ -544,7 +429,7 @@ async fn chained_long_polls_through_query_args_on_two_channels_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_arg_recovery_point_returns_messages_after_it() {
     let server = start().await;
-    let pending = spawn_get(&server, "/lpq/news", &[]);
+    let pending = server.spawn_fetch("/lpq/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "one").await;
     let first = join(pending, "first /lpq/ long-poll").await;
@@ -556,7 +441,7 @@ async fn query_arg_recovery_point_returns_messages_after_it() {
         encode(&cursor.last_modified),
         encode(&cursor.etag)
     );
-    let second = get(&server, &query, &[]).await;
+    let second = server.fetch(&query, &[]).await;
     assert_eq!(
         (second.status, second.body.as_str()),
         (StatusCode::OK, "news:2:two\n"),
@@ -564,7 +449,7 @@ async fn query_arg_recovery_point_returns_messages_after_it() {
     );
     // The location reads the query arguments, not the headers: with headers only, it starts live
     // and waits.
-    let mut live = spawn_get(&server, "/lpq/news", &cursor.headers());
+    let mut live = server.spawn_fetch("/lpq/news", &cursor.headers());
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut live, "/lpq/ with headers instead of arguments").await;
     server.publish_ok("news", "three").await;
@@ -580,15 +465,15 @@ async fn last_event_id_header_returns_messages_after_that_event() {
         let (status, _, body) = server.publish("news", text, &[("Event-Id", id)]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let answer = get(&server, "/lp/news", &[("Last-Event-ID", "ev1")]).await;
+    let answer = server.fetch("/lp/news", &[("Last-Event-ID", "ev1")]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.body, "news:2:b\nnews:3:c\n", "{answer:?}");
     answer.cursor();
-    let answer = get(&server, "/lp/news", &[("Last-Event-ID", "ev2")]).await;
+    let answer = server.fetch("/lp/news", &[("Last-Event-ID", "ev2")]).await;
     assert_eq!(answer.body, "news:3:c\n", "{answer:?}");
 
     // After the newest event: waits for the next message.
-    let mut pending = spawn_get(&server, "/lp/news", &[("Last-Event-ID", "ev3")]);
+    let mut pending = server.spawn_fetch("/lp/news", &[("Last-Event-ID", "ev3")]);
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut pending, "Last-Event-ID of the newest message").await;
     server.publish_ok("news", "d").await;
@@ -596,7 +481,9 @@ async fn last_event_id_header_returns_messages_after_that_event() {
     assert_eq!(answer.body, "news:4:d\n", "{answer:?}");
 
     // Polling honours it too.
-    let answer = get(&server, "/poll/news", &[("Last-Event-ID", "ev2")]).await;
+    let answer = server
+        .fetch("/poll/news", &[("Last-Event-ID", "ev2")])
+        .await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:3:c\nnews:4:d\n"),
@@ -612,13 +499,13 @@ async fn configured_last_event_id_argument_returns_messages_after_that_event() {
         let (status, _, body) = server.publish("news", text, &[("Event-Id", id)]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let answer = get(&server, "/lpq/news?last_event_id=ev1", &[]).await;
+    let answer = server.fetch("/lpq/news?last_event_id=ev1", &[]).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:2:b\nnews:3:c\n"),
         "{answer:?}"
     );
-    let answer = get(&server, "/lpq/news?last_event_id=ev2", &[]).await;
+    let answer = server.fetch("/lpq/news?last_event_id=ev2", &[]).await;
     assert_eq!(answer.body, "news:3:c\n", "{answer:?}");
     server.stop().await;
 }
@@ -629,7 +516,7 @@ async fn longpolling_connection_ttl_answers_304_with_the_recovery_point() {
     server.publish_ok("news", "old").await;
 
     let started = Instant::now();
-    let answer = get(&server, "/lp/news", &[]).await;
+    let answer = server.fetch("/lp/news", &[]).await;
     let elapsed = started.elapsed();
     assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
     assert_eq!(answer.body, "", "{answer:?}");
@@ -643,14 +530,14 @@ async fn longpolling_connection_ttl_answers_304_with_the_recovery_point() {
     assert!(tag >= 1, "{answer:?}");
 
     // The point given on timeout is after "old": chaining from it waits again (and times out).
-    let again = get(&server, "/lp/news", &cursor.headers()).await;
+    let again = server.fetch("/lp/news", &cursor.headers()).await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{again:?}");
     assert_eq!(again.body, "", "{again:?}");
     again.cursor();
 
     // A message published between two requests is not lost.
     server.publish_ok("news", "new").await;
-    let next = get(&server, "/lp/news", &cursor.headers()).await;
+    let next = server.fetch("/lp/news", &cursor.headers()).await;
     assert_eq!(
         (next.status, next.body.as_str()),
         (StatusCode::OK, "news:2:new\n"),
@@ -667,7 +554,7 @@ async fn timeout_with_body_answers_200_with_the_timed_out_message() {
     ))
     .await;
     let started = Instant::now();
-    let answer = get(&server, "/lp/news", &[]).await;
+    let answer = server.fetch("/lp/news", &[]).await;
     assert!(
         started.elapsed() >= Duration::from_millis(250),
         "answered before the TTL: {answer:?}"
@@ -681,7 +568,7 @@ async fn timeout_with_body_answers_200_with_the_timed_out_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_on_any_of_several_channels_ends_the_wait() {
     let server = start().await;
-    let mut pending = spawn_get(&server, "/lp/a/b/c", &[]);
+    let mut pending = server.spawn_fetch("/lp/a/b/c", &[]);
     for channel in ["a", "b", "c"] {
         server.wait_for_subscribers(channel, 1).await;
     }
@@ -702,7 +589,7 @@ async fn a_message_on_any_of_several_channels_ends_the_wait() {
     // A chained request on the same channels from that point gets the next message of another one.
     let cursor = answer.cursor();
     server.publish_ok("c", "on c").await;
-    let next = get(&server, "/lp/a/b/c", &cursor.headers()).await;
+    let next = server.fetch("/lp/a/b/c", &cursor.headers()).await;
     assert_eq!(next.body, "c:1:on c\n", "{next:?}");
     server.stop().await;
 }
@@ -711,7 +598,7 @@ async fn a_message_on_any_of_several_channels_ends_the_wait() {
 async fn channel_delete_ends_a_waiting_long_poll_with_the_deleted_message() {
     let server = start().await;
     server.publish_ok("news", "before").await;
-    let pending = spawn_get(&server, "/lp/news", &[]);
+    let pending = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     let (status, _, body) = server.delete("news", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -727,11 +614,7 @@ async fn channel_delete_ends_a_waiting_long_poll_with_the_deleted_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_header_switches_a_streaming_location_to_long_polling_or_polling() {
     let server = start().await;
-    let pending = spawn_get(
-        &server,
-        "/sub/news",
-        &[("X-Nginx-PushStream-Mode", "long-polling")],
-    );
+    let pending = server.spawn_fetch("/sub/news", &[("X-Nginx-PushStream-Mode", "long-polling")]);
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "hi").await;
     // A long-poll answer: complete body (the fetch reads it to the end) and recovery headers.
@@ -744,20 +627,20 @@ async fn mode_header_switches_a_streaming_location_to_long_polling_or_polling() 
     let cursor = answer.cursor();
 
     let polling = [("X-Nginx-PushStream-Mode", "polling")];
-    let answer = get(&server, "/sub/news", &polling).await;
+    let answer = server.fetch("/sub/news", &polling).await;
     assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
     assert_eq!(answer.body, "", "{answer:?}");
 
     let mut headers = cursor.headers();
     headers.push(polling[0]);
-    let answer = get(&server, "/sub/news", &headers).await;
+    let answer = server.fetch("/sub/news", &headers).await;
     assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
 
     let old = [
         ("X-Nginx-PushStream-Mode", "polling"),
         ("If-Modified-Since", EPOCH),
     ];
-    let answer = get(&server, "/sub/news", &old).await;
+    let answer = server.fetch("/sub/news", &old).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:1:hi\n"),
@@ -772,7 +655,7 @@ async fn polling_without_a_point_answers_304_at_once_even_with_stored_messages()
     let server = start().await;
     server.publish_ok("news", "a").await;
     server.publish_ok("news", "b").await;
-    let answer = get(&server, "/poll/news", &[]).await;
+    let answer = server.fetch("/poll/news", &[]).await;
     assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
     assert_eq!(answer.body, "", "{answer:?}");
     // Polling holds no subscriber.
@@ -784,7 +667,7 @@ async fn polling_without_a_point_answers_304_at_once_even_with_stored_messages()
 async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
     let server = start().await;
     server.publish_ok("news", "a").await;
-    let first = get(&server, "/poll/news.b1", &[]).await;
+    let first = server.fetch("/poll/news.b1", &[]).await;
     assert_eq!(
         (first.status, first.body.as_str()),
         (StatusCode::OK, "news:1:a\n"),
@@ -795,7 +678,7 @@ async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
     server.publish_ok("news", "c").await;
 
     // Older point: everything after it, at once.
-    let answer = get(&server, "/poll/news", &first_cursor.headers()).await;
+    let answer = server.fetch("/poll/news", &first_cursor.headers()).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:2:b\nnews:3:c\n"),
@@ -803,12 +686,14 @@ async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
     );
     let newest = answer.cursor();
     assert!(newest.key() > first_cursor.key(), "{answer:?}");
-    let all = get(&server, "/poll/news", &[("If-Modified-Since", EPOCH)]).await;
+    let all = server
+        .fetch("/poll/news", &[("If-Modified-Since", EPOCH)])
+        .await;
     assert_eq!(all.body, "news:1:a\nnews:2:b\nnews:3:c\n", "{all:?}");
     assert_eq!(all.cursor(), newest, "{all:?}");
 
     // Nothing newer: 304 echoing the point.
-    let answer = get(&server, "/poll/news", &newest.headers()).await;
+    let answer = server.fetch("/poll/news", &newest.headers()).await;
     assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
     assert_eq!(answer.body, "", "{answer:?}");
     assert_eq!(answer.header("Last-Modified"), newest.last_modified);
@@ -816,7 +701,7 @@ async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
 
     // The next message is found from the echoed point.
     server.publish_ok("news", "d").await;
-    let answer = get(&server, "/poll/news", &newest.headers()).await;
+    let answer = server.fetch("/poll/news", &newest.headers()).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:4:d\n"),
@@ -824,7 +709,7 @@ async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
     );
 
     // Backtrack: the last two stored.
-    let answer = get(&server, "/poll/news.b2", &[]).await;
+    let answer = server.fetch("/poll/news.b2", &[]).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "news:3:c\nnews:4:d\n"),
@@ -832,22 +717,9 @@ async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
     );
     assert_eq!(
         answer.cursor(),
-        get(&server, "/poll/news.b1", &[]).await.cursor()
+        server.fetch("/poll/news.b1", &[]).await.cursor()
     );
     server.stop().await;
-}
-
-/// Strips `cb(` and `);\r\n` off a JSONP body and parses the array.
-fn jsonp_array(body: &str, callback: &str) -> Vec<Value> {
-    assert!(body.ends_with("]);\r\n"), "JSONP body {body:?}");
-    let inner = body
-        .strip_prefix(&format!("{callback}("))
-        .and_then(|b| b.strip_suffix(");\r\n"))
-        .unwrap_or_else(|| panic!("JSONP body {body:?} is not {callback}(...);"));
-    match serde_json::from_str::<Value>(inner) {
-        Ok(Value::Array(items)) => items,
-        other => panic!("JSONP payload is not a JSON array ({other:?}): {body:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -856,7 +728,7 @@ async fn jsonp_callback_wraps_polling_answers() {
     for text in ["one", "two \"quoted\"", "three"] {
         server.publish_ok("news", text).await;
     }
-    let answer = get(&server, "/jpoll/news.b2?callback=cb", &[]).await;
+    let answer = server.fetch("/jpoll/news.b2?callback=cb", &[]).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(
         answer.header("Content-Type"),
@@ -873,13 +745,15 @@ async fn jsonp_callback_wraps_polling_answers() {
     answer.cursor();
 
     // The plain template location: the frames joined by commas inside cb([...]);
-    let answer = get(&server, "/poll/news.b2?callback=cb", &[]).await;
+    let answer = server.fetch("/poll/news.b2?callback=cb", &[]).await;
     assert_eq!(
         answer.body, "cb([news:2:two \"quoted\"\n,news:3:three\n]);\r\n",
         "{answer:?}"
     );
     // Dotted names are allowed.
-    let answer = get(&server, "/jpoll/news.b1?callback=ns.handlers.cb", &[]).await;
+    let answer = server
+        .fetch("/jpoll/news.b1?callback=ns.handlers.cb", &[])
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(jsonp_array(&answer.body, "ns.handlers.cb").len(), 1);
     server.stop().await;
@@ -888,7 +762,7 @@ async fn jsonp_callback_wraps_polling_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonp_callback_wraps_long_polling_answers() {
     let server = start().await;
-    let pending = spawn_get(&server, "/jlp/news?callback=cb", &[]);
+    let pending = server.spawn_fetch("/jlp/news?callback=cb", &[]);
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "hello").await;
     let answer = join(pending, "JSONP long-poll").await;
@@ -907,7 +781,9 @@ async fn jsonp_callback_wraps_long_polling_answers() {
     // Chained with the recovery headers: both stored messages in one array.
     server.publish_ok("news", "a").await;
     server.publish_ok("news", "b").await;
-    let answer = get(&server, "/jlp/news?callback=cb", &cursor.headers()).await;
+    let answer = server
+        .fetch("/jlp/news?callback=cb", &cursor.headers())
+        .await;
     let items = jsonp_array(&answer.body, "cb");
     let texts: Vec<&str> = items.iter().filter_map(|i| i["text"].as_str()).collect();
     assert_eq!(texts, ["a", "b"], "{answer:?}");
@@ -924,12 +800,10 @@ async fn invalid_jsonp_callback_names_are_refused() {
         "/poll/news.b1?callback=a%3Bb",
         "/jlp/news?callback=%3Cscript%3E",
     ] {
-        let answer = get(&server, path, &[]).await;
+        let answer = server.fetch(path, &[]).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}: {answer:?}");
         assert!(
-            answer
-                .header("X-Nginx-PushStream-Explain")
-                .contains("callback"),
+            answer.header(EXPLAIN).contains("callback"),
             "{path}: {answer:?}"
         );
         assert!(!answer.body.contains("alert(1)(["), "{path}: {answer:?}");

@@ -3,13 +3,11 @@
 
 mod common;
 
-use common::{config, header, streaming_location, TestServer, WAIT};
+use common::{config, header, rss_kb, streaming_location, TestServer, EXPLAIN, WAIT};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
 
 /// Bytes a stored message counts on top of its text and headers.
 const OVERHEAD: usize = 200;
@@ -176,16 +174,6 @@ async fn deleting_a_channel_frees_its_budget() {
 
 // ---------------------------------------------------------------------------------------------
 // 10,000 channels, twice
-
-/// This process's resident set size in kB (`VmRSS` of /proc/self/status).
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/self/status:\n{status}"))
-}
 
 const CHANNELS: usize = 10_000;
 const TASKS: usize = 8;

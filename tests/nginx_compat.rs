@@ -10,24 +10,16 @@
 
 mod common;
 
-use common::{parse_json, Subscriber, WAIT};
-use futures_util::{SinkExt, StreamExt};
+use common::process::{run, HeraldProcess, TempFile};
+use common::{header, parse_json, ws, TestServer, EXPLAIN, WAIT};
+use futures_util::SinkExt;
 use herald::config::nginx;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
-const EXPLAIN: &str = "x-nginx-pushstream-explain";
 
 // ---------------------------------------------------------------------------------------------------
 // Harness: an nginx.conf imported and served in-process
@@ -66,13 +58,11 @@ http {{
     )
 }
 
-/// Herald serving an imported nginx configuration on 127.0.0.1 and a free port.
+/// Herald serving an imported nginx configuration on 127.0.0.1 and a free port (derefs to the
+/// `TestServer`, whose `publish_ok` posts to the `/pub` location every config here has).
 struct Nginx {
-    addr: SocketAddr,
-    client: reqwest::Client,
+    server: TestServer,
     warnings: Vec<String>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl Nginx {
@@ -80,129 +70,23 @@ impl Nginx {
     async fn start(conf: &str) -> Nginx {
         let import = nginx::import_str(conf, Path::new("/compat/nginx.conf"))
             .unwrap_or_else(|e| panic!("import failed: {e}\n{conf}"));
-        let server = herald::Server::bind(&import.config, Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap_or_else(|e| panic!("cannot bind: {e}"));
-        let addr = server.local_addr().expect("local address");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
         Nginx {
-            addr,
-            client: common::client(),
+            server: TestServer::start_config(&import.config).await,
             warnings: import.warnings.iter().map(|w| w.to_string()).collect(),
-            shutdown: Some(tx),
-            task: Some(task),
         }
     }
 
     async fn with(http: &str, server: &str) -> Nginx {
         Nginx::start(&nginx_conf(http, server)).await
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        let mut builder = self
-            .client
-            .request(method.clone(), self.url(path))
-            .timeout(WAIT)
-            .body(body.to_string());
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        (status, headers, text)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::GET, path, "", &[]).await
-    }
-
-    async fn get_with(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::GET, path, "", headers).await
-    }
-
-    async fn post(&self, path: &str, body: &str) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::POST, path, body, &[]).await
-    }
-
-    /// POST to `/pub?id={channel}`, asserting 200.
-    async fn publish(&self, channel: &str, body: &str) {
-        let (status, _, text) = self.post(&format!("/pub?id={channel}"), body).await;
-        assert_eq!(status, StatusCode::OK, "publish to {channel}: {text}");
-    }
-
-    async fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
-        let mut builder = self.client.get(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = tokio::time::timeout(WAIT, builder.send())
-            .await
-            .unwrap_or_else(|_| panic!("GET {path}: no response head"))
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        Subscriber::new(path, response)
-    }
-
-    async fn subscribe_ok(&self, path: &str) -> Subscriber {
-        let sub = self.subscribe(path, &[]).await;
-        assert_eq!(sub.status, StatusCode::OK, "GET {path}");
-        sub
-    }
-
-    /// Waits (bounded) until the statistics show `n` subscribers on `channel`.
-    async fn wait_for_subscribers(&self, channel: &str, n: u64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (_, _, text) = self.get(&format!("/channels-stats?id={channel}")).await;
-            let count = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["subscribers"].as_u64());
-            if count == Some(n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{channel}: never {n} subscribers; last: {text}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+impl Deref for Nginx {
+    type Target = TestServer;
 
-fn header(headers: &HeaderMap, name: &str) -> String {
-    common::header(headers, name)
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -237,7 +121,7 @@ async fn admin_publisher_publishes_answers_info_and_deletes() {
 
     let mut sub = server.subscribe_ok("/sub/news").await;
     server.wait_for_subscribers("news", 1).await;
-    server.publish("news", "second").await;
+    server.publish_ok("news", "second").await;
     sub.read_until("2:second\n", WAIT).await;
     let (status, headers, _) = server
         .request(Method::DELETE, "/pub?id=news", "", &[])
@@ -353,7 +237,7 @@ async fn publish_errors_match_the_module() {
     // The publisher that sets client_max_body_size is the only body reader but /pub: they differ,
     // so the server-wide nginx default (1m) applies.
     assert_eq!(
-        server.post("/pub-small?id=ch", &"x".repeat(100)).await.0,
+        server.post("/pub-small?id=ch", "x".repeat(100)).await.0,
         StatusCode::OK
     );
     assert!(
@@ -370,7 +254,7 @@ async fn publish_errors_match_the_module() {
 async fn client_max_body_size_limits_publishing() {
     let server = Nginx::with("client_max_body_size 16;", "").await;
     assert_eq!(server.post("/pub?id=ch", "short").await.0, StatusCode::OK);
-    let (status, _, _) = server.post("/pub?id=ch", &"x".repeat(100)).await;
+    let (status, _, _) = server.post("/pub?id=ch", "x".repeat(100)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -395,13 +279,13 @@ async fn streaming_sends_header_messages_pings_and_footer_with_default_type() {
         }"#,
     )
     .await;
-    server.publish("s1", "old").await;
+    server.publish_ok("s1", "old").await;
     let mut sub = server.subscribe_ok("/sub/s1.b1/s2").await;
     assert_eq!(sub.content_type(), "text/html; charset=utf-8");
     assert_eq!(sub.read_until("\n", WAIT).await, "HEAD\n");
     sub.read_until("<s1|1|old>\n", WAIT).await;
     server.wait_for_subscribers("s2", 1).await;
-    server.publish("s2", "new").await;
+    server.publish_ok("s2", "new").await;
     sub.read_until("<s2|1|new>\n", WAIT).await;
     sub.read_until("<|-1|PING>\n", WAIT).await;
     let rest = sub.read_to_end(WAIT).await;
@@ -451,8 +335,10 @@ async fn eventsource_frames_ids_events_and_comments() {
         "{frame:?}"
     );
     // Last-Event-ID recovers what came after that id.
-    server.publish("e1", "after").await;
-    let mut again = server.subscribe("/ev/e1", &[("Last-Event-ID", "42")]).await;
+    server.publish_ok("e1", "after").await;
+    let mut again = server
+        .subscribe_with("/ev/e1", &[("Last-Event-ID", "42")])
+        .await;
     again.read_until("data: after\n\n", WAIT).await;
 }
 
@@ -482,14 +368,14 @@ async fn long_polling_waits_chains_by_etag_and_times_out_with_304() {
         tokio::spawn(async move { client.get(url).timeout(WAIT).send().await })
     };
     server.wait_for_subscribers("l1", 1).await;
-    server.publish("l1", "first").await;
+    server.publish_ok("l1", "first").await;
     let response = waiting.await.unwrap().expect("long-poll answer");
     assert_eq!(response.status(), StatusCode::OK);
     let last_modified = header(response.headers(), "last-modified");
     let etag = header(response.headers(), "etag");
     assert!(etag.starts_with("W/"), "{etag}");
     assert_eq!(response.text().await.unwrap(), "first");
-    server.publish("l1", "second").await;
+    server.publish_ok("l1", "second").await;
     let (status, _, text) = server
         .get_with(
             "/lp/l1",
@@ -552,7 +438,7 @@ async fn polling_answers_at_once_and_jsonp() {
         }"#,
     )
     .await;
-    server.publish("p1", "one").await;
+    server.publish_ok("p1", "one").await;
     let (status, _, _) = server.get("/poll/p1").await;
     assert_eq!(
         status,
@@ -573,7 +459,7 @@ async fn polling_answers_at_once_and_jsonp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_header_switches_a_streaming_location_to_polling() {
     let server = Nginx::with("", STREAM_SUB).await;
-    server.publish("m1", "one").await;
+    server.publish_ok("m1", "one").await;
     let (status, _, text) = server
         .get_with("/sub/m1.b1", &[("X-Nginx-PushStream-Mode", "polling")])
         .await;
@@ -594,26 +480,10 @@ async fn websocket_frames_messages_and_publishes_client_frames() {
         }"#,
     )
     .await;
-    let url = format!("ws://{}/ws/w1", server.addr);
-    let (mut ws, response) =
-        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
-            .await
-            .expect("handshake in time")
-            .expect("handshake");
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut ws = server.websocket("/ws/w1").await;
     server.wait_for_subscribers("w1", 1).await;
-    server.publish("w1", "from-http").await;
-    let text = loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame in time")
-        {
-            Some(Ok(Message::Text(t))) => break t.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    };
-    assert_eq!(text, "w1:from-http");
+    server.publish_ok("w1", "from-http").await;
+    assert_eq!(ws::next_text(&mut ws).await, "w1:from-http");
     ws.send(Message::Text("from-ws".into()))
         .await
         .expect("send");
@@ -646,14 +516,14 @@ async fn subscriber_refusals_match_the_module() {
     .await;
     let _first = server.subscribe_ok("/sub/solo").await;
     server.wait_for_subscribers("solo", 1).await;
-    let second = server.subscribe("/sub/solo", &[]).await;
+    let second = server.subscribe_with("/sub/solo", &[]).await;
     assert_eq!(second.status, StatusCode::FORBIDDEN);
     assert!(header(&second.headers, EXPLAIN)
         .starts_with("Subscribers limit per channel has been exceeded."));
-    let denied = server.subscribe("/auth/unknown", &[]).await;
+    let denied = server.subscribe_with("/auth/unknown", &[]).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(header(&denied.headers, EXPLAIN).starts_with("Subscriber could not create channels."));
-    server.publish("known", "stored").await;
+    server.publish_ok("known", "stored").await;
     let _allowed = server.subscribe_ok("/auth/known").await;
     let (status, headers, _) = server.get("/sub/").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -667,9 +537,9 @@ async fn subscriber_refusals_match_the_module() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_statistics_summary_channel_all_and_prefix() {
     let server = Nginx::with("", "").await;
-    server.publish("stat_a", "1").await;
-    server.publish("stat_b", "2").await;
-    server.publish("other", "3").await;
+    server.publish_ok("stat_a", "1").await;
+    server.publish_ok("stat_b", "2").await;
+    server.publish_ok("other", "3").await;
     let (status, _, text) = server.get("/channels-stats").await;
     assert_eq!(status, StatusCode::OK);
     let summary = parse_json(&text);
@@ -712,14 +582,14 @@ async fn events_channel_reports_lifecycle_and_is_protected() {
         }"#,
     )
     .await;
-    let refused = server.subscribe("/sub/events", &[]).await;
+    let refused = server.subscribe_with("/sub/events", &[]).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(
         header(&refused.headers, EXPLAIN),
         "Subscription to events channel is not allowed."
     );
     let mut events = server.subscribe_ok("/events/events").await;
-    server.publish("fresh", "x").await;
+    server.publish_ok("fresh", "x").await;
     events
         .read_until(r#"{"type": "channel_created", "channel": "fresh"}"#, WAIT)
         .await;
@@ -741,17 +611,17 @@ async fn wildcard_channels_follow_prefix_and_limits() {
     .await;
     // The per-request limit defaults to max_number_of_wildcard_channels, as in the module.
     let too_many = server
-        .subscribe("/sub/ch/broad_1/broad_2/broad_3", &[])
+        .subscribe_with("/sub/ch/broad_1/broad_2/broad_3", &[])
         .await;
     assert_eq!(too_many.status, StatusCode::FORBIDDEN);
     assert!(
         header(&too_many.headers, EXPLAIN).starts_with("Subscribed too much wildcard channels.")
     );
-    let only_wildcards = server.subscribe("/sub/broad_1", &[]).await;
+    let only_wildcards = server.subscribe_with("/sub/broad_1", &[]).await;
     assert_eq!(only_wildcards.status, StatusCode::FORBIDDEN);
     let mut sub = server.subscribe_ok("/sub/ch/broad_1").await;
     server.wait_for_subscribers("broad_1", 1).await;
-    server.publish("broad_1", "to all").await;
+    server.publish_ok("broad_1", "to all").await;
     sub.read_until("1:to all\n", WAIT).await;
     let (_, _, text) = server.get("/channels-stats").await;
     assert!(
@@ -775,13 +645,13 @@ async fn padding_by_user_agent_pads_matching_clients() {
     )
     .await;
     let mut padded = server
-        .subscribe("/sub/pad", &[("User-Agent", "OldBrowser/1.0")])
+        .subscribe_with("/sub/pad", &[("User-Agent", "OldBrowser/1.0")])
         .await;
     let mut plain = server
-        .subscribe("/sub/pad", &[("User-Agent", "Modern/2.0")])
+        .subscribe_with("/sub/pad", &[("User-Agent", "Modern/2.0")])
         .await;
     server.wait_for_subscribers("pad", 2).await;
-    server.publish("pad", "msg").await;
+    server.publish_ok("pad", "msg").await;
     let padded_text = padded.read_until("msg\n", WAIT).await;
     let plain_text = plain.read_until("msg\n", WAIT).await;
     assert_eq!(plain_text, "HEAD\nmsg\n");
@@ -855,13 +725,15 @@ async fn channels_path_from_arg_capture_and_header() {
     .await;
     let mut by_arg = server.subscribe_ok("/by-arg?id=a1/a2").await;
     let mut by_capture = server.subscribe_ok("/by-capture/c1/c2").await;
-    let mut by_header = server.subscribe("/by-header", &[("X-Channel", "h1")]).await;
+    let mut by_header = server
+        .subscribe_with("/by-header", &[("X-Channel", "h1")])
+        .await;
     assert_eq!(by_header.status, StatusCode::OK);
     server.wait_for_subscribers("a2", 1).await;
     server.wait_for_subscribers("room-c2", 1).await;
     server.wait_for_subscribers("c1", 1).await;
     server.wait_for_subscribers("h1", 1).await;
-    server.publish("a2/room-c2/h1", "all").await;
+    server.publish_ok("a2/room-c2/h1", "all").await;
     by_arg.read_until("a2=all\n", WAIT).await;
     by_capture.read_until("room-c2=all\n", WAIT).await;
     by_header.read_until("h1=all\n", WAIT).await;
@@ -900,7 +772,7 @@ http {
     let mut overrides = server.subscribe_ok("/overrides?id=i").await;
     let mut nested = server.subscribe_ok("/outer/inner?id=i").await;
     server.wait_for_subscribers("i", 3).await;
-    server.publish("i", "m").await;
+    server.publish_ok("i", "m").await;
     assert_eq!(
         inherits.read_until("]\n", WAIT).await,
         "server-header\nhttp[m]\n"
@@ -973,7 +845,7 @@ http {
 "#;
     let server = Nginx::start(conf).await;
     for text in ["one", "two", "three"] {
-        server.publish("legacy", text).await;
+        server.publish_ok("legacy", text).await;
     }
     let (_, _, text) = server.get("/pub?id=legacy").await;
     assert_eq!(
@@ -1043,71 +915,25 @@ fn the_committed_example_toml_is_the_migrated_example_conf() {
     assert_eq!(format!("{from_toml:?}"), format!("{:?}", import.config));
 }
 
-/// Runs the binary to completion (bounded): (success, stdout, stderr).
-async fn run(args: &[&str]) -> (bool, String, String) {
-    let child = Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn herald");
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("herald exits within 20s")
-        .expect("herald output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A directory of test files under the target temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("nginx-compat-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write scratch file");
-        path.to_str().expect("utf-8 path").to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_prints_the_example_toml_and_warnings() {
     let conf = example("nginx.conf");
-    let (ok, stdout, stderr) = run(&["migrate", conf.to_str().unwrap()]).await;
-    assert!(ok, "{stderr}");
+    let out = run(&["migrate", conf.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(
-        stdout,
+        out.stdout,
         std::fs::read_to_string(example("nginx.toml")).unwrap()
     );
     assert!(
-        stderr.contains("nginx.conf:9: \"worker_processes\" ignored"),
-        "{stderr}"
+        out.stderr
+            .contains("nginx.conf:9: \"worker_processes\" ignored"),
+        "{}",
+        out.stderr
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_configs_fail_with_file_and_line() {
-    let scratch = Scratch::new("malformed");
     let cases = [
         ("missing-semicolon.conf", "http {\n  server {\n    location /pub {\n      push_stream_publisher admin\n    }\n  }\n}\n", ":5: unexpected \"}\""),
         ("unbalanced.conf", "http {\n  server {\n", ":2: unexpected end of file, expecting \"}\""),
@@ -1118,108 +944,44 @@ async fn malformed_configs_fail_with_file_and_line() {
         ("include.conf", "http {\n  include nowhere/*.conf;\n  include nowhere.conf;\n}\n", ":3: include \"nowhere.conf\""),
     ];
     for (name, text, expected) in cases {
-        let path = scratch.write(name, text);
+        let file = TempFile::new(name, text);
+        let path = file.path();
         for args in [
-            vec!["migrate", path.as_str()],
-            vec!["--nginx-config", path.as_str(), "--listen", "127.0.0.1:0"],
+            vec!["migrate", path],
+            vec!["--nginx-config", path, "--listen", "127.0.0.1:0"],
         ] {
-            let (ok, _, stderr) = run(&args).await;
-            assert!(!ok, "{args:?} should fail");
+            let out = run(&args).await;
+            assert!(!out.status.success(), "{args:?} should fail");
             assert!(
-                stderr.contains(&format!("{path}{expected}")),
-                "{args:?}: stderr {stderr:?} should contain {path}{expected}"
+                out.stderr.contains(&format!("{path}{expected}")),
+                "{args:?}: stderr {:?} should contain {path}{expected}",
+                out.stderr
             );
         }
     }
-    let (ok, _, stderr) = run(&["--config", "a.toml", "--nginx-config", "b.conf"]).await;
-    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
-}
-
-/// A running `herald` process with its stderr lines; killed on drop.
-struct Process {
-    child: tokio::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-}
-
-impl Process {
-    async fn start(args: &[&str]) -> Process {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn herald");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Process {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (bounded) for a stderr line containing `needle`.
-    async fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                _ => panic!(
-                    "no {needle:?} from herald; it wrote:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// The address from the "listening on http://ADDR" line.
-    async fn address(&mut self) -> String {
-        let line = self.wait_for("listening on http://").await;
-        line.rsplit("http://")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
+    let out = run(&["--config", "a.toml", "--nginx-config", "b.conf"]).await;
+    assert!(
+        !out.status.success() && out.stderr.contains("cannot be used with"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_config_serves_the_example_and_warns() {
     let conf = example("nginx.conf");
-    let mut herald = Process::start(&[
+    let mut herald = HeraldProcess::start(&[
         "--nginx-config",
         conf.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
     ])
     .await;
-    let warning = herald.wait_for("\"worker_processes\" ignored").await;
+    let warning = herald
+        .wait_for_log("\"worker_processes\" ignored", 0, Duration::from_secs(10))
+        .await;
     assert!(warning.contains("nginx.conf:9"), "{warning}");
-    let addr = herald.address().await;
+    let addr = herald.addr;
     let client = common::client();
     let response = client
         .post(format!("http://{addr}/pub?id=example"))
@@ -1247,11 +1009,10 @@ async fn nginx_config_serves_the_example_and_warns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_re_reads_the_nginx_config() {
-    let scratch = Scratch::new("reload");
-    let before = nginx_conf("", "");
-    let path = scratch.write("nginx.conf", &before);
-    let mut herald = Process::start(&["--nginx-config", &path, "--listen", "127.0.0.1:0"]).await;
-    let addr = herald.address().await;
+    let file = TempFile::new("nginx.conf", &nginx_conf("", ""));
+    let mut herald =
+        HeraldProcess::start(&["--nginx-config", file.path(), "--listen", "127.0.0.1:0"]).await;
+    let addr = herald.addr;
     let client = common::client();
     let publish = || {
         client
@@ -1266,21 +1027,14 @@ async fn sighup_re_reads_the_nginx_config() {
         StatusCode::NOT_FOUND,
         "no location /added yet"
     );
-    scratch.write(
-        "nginx.conf",
-        &nginx_conf(
-            "",
-            "location /added { push_stream_publisher; push_stream_channels_path $arg_id; }",
-        ),
-    );
-    let pid = herald.child.id().expect("running").to_string();
-    let sent = Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(sent.success());
-    herald.wait_for("configuration reloaded").await;
+    file.write(&nginx_conf(
+        "",
+        "location /added { push_stream_publisher; push_stream_channels_path $arg_id; }",
+    ));
+    herald.signal(libc::SIGHUP);
+    herald
+        .wait_for_log("configuration reloaded", 0, Duration::from_secs(10))
+        .await;
     let after = publish().await.expect("publish after reload");
     assert_eq!(after.status(), StatusCode::OK, "the new location serves");
 }

@@ -10,23 +10,24 @@
 
 mod common;
 
-use common::{client, config, parse_json, poll_until, Subscriber, TestServer, WAIT};
+use common::process::{HeraldProcess, TempFile, BIN};
+use common::raw;
+use common::ws::Ws;
+use common::{
+    config, parse_json, poll_until, streaming_location, Http, TestServer, BASE_LOCATIONS, WAIT,
+};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::ops::{Deref, DerefMut};
+use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
 
 // ------------------------------------------------------------------------------------------------
 // Prometheus text exposition
@@ -184,7 +185,7 @@ fn exposition_parser_reads_names_labels_and_values() {
     assert_eq!(scrape.get("z", &[]), Some(1000.0));
 }
 
-async fn scrape(server: &TestServer) -> Scrape {
+async fn scrape(server: &Http) -> Scrape {
     let (status, headers, text) = server.get("/metrics").await;
     assert_eq!(status, StatusCode::OK, "GET /metrics: {text}");
     let content_type = common::header(&headers, "content-type");
@@ -238,12 +239,8 @@ struct WsReader {
 }
 
 impl WsReader {
-    async fn open(url: &str) -> WsReader {
-        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap_or_else(|_| panic!("{url}: no handshake within {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("{url}: handshake failed: {e}"));
-        assert_eq!(response.status().as_u16(), 101, "{url}");
+    /// Reads `ws` in a task from now on.
+    fn new(ws: Ws) -> WsReader {
         let (tx, texts) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let mut ws = ws;
@@ -301,7 +298,7 @@ async fn metrics_location_reports_connections_deliveries_and_process_gauges() {
     // One subscriber of each long-lived transport on channel "m" (the channel's limit is 3).
     let mut stream = server.subscribe_ok("/sub/m").await;
     let mut events = server.subscribe_ok("/ev/m").await;
-    let mut ws = WsReader::open(&format!("ws://{}/ws/m", server.addr)).await;
+    let mut ws = WsReader::new(server.websocket("/ws/m").await);
     server.wait_for_subscribers("m", 3).await;
     let (status, _, text) = server.get("/sub/m").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "4th subscriber: {text}");
@@ -446,215 +443,33 @@ async fn health_endpoints_answer_ok_and_ready() {
 // ------------------------------------------------------------------------------------------------
 // Child processes
 
-/// A config file in the test temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "herald-ops-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, text).expect("write temp config");
-        TempFile(path)
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.0, text).expect("rewrite temp config");
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The `herald` binary serving `--config FILE --listen 127.0.0.1:0`; its stderr is collected.
-/// Killed (SIGKILL, by its own handle) on drop if still running.
+/// The `herald` binary serving `--config FILE --listen 127.0.0.1:0` (derefs to the process and,
+/// through it, to an `Http` client), with its config file.
 struct Herald {
-    child: Child,
-    pid: i32,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    client: reqwest::Client,
+    process: HeraldProcess,
     config: TempFile,
 }
 
 impl Herald {
     async fn start(name: &str, config_text: &str) -> Herald {
         let config = TempFile::new(name, config_text);
-        let mut child = Command::new(BIN)
-            .args(["--config", config.path(), "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn herald");
-        let pid = child.id().expect("pid") as i32;
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn({
-            let log = log.clone();
-            async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line);
-                }
-            }
-        });
-        let mut herald = Herald {
-            child,
-            pid,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            log,
-            client: client(),
-            config,
-        };
-        let line = herald
-            .wait_for_log("listening on http://", 0, Duration::from_secs(15))
-            .await;
-        let at = line.find("http://").unwrap() + "http://".len();
-        let addr: String = line[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-            .collect();
-        herald.addr = addr
-            .parse()
-            .unwrap_or_else(|e| panic!("cannot parse the address in {line:?}: {e}"));
-        herald
+        let process =
+            HeraldProcess::start(&["--config", config.path(), "--listen", "127.0.0.1:0"]).await;
+        Herald { process, config }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn log_len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits (bounded) for a stderr line at index >= `since` containing `needle`.
-    async fn wait_for_log(&mut self, needle: &str, since: usize, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(since)
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Give the reader a moment to collect the last lines, then look once more.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Some(line) = self
-                    .log
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .skip(since)
-                    .find(|l| l.contains(needle))
-                {
-                    return line.clone();
-                }
-                panic!(
-                    "herald exited ({status:?}) before logging {needle:?}; stderr:\n{}",
-                    self.log_text()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "no {needle:?} in herald's stderr within {limit:?}; stderr:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid; no memory effects.
-        let sent = unsafe { libc::kill(self.pid, signal) };
-        assert_eq!(
-            sent,
-            0,
-            "kill({}, {signal}): {}",
-            self.pid,
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Waits at most `limit` for the process to exit.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .ok()
-            .map(|r| r.expect("wait for herald"))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .timeout(WAIT)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status();
-        (status, response.text().await.expect("body"))
-    }
-
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, String) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .timeout(WAIT)
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = response.status();
-        (status, response.text().await.expect("body"))
-    }
-
+    /// POST `body` to `path`, asserting 200.
     async fn publish(&self, path: &str, body: impl Into<reqwest::Body>) {
-        let (status, text) = self.post(path, body).await;
+        let (status, _, text) = self.post(path, body).await;
         assert_eq!(status, StatusCode::OK, "POST {path}: {text}");
     }
 
-    async fn subscribe(&self, path: &str) -> Subscriber {
-        let response = tokio::time::timeout(WAIT, self.client.get(self.url(path)).send())
-            .await
-            .unwrap_or_else(|_| panic!("GET {path}: no response head"))
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        Subscriber::new(path, response)
-    }
-
     /// Subscribers on `channel` per `/channels-stats?id=` (0 once the channel is gone).
-    async fn subscribers(&self, channel: &str) -> (u64, String) {
-        let (status, text) = self.get(&format!("/channels-stats?id={channel}")).await;
+    async fn subscriber_count(&self, channel: &str) -> (u64, String) {
+        let (status, count, text) = self.subscribers(channel).await;
         match status {
             StatusCode::OK => (
-                parse_json(&text)["subscribers"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("no subscribers in {text}")),
+                count.unwrap_or_else(|| panic!("no subscribers in {text}")),
                 text,
             ),
             StatusCode::NOT_FOUND => (0, text),
@@ -662,38 +477,31 @@ impl Herald {
         }
     }
 
-    /// Polls until `channel` shows `n` subscribers (bounded by `limit`); returns the time it took.
+    /// Polls until `channel` shows `n` subscribers (a channel that is gone shows 0), bounded by
+    /// `limit`; returns the time it took.
     async fn wait_for_subscribers(&self, channel: &str, n: u64, limit: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let (count, text) = self.subscribers(channel).await;
-            if count == n {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "channel {channel} never showed {n} subscribers within {limit:?}; last answer: {text}\nstderr:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn scrape(&self) -> Scrape {
-        let (status, text) = self.get("/metrics").await;
-        assert_eq!(status, StatusCode::OK, "GET /metrics: {text}");
-        parse_exposition(&text)
+        self.wait_subscribers_where(channel, limit, &n.to_string(), |status, count| {
+            count == Some(n) || (n == 0 && status == StatusCode::NOT_FOUND)
+        })
+        .await
     }
 }
 
-impl Drop for Herald {
-    fn drop(&mut self) {
-        // Only our own child, by its handle; a no-op once it has exited.
-        let _ = self.child.start_kill();
+impl Deref for Herald {
+    type Target = HeraldProcess;
+
+    fn deref(&self) -> &HeraldProcess {
+        &self.process
     }
 }
 
-/// Publisher (stored) at `/pub`, publisher without storage at `/pubns`, stats, metrics, and
+impl DerefMut for Herald {
+    fn deref_mut(&mut self) -> &mut HeraldProcess {
+        &mut self.process
+    }
+}
+
+/// Publisher (stored) at `/pub`, stats, publisher without storage at `/pubns`, metrics, and
 /// `extra_locations`.
 fn child_config(server: &str, channels: &str, extra_locations: &str) -> String {
     format!(
@@ -703,26 +511,13 @@ fn child_config(server: &str, channels: &str, extra_locations: &str) -> String {
 
 [channels]
 {channels}
-
-[[location]]
-path = "/pub"
-match = "exact"
-role = "publisher"
-admin = true
-channels_path = "$arg_id"
-
+{BASE_LOCATIONS}
 [[location]]
 path = "/pubns"
 match = "exact"
 role = "publisher"
 channels_path = "$arg_id"
 store_messages = false
-
-[[location]]
-path = "/channels-stats"
-match = "exact"
-role = "stats"
-channels_path = "$arg_id"
 
 [[location]]
 path = "/metrics"
@@ -791,30 +586,12 @@ async fn raw_streaming_subscriber(
         .write_all(get_request(&path).as_bytes())
         .await
         .map_err(|e| format!("write request: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read head: {e}"))?;
-        if n == 0 {
-            return Err(format!(
-                "EOF before the response head; got {:?}",
-                String::from_utf8_lossy(&raw)
-            ));
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let (head, mut body) = raw::read_head(&mut stream).await?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("unexpected head: {head:?}"));
     }
     let _ = connected.send(());
-    let mut body = raw[head_end..].to_vec();
+    let mut buf = vec![0u8; 4096];
     let mut primed = Some(primed);
     loop {
         if primed.is_some() {
@@ -860,6 +637,15 @@ async fn non_reading_subscriber(addr: SocketAddr, path: &str) -> TcpStream {
     stream
 }
 
+/// `non_reading_subscriber` on `/sub/{channel}`, once the statistics count it.
+async fn stuck_subscriber(herald: &Herald, channel: &str) -> TcpStream {
+    let stream = non_reading_subscriber(herald.addr, &format!("/sub/{channel}")).await;
+    herald
+        .wait_for_subscribers(channel, 1, Duration::from_secs(5))
+        .await;
+    stream
+}
+
 /// Publishes `count` messages of `size` bytes to `channel` without storing them.
 async fn publish_big(herald: &Herald, channel: &str, count: usize, size: usize) {
     for i in 0..count {
@@ -876,17 +662,10 @@ const SUBSCRIBERS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_a_thousand_streams_with_their_footer_and_exits_0() {
-    let streaming = r#"
-[[location]]
-path = "/sub/"
-role = "subscriber"
-mode = "streaming"
-message_template = "~text~\n"
-footer_template = "BYE"
-"#;
+    let streaming = streaming_location("/sub/", "~text~\n", "footer_template = \"BYE\"");
     let mut herald = Herald::start(
         "drain.toml",
-        &child_config("shutdown_timeout = \"5s\"", "", streaming),
+        &child_config("shutdown_timeout = \"5s\"", "", &streaming),
     )
     .await;
     let drain_time = Duration::from_secs(5);
@@ -936,12 +715,12 @@ footer_template = "BYE"
         Duration::from_secs(20),
         Duration::from_millis(50),
         || async {
-            let (_, text) = herald.get("/channels-stats").await;
+            let (_, _, text) = herald.get("/channels-stats").await;
             parse_json(&text)["subscribers"] == SUBSCRIBERS as u64
         },
     )
     .await;
-    let (_, text) = herald.get("/channels-stats").await;
+    let (_, _, text) = herald.get("/channels-stats").await;
     assert!(ok, "stats never showed {SUBSCRIBERS} subscribers: {text}");
 
     // Every stream is live: one message on each of the 10 channels reaches all of them.
@@ -1026,27 +805,17 @@ footer_template = "BYE"
 /// A stream whose footer cannot be written (its client never reads and the socket buffers are
 /// full) holds the drain for up to `shutdown_timeout` (30s); a second signal exits at once.
 async fn second_signal_exits_during_the_drain(second: i32, name: &str) {
-    let streaming = r#"
-[[location]]
-path = "/sub/"
-role = "subscriber"
-mode = "streaming"
-message_template = "~text~\n"
-footer_template = "BYE"
-"#;
+    let streaming = streaming_location("/sub/", "~text~\n", "footer_template = \"BYE\"");
     let mut herald = Herald::start(
         name,
         &child_config(
             "shutdown_timeout = \"30s\"\nsend_timeout = \"60s\"",
             "",
-            streaming,
+            &streaming,
         ),
     )
     .await;
-    let _stuck = non_reading_subscriber(herald.addr, "/sub/stuck").await;
-    herald
-        .wait_for_subscribers("stuck", 1, Duration::from_secs(5))
-        .await;
+    let _stuck = stuck_subscriber(&herald, "stuck").await;
     publish_big(&herald, "stuck", 128, 64 * 1024).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -1100,22 +869,16 @@ async fn sigint_after_sigterm_during_drain_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_timeout_cuts_off_a_subscriber_that_never_reads() {
-    let streaming = r#"
-[[location]]
-path = "/sub/"
-role = "subscriber"
-mode = "streaming"
-message_template = "~text~\n"
-"#;
+    let streaming = streaming_location("/sub/", "~text~\n", "");
     let herald = Herald::start(
         "send-timeout.toml",
-        &child_config("send_timeout = \"1s\"", "", streaming),
+        &child_config("send_timeout = \"1s\"", "", &streaming),
     )
     .await;
-    let before = herald.scrape().await;
+    let before = scrape(&herald).await;
     let dead = [("reason", "send_timeout")];
     // A reading subscriber on the same channel must not be affected.
-    let mut reader = herald.subscribe("/sub/slow").await;
+    let mut reader = herald.subscribe_ok("/sub/slow").await;
     let _stuck = non_reading_subscriber(herald.addr, "/sub/slow").await;
     herald
         .wait_for_subscribers("slow", 2, Duration::from_secs(5))
@@ -1143,7 +906,7 @@ message_template = "~text~\n"
         .expect("reader task");
     assert!(received >= 63 * 64 * 1024, "reader got {received} bytes");
 
-    let after = herald.scrape().await;
+    let after = scrape(&herald).await;
     let cut = after.value("herald_dead_connections_total", &dead)
         - before.value("herald_dead_connections_total", &dead);
     assert!(
@@ -1155,13 +918,7 @@ message_template = "~text~\n"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_cut_off_by_the_send_timeout_despite_a_lag_limit() {
-    let streaming = r#"
-[[location]]
-path = "/sub/"
-role = "subscriber"
-mode = "streaming"
-message_template = "~text~\n"
-"#;
+    let streaming = streaming_location("/sub/", "~text~\n", "");
     // A client that stops reading entirely is never polled again, so the lag limit (checked when the
     // subscription is read) cannot see it: the send timeout cuts it off, and until then it costs
     // only its socket buffers (messages are not queued per subscriber).
@@ -1170,20 +927,17 @@ message_template = "~text~\n"
         &child_config(
             "send_timeout = \"2s\"",
             "subscriber_lag_limit = 8",
-            streaming,
+            &streaming,
         ),
     )
     .await;
-    let _stuck = non_reading_subscriber(herald.addr, "/sub/lag").await;
-    herald
-        .wait_for_subscribers("lag", 1, Duration::from_secs(5))
-        .await;
+    let _stuck = stuck_subscriber(&herald, "lag").await;
     let started = Instant::now();
     publish_big(&herald, "lag", 128, 64 * 1024).await;
     // Keep publishing small messages while waiting: the subscriber is 100+ messages behind.
     let mut n = 0;
     let cut = loop {
-        let (count, text) = herald.subscribers("lag").await;
+        let (count, text) = herald.subscriber_count("lag").await;
         if count == 0 {
             break Some(started.elapsed());
         }
@@ -1195,7 +949,7 @@ message_template = "~text~\n"
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let metrics = herald.scrape().await;
+    let metrics = scrape(&herald).await;
     let slow = metrics.value("herald_slow_consumers_total", &[]);
     eprintln!(
         "subscriber_lag_limit = 8: non-reading subscriber cut off after {cut:?}; herald_slow_consumers_total = {slow}"
@@ -1208,27 +962,17 @@ message_template = "~text~\n"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_falls_behind_the_lag_limit_gets_the_footer_when_it_reads_again() {
-    let streaming = r#"
-[[location]]
-path = "/sub/"
-role = "subscriber"
-mode = "streaming"
-message_template = "~text~\n"
-footer_template = "CUT"
-"#;
+    let streaming = streaming_location("/sub/", "~text~\n", "footer_template = \"CUT\"");
     let herald = Herald::start(
         "lag-resume.toml",
         &child_config(
             "send_timeout = \"60s\"",
             "subscriber_lag_limit = 8",
-            streaming,
+            &streaming,
         ),
     )
     .await;
-    let mut stream = non_reading_subscriber(herald.addr, "/sub/lagr").await;
-    herald
-        .wait_for_subscribers("lagr", 1, Duration::from_secs(5))
-        .await;
+    let mut stream = stuck_subscriber(&herald, "lagr").await;
     publish_big(&herald, "lagr", 128, 64 * 1024).await;
     // Now read again: the server's writes resume, it notices the lag and ends the response (the
     // connection itself may stay open for keep-alive, so read until the terminating chunk).
@@ -1271,7 +1015,7 @@ footer_template = "CUT"
     herald
         .wait_for_subscribers("lagr", 0, Duration::from_secs(5))
         .await;
-    let metrics = herald.scrape().await;
+    let metrics = scrape(&herald).await;
     assert!(
         metrics.require("herald_slow_consumers_total", &[]) >= 1.0,
         "herald_slow_consumers_total; scrape:\n{}",
@@ -1283,16 +1027,14 @@ footer_template = "CUT"
 // Reload
 
 fn reload_config(template: &str) -> String {
-    let streaming = format!(
-        "[[location]]\npath = \"/sub/\"\nrole = \"subscriber\"\nmode = \"streaming\"\nmessage_template = {template:?}\n"
-    );
+    let streaming = streaming_location("/sub/", template, "");
     child_config("shutdown_timeout = \"2s\"", "", &streaming)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     let mut herald = Herald::start("reload.toml", &reload_config("OLD:~text~\n")).await;
-    let mut a = herald.subscribe("/sub/r").await;
+    let mut a = herald.subscribe_ok("/sub/r").await;
     herald
         .wait_for_subscribers("r", 1, Duration::from_secs(5))
         .await;
@@ -1304,7 +1046,7 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     herald
         .wait_for_log("configuration reloaded", since, WAIT)
         .await;
-    let mut b = herald.subscribe("/sub/r").await;
+    let mut b = herald.subscribe_ok("/sub/r").await;
     herald
         .wait_for_subscribers("r", 2, Duration::from_secs(5))
         .await;
@@ -1336,7 +1078,7 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     herald
         .wait_for_log("configuration reloaded", since, WAIT)
         .await;
-    let mut d = herald.subscribe("/sub/r").await;
+    let mut d = herald.subscribe_ok("/sub/r").await;
     herald
         .wait_for_subscribers("r", 3, Duration::from_secs(5))
         .await;
@@ -1360,7 +1102,7 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
         line.contains("ERROR"),
         "a refused reload is logged as an error: {line}"
     );
-    let mut c = herald.subscribe("/sub/r").await;
+    let mut c = herald.subscribe_ok("/sub/r").await;
     herald
         .wait_for_subscribers("r", 4, Duration::from_secs(5))
         .await;
@@ -1369,7 +1111,7 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     assert_eq!(a.read_until("\n", WAIT).await, "OLD:three\n");
     assert_eq!(b.read_until("\n", WAIT).await, "NEW:three\n");
     assert_eq!(d.read_until("\n", WAIT).await, "NEWER:three\n");
-    let (status, _) = herald.get("/pub?id=r").await;
+    let (status, _, _) = herald.get("/pub?id=r").await;
     assert_eq!(
         status,
         StatusCode::OK,

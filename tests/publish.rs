@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{config, header, parse_json, streaming_location, TestServer, WAIT};
+use common::{config, header, parse_json, streaming_location, TestServer, EXPLAIN, WAIT};
 use reqwest::{Method, StatusCode};
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
 
 fn publisher_config(channels: &str) -> String {
     let locations = format!(

@@ -7,14 +7,15 @@
 
 mod common;
 
-use common::{config, header, TestServer, WAIT};
+use common::messages::{parse_rec, publish_event, Rec};
+use common::ws::{self, Ws};
+use common::{config, header, sse, TestServer, EPOCH, RECOVERY, WAIT};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::handshake::client::Response;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Messages each recovery run publishes.
@@ -24,15 +25,8 @@ const CHANNEL: &str = "rec";
 /// Every location formats a message the same way, so that any transport yields (event id, text,
 /// time, tag).
 const LINE: &str = "~event-id~|~text~|~time~|~tag~";
-/// The recovery header.
-const RECOVERY: &str = "X-Herald-Recovery";
-/// An `If-Modified-Since` older than anything: "everything stored".
-const EPOCH: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
 /// Bound of one whole 500-message run.
 const RUN_LIMIT: Duration = Duration::from_secs(25);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Every subscriber location, all with the `LINE` template.
 fn recovery_config(channels: &str, lp_ttl: &str) -> String {
@@ -82,73 +76,34 @@ last_received_message_tag = "$arg_tag"
     config(channels, &locations)
 }
 
-/// One message as a client saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    /// The message number (its text is `m{n}`, its Event-Id `e{n}`).
-    n: usize,
-    event_id: String,
-    time: String,
-    tag: String,
-}
-
-/// Parses one formatted message `eN|mN|time|tag`.
-fn parse_line(line: &str) -> Seen {
-    let line = line.trim_end_matches('\n');
-    let fields: Vec<&str> = line.split('|').collect();
-    assert_eq!(fields.len(), 4, "not a formatted message: {line:?}");
-    let n: usize = fields[1]
-        .strip_prefix('m')
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("bad text in {line:?}"));
-    assert_eq!(
-        fields[0],
-        format!("e{n}"),
-        "event id and text disagree: {line:?}"
-    );
-    assert!(
-        httpdate::parse_http_date(fields[2]).is_ok(),
-        "bad ~time~ in {line:?}"
-    );
-    assert!(fields[3].parse::<u64>().is_ok(), "bad ~tag~ in {line:?}");
-    Seen {
-        n,
-        event_id: fields[0].to_string(),
-        time: fields[2].to_string(),
-        tag: fields[3].to_string(),
-    }
-}
-
 /// Parses one EventSource frame `id: eN\ndata: eN|mN|time|tag\n\n`.
-fn parse_sse(frame: &str) -> Seen {
-    let mut id = None;
-    let mut data = None;
-    for line in frame.lines() {
-        if let Some(v) = line.strip_prefix("id: ") {
-            id = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("data: ") {
-            assert!(data.is_none(), "two data lines in {frame:?}");
-            data = Some(v.to_string());
-        } else if !line.is_empty() {
-            panic!("unexpected line {line:?} in {frame:?}");
-        }
-    }
-    let seen = parse_line(&data.unwrap_or_else(|| panic!("no data line in {frame:?}")));
+fn parse_sse(event: sse::Event) -> Rec {
+    assert!(
+        !event.data.contains('\n') && event.event.is_none(),
+        "not one id and one data line: {event:?}"
+    );
+    let seen = parse_rec(&event.data);
     assert_eq!(
-        id.as_deref(),
+        event.id.as_deref(),
         Some(seen.event_id.as_str()),
-        "id: line does not match the message: {frame:?}"
+        "id: line does not match the message: {event:?}"
     );
     seen
 }
 
 /// Reads the next message frame of an EventSource stream, skipping comments (header, pings).
-async fn next_sse(sub: &mut common::Subscriber) -> Seen {
+async fn next_sse(sub: &mut common::Subscriber) -> Rec {
     loop {
         let frame = sub.read_until("\n\n", WAIT).await;
-        if !frame.starts_with(':') {
-            return parse_sse(&frame);
+        if frame.starts_with(':') {
+            continue;
         }
+        // A message frame holds its id and data lines only: no comment inside it.
+        assert!(
+            !frame.lines().any(|line| line.starts_with(':')),
+            "unexpected comment line in {frame:?}"
+        );
+        return parse_sse(sse::event(&frame));
     }
 }
 
@@ -164,7 +119,7 @@ enum Point {
 }
 
 impl Point {
-    fn of(seen: &Seen, by_time: bool) -> Point {
+    fn of(seen: &Rec, by_time: bool) -> Point {
         if by_time {
             Point::Time(seen.time.clone(), seen.tag.clone())
         } else {
@@ -215,7 +170,7 @@ fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 /// What a client of one transport has seen so far, and how it got there (for failure messages).
 struct Progress {
     transport: &'static str,
-    seen: Vec<Seen>,
+    seen: Vec<Rec>,
     log: Vec<String>,
 }
 
@@ -232,7 +187,7 @@ impl Progress {
         self.seen.len() >= TOTAL
     }
 
-    fn last(&self) -> Option<&Seen> {
+    fn last(&self) -> Option<&Rec> {
         self.seen.last()
     }
 
@@ -242,7 +197,7 @@ impl Progress {
     }
 
     /// Accepts the next message; it must be exactly the one after the last seen.
-    fn accept(&mut self, seen: Seen) {
+    fn accept(&mut self, seen: Rec) {
         let expected = self.seen.len() + 1;
         if seen.n != expected {
             let tail: Vec<usize> = self.seen.iter().rev().take(5).rev().map(|s| s.n).collect();
@@ -340,6 +295,34 @@ fn next_point(progress: &Progress, connection: usize, time_too: bool) -> Point {
     }
 }
 
+/// A server for one 500-message run: every message stored.
+async fn start_run() -> TestServer {
+    TestServer::start(&recovery_config(
+        "max_messages_stored_per_channel = 1000",
+        "3s",
+    ))
+    .await
+}
+
+/// The end of a reconnecting run: the publisher finished, exactly 1..=500 seen, over at least 10
+/// connections.
+async fn finish_reconnects(
+    server: TestServer,
+    publisher: Option<JoinHandle<()>>,
+    progress: &Progress,
+    connections: usize,
+) {
+    let transport = progress.transport;
+    finish_publisher(publisher).await;
+    progress.assert_complete();
+    eprintln!("{transport}: {TOTAL} messages over {connections} connections");
+    assert!(
+        connections >= 10,
+        "{transport}: only {connections} connections"
+    );
+    server.stop().await;
+}
+
 fn expected_recovery(point: &Point) -> &'static str {
     match point {
         Point::Nothing => "",
@@ -350,11 +333,7 @@ fn expected_recovery(point: &Point) -> &'static str {
 /// Streaming (`sse` false) or EventSource (`sse` true) over `path`: read a quota, drop the
 /// connection, reconnect with the last message's point.
 async fn http_stream_run(transport: &'static str, path: &str, sse: bool, time_too: bool) {
-    let server = TestServer::start(&recovery_config(
-        "max_messages_stored_per_channel = 1000",
-        "3s",
-    ))
-    .await;
+    let server = start_run().await;
     let mut progress = Progress::new(transport);
     let mut publisher = None;
     let deadline = Instant::now() + RUN_LIMIT;
@@ -387,7 +366,7 @@ async fn http_stream_run(transport: &'static str, path: &str, sse: bool, time_to
             let seen = if sse {
                 next_sse(&mut sub).await
             } else {
-                parse_line(&sub.read_until("\n", WAIT).await)
+                parse_rec(&sub.read_until("\n", WAIT).await)
             };
             progress.accept(seen);
         }
@@ -395,14 +374,7 @@ async fn http_stream_run(transport: &'static str, path: &str, sse: bool, time_to
         drop(sub);
         connection += 1;
     }
-    finish_publisher(publisher).await;
-    progress.assert_complete();
-    eprintln!("{transport}: {TOTAL} messages over {connection} connections");
-    assert!(
-        connection >= 10,
-        "{transport}: only {connection} connections"
-    );
-    server.stop().await;
+    finish_reconnects(server, publisher, &progress, connection).await;
 }
 
 /// Opens a WebSocket to `path` with extra handshake headers.
@@ -410,22 +382,9 @@ async fn ws_connect(
     server: &TestServer,
     path: &str,
     headers: &[(String, String)],
-) -> (
-    Ws,
-    tokio_tungstenite::tungstenite::handshake::client::Response,
-) {
-    let mut request = format!("ws://{}{}", server.addr, path)
-        .into_client_request()
-        .expect("websocket request");
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-            HeaderValue::from_str(value).expect("header value"),
-        );
-    }
-    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+) -> (Ws, Response) {
+    ws::handshake(server.addr, path, &refs(headers))
         .await
-        .unwrap_or_else(|_| panic!("websocket {path}: no handshake within {WAIT:?}"))
         .unwrap_or_else(|e| panic!("websocket {path}: handshake failed: {e}"))
 }
 
@@ -450,11 +409,7 @@ async fn ws_next_text(ws: &mut Ws, wait: Duration, frames: &mut Vec<String>) -> 
 
 /// WebSocket over `/ws/` (point in handshake headers) or `/wsq/` (point in query arguments).
 async fn ws_run(transport: &'static str, query_args: bool) {
-    let server = TestServer::start(&recovery_config(
-        "max_messages_stored_per_channel = 1000",
-        "3s",
-    ))
-    .await;
+    let server = start_run().await;
     let mut progress = Progress::new(transport);
     let mut publisher = None;
     let deadline = Instant::now() + RUN_LIMIT;
@@ -494,34 +449,23 @@ async fn ws_run(transport: &'static str, query_args: bool) {
                     progress.seen.len() + 1
                 );
             };
-            progress.accept(parse_line(&text));
+            progress.accept(parse_rec(&text));
         }
         // Leave politely every other time, else just drop the socket.
         if connection % 2 == 0 {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            ws::close(&mut ws).await;
         }
         drop(ws);
         connection += 1;
     }
-    finish_publisher(publisher).await;
-    progress.assert_complete();
-    eprintln!("{transport}: {TOTAL} messages over {connection} connections");
-    assert!(
-        connection >= 10,
-        "{transport}: only {connection} connections"
-    );
-    server.stop().await;
+    finish_reconnects(server, publisher, &progress, connection).await;
 }
 
 /// Long-polling (`waits`) or polling: chain requests with `Last-Modified`/`Etag`; every fifth request
 /// is abandoned after a millisecond (the client went away; whatever it would have carried must come
 /// again with the next request from the same point).
 async fn poll_run(transport: &'static str, path: &str, waits: bool) {
-    let server = TestServer::start(&recovery_config(
-        "max_messages_stored_per_channel = 1000",
-        "3s",
-    ))
-    .await;
+    let server = start_run().await;
     let mut progress = Progress::new(transport);
     // Everything stored, from the start: the publisher may begin at once.
     let mut since = EPOCH.to_string();
@@ -573,7 +517,7 @@ async fn poll_run(transport: &'static str, path: &str, waits: bool) {
                 );
                 assert!(!body.is_empty(), "{transport}: empty 200");
                 for line in body.lines() {
-                    progress.accept(parse_line(line));
+                    progress.accept(parse_rec(line));
                 }
                 since = header(&headers, "Last-Modified");
                 let tag = header(&headers, "Etag");
@@ -598,39 +542,30 @@ async fn poll_run(transport: &'static str, path: &str, waits: bool) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn streaming_reconnects_recover_500_messages() {
-    http_stream_run("streaming", &format!("/sub/{CHANNEL}"), false, true).await;
+/// `#[tokio::test]`s on a multi-thread runtime with `$workers` workers, each awaiting one run.
+macro_rules! runs {
+    ($workers:tt; $($name:ident => $run:expr),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+        async fn $name() {
+            $run.await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eventsource_reconnects_with_last_event_id_recover_500_messages() {
-    http_stream_run("eventsource", &format!("/ev/{CHANNEL}"), true, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eventsource_reconnects_with_time_and_tag_recover_500_messages() {
-    http_stream_run("eventsource (time)", &format!("/ev/{CHANNEL}"), true, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn websocket_reconnects_with_headers_recover_500_messages() {
-    ws_run("websocket", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn websocket_reconnects_with_query_args_recover_500_messages() {
-    ws_run("websocket (query args)", true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn long_polling_chain_recovers_500_messages() {
-    poll_run("long-polling", &format!("/lp/{CHANNEL}"), true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn polling_chain_recovers_500_messages() {
-    poll_run("polling", &format!("/poll/{CHANNEL}"), false).await;
+runs! {
+    4;
+    streaming_reconnects_recover_500_messages =>
+        http_stream_run("streaming", &format!("/sub/{CHANNEL}"), false, true),
+    eventsource_reconnects_with_last_event_id_recover_500_messages =>
+        http_stream_run("eventsource", &format!("/ev/{CHANNEL}"), true, false),
+    eventsource_reconnects_with_time_and_tag_recover_500_messages =>
+        http_stream_run("eventsource (time)", &format!("/ev/{CHANNEL}"), true, true),
+    websocket_reconnects_with_headers_recover_500_messages => ws_run("websocket", false),
+    websocket_reconnects_with_query_args_recover_500_messages =>
+        ws_run("websocket (query args)", true),
+    long_polling_chain_recovers_500_messages =>
+        poll_run("long-polling", &format!("/lp/{CHANNEL}"), true),
+    polling_chain_recovers_500_messages => poll_run("polling", &format!("/poll/{CHANNEL}"), false),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,17 +574,9 @@ async fn polling_chain_recovers_500_messages() {
 /// Channel of the window tests.
 const WIN: &str = "win";
 
-/// Publishes `m{n}` with Event-Id `e{n}` to `channel`, asserting 200.
-async fn publish_event(server: &TestServer, channel: &str, n: usize) {
-    let (status, _, body) = server
-        .publish(channel, &format!("m{n}"), &[("Event-Id", &format!("e{n}"))])
-        .await;
-    assert_eq!(status, StatusCode::OK, "publish m{n} to {channel}: {body}");
-}
-
 /// A server storing 5 messages per channel, with `e1`..`e10` published to `win` (so `e6`..`e10`
 /// are stored), and the (time, tag) of every one of them as a live subscriber saw them.
-async fn window_setup() -> (TestServer, Vec<Seen>) {
+async fn window_setup() -> (TestServer, Vec<Rec>) {
     let server = TestServer::start(&recovery_config(
         "max_messages_stored_per_channel = 5",
         "1s",
@@ -661,7 +588,7 @@ async fn window_setup() -> (TestServer, Vec<Seen>) {
     }
     let mut seen = Vec::new();
     for n in 1..=10 {
-        let line = parse_line(&live.read_until("\n", WAIT).await);
+        let line = parse_rec(&live.read_until("\n", WAIT).await);
         assert_eq!(line.n, n, "live subscriber: {:?}", live.received());
         seen.push(line);
     }
@@ -706,7 +633,7 @@ async fn recover(
                 let seen = if sse {
                     next_sse(&mut sub).await
                 } else {
-                    parse_line(&sub.read_until("\n", WAIT).await)
+                    parse_rec(&sub.read_until("\n", WAIT).await)
                 };
                 got.push(seen.n);
             }
@@ -727,7 +654,7 @@ async fn recover(
                 .get_with(&format!("{prefix}{WIN}{suffix}"), &refs(&headers))
                 .await;
             let got = match status {
-                StatusCode::OK => body.lines().map(|l| parse_line(l).n).collect(),
+                StatusCode::OK => body.lines().map(|l| parse_rec(l).n).collect(),
                 StatusCode::NOT_MODIFIED => Vec::new(),
                 other => panic!("{transport:?} {point:?}: unexpected {other}: {body}"),
             };
@@ -750,12 +677,12 @@ async fn recover(
                 let text = ws_next_text(&mut ws, WAIT, &mut frames)
                     .await
                     .unwrap_or_else(|| panic!("{transport:?} {point:?}: frames {frames:?}"));
-                got.push(parse_line(&text).n);
+                got.push(parse_rec(&text).n);
             }
             if let Some(extra) = ws_next_text(&mut ws, quiet, &mut frames).await {
                 panic!("{transport:?} {point:?}: unexpected frame {extra:?} after {got:?}");
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            ws::close(&mut ws).await;
             (recovery, got)
         }
     }
@@ -848,34 +775,14 @@ async fn window_cases(transport: Transport) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_streaming() {
-    window_cases(Transport::Streaming).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_eventsource() {
-    window_cases(Transport::EventSource).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_long_polling() {
-    window_cases(Transport::LongPolling).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_polling() {
-    window_cases(Transport::Polling).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_websocket() {
-    window_cases(Transport::WebSocket).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_header_websocket_query_args() {
-    window_cases(Transport::WebSocketQuery).await;
+runs! {
+    2;
+    recovery_header_streaming => window_cases(Transport::Streaming),
+    recovery_header_eventsource => window_cases(Transport::EventSource),
+    recovery_header_long_polling => window_cases(Transport::LongPolling),
+    recovery_header_polling => window_cases(Transport::Polling),
+    recovery_header_websocket => window_cases(Transport::WebSocket),
+    recovery_header_websocket_query_args => window_cases(Transport::WebSocketQuery),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -897,7 +804,7 @@ async fn query_arg_location_ignores_recovery_headers() {
         if let Some(extra) = ws_next_text(&mut ws, Duration::from_millis(300), &mut frames).await {
             panic!("{point:?} as headers on /wsq/: old message {extra:?} replayed");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        ws::close(&mut ws).await;
     }
     // And the query-arg point still reaches live messages after the recovered ones.
     let (mut ws, response) = ws_connect(
@@ -915,12 +822,12 @@ async fn query_arg_location_ignores_recovery_headers() {
     );
     let mut frames = Vec::new();
     let first = ws_next_text(&mut ws, WAIT, &mut frames).await;
-    assert_eq!(first.map(|t| parse_line(&t).n), Some(10), "{frames:?}");
+    assert_eq!(first.map(|t| parse_rec(&t).n), Some(10), "{frames:?}");
     server.wait_for_subscribers(WIN, 1).await;
     publish_event(&server, WIN, 11).await;
     let next = ws_next_text(&mut ws, WAIT, &mut frames).await;
-    assert_eq!(next.map(|t| parse_line(&t).n), Some(11), "{frames:?}");
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    assert_eq!(next.map(|t| parse_rec(&t).n), Some(11), "{frames:?}");
+    ws::close(&mut ws).await;
     server.stop().await;
 }
 
@@ -946,7 +853,7 @@ async fn recovered_stream_continues_live_without_gap_or_repeat() {
         assert_eq!(header(&sub.headers, RECOVERY), "complete", "{name}");
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(parse_line(&sub.read_until("\n", WAIT).await).n);
+            got.push(parse_rec(&sub.read_until("\n", WAIT).await).n);
         }
         assert_eq!(got, vec![9, 10, 11], "{name}: {:?}", sub.received());
         sub.expect_quiet(Duration::from_millis(200)).await;
@@ -967,8 +874,8 @@ async fn truncated_after_expiry_too() {
     server.wait_for_subscribers("exp", 1).await;
     publish_event(&server, "exp", 1).await;
     publish_event(&server, "exp", 2).await;
-    let m1 = parse_line(&live.read_until("\n", WAIT).await);
-    let m2 = parse_line(&live.read_until("\n", WAIT).await);
+    let m1 = parse_rec(&live.read_until("\n", WAIT).await);
+    let m2 = parse_rec(&live.read_until("\n", WAIT).await);
     assert_eq!((m1.n, m2.n), (1, 2), "{:?}", live.received());
     drop(live);
     let expired = common::poll_until(
@@ -1002,7 +909,7 @@ async fn truncated_after_expiry_too() {
             point.n
         );
         assert_eq!(
-            body.lines().map(|l| parse_line(l).n).collect::<Vec<_>>(),
+            body.lines().map(|l| parse_rec(l).n).collect::<Vec<_>>(),
             vec![3],
             "point at m{}",
             point.n

@@ -11,8 +11,9 @@
 
 mod common;
 
-use common::{config_with_server, header, TestServer, WAIT};
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{self, Ws};
+use common::{config_with_server, header, raw, TestServer, EXPLAIN, WAIT};
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
@@ -23,17 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
 const BEARER_A: &str = "publisher-secret-aaaaaaaaaaaa";
 const BEARER_B: &str = "publisher-secret-bbbbbbbbbbbb";
 const JWT_SECRET: &str = "jwt-test-secret-0123456789";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
@@ -139,25 +134,17 @@ async fn post(
         .await
 }
 
-/// Sends raw bytes on a new connection and reads until the server closes (or `wait` passes).
+/// Sends raw bytes on a new connection and reads until the server closes (or `wait` passes):
+/// the answer and whether the server closed the connection.
 async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.write_all(request).await;
-    read_all(&mut stream, wait).await
+    let reply = raw::exchange(addr, request, false, wait).await;
+    (reply.text(), reply.closed)
 }
 
 /// Reads until EOF (true) or `wait` (false).
 async fn read_all(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
-    let mut answer = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return (String::from_utf8_lossy(&answer).into_owned(), false),
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&answer).into_owned(), true),
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
+    let reply = raw::read_to_close(stream, Vec::new(), wait).await;
+    (reply.text(), reply.closed)
 }
 
 /// A connection from `local` (a loopback address) to the server.
@@ -183,43 +170,9 @@ async fn ws_connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, WsError> {
-    let url = format!("ws://{}{}", server.addr, path);
-    let mut request = url.as_str().into_client_request().expect("ws request");
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    tokio::time::timeout(WAIT, connect_async(request))
+    ws::handshake(server.addr, path, headers)
         .await
-        .unwrap_or_else(|_| panic!("{url}: no handshake answer within {WAIT:?}"))
         .map(|(ws, _)| ws)
-}
-
-/// The next text frame (bounded), skipping pings.
-async fn ws_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// The close frame the server sends next (bounded), skipping other frames.
-async fn ws_close(ws: &mut Ws) -> (CloseCode, String) {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                return (frame.code, frame.reason.to_string())
-            }
-            Ok(Some(Ok(Message::Close(None)))) => panic!("close frame without a code"),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -374,6 +327,22 @@ async fn trusted_proxy_forwarded_address_is_what_the_lists_see() {
     server.stop().await;
 }
 
+/// Publishes to `path` with `headers` within the budget of `publish_rate_limit = "3/m"` (3 times,
+/// each 200), then once more: 429. Returns the refusal's headers.
+async fn spend_publish_budget(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::header::HeaderMap {
+    for i in 0..3 {
+        let (status, _, body) = post(server, path, "m", headers).await;
+        assert_eq!(status, StatusCode::OK, "publish {i}: {body}");
+    }
+    let (status, refusal, _) = post(server, path, "m", headers).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    refusal
+}
+
 #[tokio::test]
 async fn publish_rate_limit_per_token_and_per_address() {
     let server = TestServer::start(&config_with_server(
@@ -384,24 +353,8 @@ async fn publish_rate_limit_per_token_and_per_address() {
     .await;
     let token_a = format!("Bearer {BEARER_A}");
     let token_b = format!("Bearer {BEARER_B}");
-    for i in 0..3 {
-        let (status, _, body) = post(
-            &server,
-            "/limited?id=r",
-            "m",
-            &[("Authorization", &token_a)],
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "publish {i}: {body}");
-    }
-    let (status, headers, _) = post(
-        &server,
-        "/limited?id=r",
-        "m",
-        &[("Authorization", &token_a)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let headers =
+        spend_publish_budget(&server, "/limited?id=r", &[("Authorization", &token_a)]).await;
     let retry: u64 = header(&headers, "retry-after")
         .parse()
         .unwrap_or_else(|_| panic!("Retry-After must be seconds: {headers:?}"));
@@ -411,24 +364,7 @@ async fn publish_rate_limit_per_token_and_per_address() {
         "{headers:?}"
     );
     // Another token has its own budget.
-    for _ in 0..3 {
-        let (status, _, _) = post(
-            &server,
-            "/limited?id=r",
-            "m",
-            &[("Authorization", &token_b)],
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-    }
-    let (status, _, _) = post(
-        &server,
-        "/limited?id=r",
-        "m",
-        &[("Authorization", &token_b)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    spend_publish_budget(&server, "/limited?id=r", &[("Authorization", &token_b)]).await;
     // Only publishes are limited: channel info still answers.
     let (status, _, _) = server
         .get_with("/limited?id=r", &[("Authorization", &token_a)])
@@ -436,24 +372,12 @@ async fn publish_rate_limit_per_token_and_per_address() {
     assert_eq!(status, StatusCode::OK);
 
     // Without tokens, the (forwarded) client address is the key.
-    for _ in 0..3 {
-        let (status, _, _) = post(
-            &server,
-            "/limited-open?id=r",
-            "m",
-            &[("X-Forwarded-For", "10.0.0.1")],
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-    }
-    let (status, headers, _) = post(
+    let headers = spend_publish_budget(
         &server,
         "/limited-open?id=r",
-        "m",
         &[("X-Forwarded-For", "10.0.0.1")],
     )
     .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(!header(&headers, "retry-after").is_empty());
     let (status, _, _) = post(
         &server,
@@ -572,8 +496,8 @@ async fn jwt_valid_token_admits_every_mode() {
         .expect("websocket with Authorization");
     server.wait_for_subscribers("wsch", 2).await;
     server.publish_ok("wsch", "ws-live").await;
-    assert_eq!(ws_text(&mut ws).await, "ws-live");
-    assert_eq!(ws_text(&mut ws2).await, "ws-live");
+    assert_eq!(ws::next_text(&mut ws).await, "ws-live");
+    assert_eq!(ws::next_text(&mut ws2).await, "ws-live");
     let _ = ws.close(None).await;
     let _ = ws2.close(None).await;
 
@@ -738,35 +662,27 @@ async fn jwt_token_from_a_cookie() {
         StatusCode::OK
     );
     // The location reads only the cookie: the query argument is not looked at.
-    refused(
-        &server,
-        &format!("/jwtcookie/news?token={token}"),
-        &[],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    refused(
-        &server,
-        "/jwtcookie/news",
-        &[("Cookie", "herald=")],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let by_query = format!("/jwtcookie/news?token={token}");
     let tampered = format!("herald={}", tamper_signature(&token));
-    refused(
-        &server,
-        "/jwtcookie/news",
-        &[("Cookie", &tampered)],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    refused(
-        &server,
-        "/jwtcookie/sport",
-        &[("Cookie", &cookie)],
-        StatusCode::FORBIDDEN,
-    )
-    .await;
+    // (path, cookie, status)
+    let refusals = [
+        (by_query.as_str(), None, StatusCode::UNAUTHORIZED),
+        ("/jwtcookie/news", Some("herald="), StatusCode::UNAUTHORIZED),
+        (
+            "/jwtcookie/news",
+            Some(tampered.as_str()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/jwtcookie/sport",
+            Some(cookie.as_str()),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (path, cookie, status) in refusals {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+        refused(&server, path, &headers, status).await;
+    }
     server.stop().await;
 }
 
@@ -861,14 +777,25 @@ async fn jwt_rs256_with_a_generated_key_pair() {
         .expect("RS256 websocket");
     let _ = ws.close(None).await;
 
-    refused(&server, "/rs/news", &[], StatusCode::UNAUTHORIZED).await;
-    refused(
-        &server,
-        &format!("/rs/news?token={}", tamper_signature(&token)),
-        &[],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    // No token, a tampered one, one for other channels, an HS256 one (e.g. signed with the public
+    // key as HMAC secret).
+    let public_pem = std::fs::read_to_string(&public_file).unwrap();
+    let confused = hs256_with(&public_pem, &["news"], None);
+    let refusals = [
+        ("/rs/news".to_string(), StatusCode::UNAUTHORIZED),
+        (
+            format!("/rs/news?token={}", tamper_signature(&token)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (format!("/rs/other?token={token}"), StatusCode::FORBIDDEN),
+        (
+            format!("/rs/news?token={confused}"),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (path, status) in &refusals {
+        refused(&server, path, &[], *status).await;
+    }
     let expired = rs256(&["news"], now() - 600);
     let explain = refused(
         &server,
@@ -878,23 +805,6 @@ async fn jwt_rs256_with_a_generated_key_pair() {
     )
     .await;
     assert!(explain.contains("expired"), "{explain}");
-    refused(
-        &server,
-        &format!("/rs/other?token={token}"),
-        &[],
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-    // An HS256 token (e.g. signed with the public key as HMAC secret) is not accepted.
-    let public_pem = std::fs::read_to_string(&public_file).unwrap();
-    let confused = hs256_with(&public_pem, &["news"], None);
-    refused(
-        &server,
-        &format!("/rs/news?token={confused}"),
-        &[],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
     server.stop().await;
     if let Some(dir) = dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -1326,8 +1236,7 @@ async fn max_channels_per_subscription() {
     let mut ws = ws_connect(&server, "/ws/a/b/c", &[])
         .await
         .expect("handshake");
-    let (code, reason) = ws_close(&mut ws).await;
-    assert_eq!(code, CloseCode::Policy);
+    let reason = ws::expect_close(&mut ws, CloseCode::Policy).await;
     assert!(
         reason.contains("403") && reason.contains("max_channels_per_subscription"),
         "{reason}"
@@ -1455,10 +1364,9 @@ async fn max_body_size_answers_413_and_closes_oversized_websocket_messages_with_
         .await
         .expect("handshake");
     ws.send(Message::text("small")).await.unwrap();
-    assert_eq!(ws_text(&mut ws).await, "small");
+    assert_eq!(ws::next_text(&mut ws).await, "small");
     ws.send(Message::text(big.clone())).await.unwrap();
-    let (code, reason) = ws_close(&mut ws).await;
-    assert_eq!(code, CloseCode::Size, "{reason}");
+    ws::expect_close(&mut ws, CloseCode::Size).await;
     server.wait_for_subscribers("big", 0).await;
     server.stop().await;
 }
@@ -1587,5 +1495,34 @@ async fn refusals_are_counted_in_metrics() {
         );
     }
     drop(held);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publish_rate_limit_holds_for_websocket_publishes() {
+    let locations = location(
+        "/ws/",
+        "subscriber",
+        "mode = \"websocket\"\nwebsocket_allow_publish = true\npublish_rate_limit = \"2/m\"",
+    );
+    let server = TestServer::start(&config_with_server("", "", &locations)).await;
+    let mut ws = ws_connect(&server, "/ws/chatty", &[])
+        .await
+        .expect("handshake");
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.expect("send");
+        assert_eq!(ws::next_text(&mut ws).await, text, "within the budget");
+    }
+    ws.send(Message::text("three")).await.expect("send");
+    let reason = ws::expect_close(&mut ws, CloseCode::Policy).await;
+    assert!(
+        reason.contains("publish_rate_limit = 2/m"),
+        "the close names the limit: {reason:?}"
+    );
+    let info = server.channel_info("chatty").await.expect("chatty");
+    assert_eq!(
+        info["published_messages"], 2,
+        "the third was not published: {info}"
+    );
     server.stop().await;
 }

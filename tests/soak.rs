@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{config, TestServer};
+use common::{config, rss_kb, TestServer};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,17 +55,6 @@ role = "subscriber"
 mode = "websocket"
 "#
     .to_string()
-}
-
-/// VmRSS of this process in kB.
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }
 
 /// Open file descriptors of this process.
@@ -122,6 +111,26 @@ async fn first_bytes(response: reqwest::Response, what: &str) -> Result<reqwest:
     }
 }
 
+/// GET `{base}{path}`, the whole answer within `OPEN_WAIT`: its status and body (or why there is
+/// none).
+async fn get_within(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> Result<(StatusCode, reqwest::Result<String>), String> {
+    tokio::time::timeout(OPEN_WAIT, async {
+        let response = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = response.status();
+        Ok((status, response.text().await))
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("{path}: no answer within {OPEN_WAIT:?}")))
+}
+
 /// One subscriber of a wave: connects, receives its first message (result on `opened`), then holds
 /// its connection until `release` turns true, then drops it.
 async fn subscriber(
@@ -165,24 +174,15 @@ async fn subscriber(
         2 => {
             // Long-polling: answered by the next message on the channel.
             let path = format!("/lp/{ch}");
-            let result = tokio::time::timeout(OPEN_WAIT, async {
-                let response = client
-                    .get(format!("{base}{path}"))
-                    .send()
-                    .await
-                    .map_err(|e| format!("{path}: {e}"))?;
-                let status = response.status();
-                let body = response
-                    .text()
-                    .await
-                    .map_err(|e| format!("{path}: body {e}"))?;
-                if status != StatusCode::OK || body.is_empty() {
-                    return Err(format!("{path}: {status} {body:?}"));
-                }
-                Ok(())
-            })
-            .await
-            .unwrap_or_else(|_| Err(format!("{path}: no answer within {OPEN_WAIT:?}")));
+            let result = get_within(&client, &base, &path)
+                .await
+                .and_then(|(status, body)| {
+                    let body = body.map_err(|e| format!("{path}: body {e}"))?;
+                    if status != StatusCode::OK || body.is_empty() {
+                        return Err(format!("{path}: {status} {body:?}"));
+                    }
+                    Ok(())
+                });
             let _ = opened.send(result);
         }
         3 => {
@@ -222,21 +222,14 @@ async fn subscriber(
         }
         _ => {
             let path = format!("/poll/{ch}.b1");
-            let result = tokio::time::timeout(OPEN_WAIT, async {
-                let response = client
-                    .get(format!("{base}{path}"))
-                    .send()
-                    .await
-                    .map_err(|e| format!("{path}: {e}"))?;
-                let status = response.status();
-                let _ = response.bytes().await;
-                if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
-                    return Err(format!("{path}: {status}"));
-                }
-                Ok(())
-            })
-            .await
-            .unwrap_or_else(|_| Err(format!("{path}: no answer within {OPEN_WAIT:?}")));
+            let result = get_within(&client, &base, &path)
+                .await
+                .and_then(|(status, _)| {
+                    if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
+                        return Err(format!("{path}: {status}"));
+                    }
+                    Ok(())
+                });
             let _ = opened.send(result);
         }
     }

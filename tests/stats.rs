@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{config, header, parse_json, streaming_location, TestServer};
+use common::messages::{channel_infos, channel_names};
+use common::{config, header, parse_json, streaming_location, TestServer, EXPLAIN};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -150,7 +151,7 @@ async fn unknown_channel_is_404() {
     server.publish_ok("news", "1").await;
     let (status, headers, body) = server.get("/channels-stats?id=nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(!header(&headers, "X-Nginx-PushStream-Explain").is_empty());
+    assert!(!header(&headers, EXPLAIN).is_empty());
     server.stop().await;
 }
 
@@ -176,18 +177,7 @@ async fn all_lists_every_channel() {
     assert_eq!(doc["hostname"], hostname());
     assert_local_time(&doc["time"]);
     assert_eq!(doc["channels"], 3);
-    let infos = doc["infos"].as_array().unwrap();
-    let got: Vec<(String, u64, u64, u64)> = infos
-        .iter()
-        .map(|i| {
-            (
-                i["channel"].as_str().unwrap().to_string(),
-                i["published_messages"].as_u64().unwrap(),
-                i["stored_messages"].as_u64().unwrap(),
-                i["subscribers"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = channel_infos(&doc);
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(got, sorted, "infos sorted by channel id: {doc}");
@@ -209,12 +199,7 @@ async fn prefix_query_lists_only_matching_channels() {
         server.publish_ok(id, "x").await;
     }
     let doc = server.stats("?id=new*").await;
-    let names: Vec<&str> = doc["infos"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{doc}"))
-        .iter()
-        .map(|i| i["channel"].as_str().unwrap())
-        .collect();
+    let names = channel_names(&doc);
     assert_eq!(names, ["newer", "news"], "{doc}");
     let none = server.stats("?id=zzz*").await;
     assert_eq!(none["infos"], Value::Array(vec![]), "{none}");
@@ -226,12 +211,7 @@ async fn several_ids_give_a_group() {
     let server = TestServer::start(&stats_config("")).await;
     server.publish_ok("a/b", "x").await;
     let doc = server.stats("?id=a/b").await;
-    let names: Vec<&str> = doc["infos"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{doc}"))
-        .iter()
-        .map(|i| i["channel"].as_str().unwrap())
-        .collect();
+    let names = channel_names(&doc);
     assert_eq!(names, ["a", "b"], "{doc}");
     server.stop().await;
 }

@@ -6,19 +6,18 @@
 
 mod common;
 
-use common::{config, config_with_server, parse_json, streaming_location, TestServer, WAIT};
+use common::raw::{self, raw_header};
+use common::ws::{self, Ws};
+use common::{
+    config, config_with_server, parse_json, streaming_location, TestServer, EXPLAIN, WAIT,
+};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 fn ws_location(path: &str, template: &str, extra: &str) -> String {
     format!(
@@ -60,80 +59,13 @@ async fn start() -> TestServer {
     TestServer::start(&config("", &locations())).await
 }
 
-/// Opens a WebSocket to `path` (bounded) and checks the 101 answer.
-async fn connect(server: &TestServer, path: &str) -> Ws {
-    let url = format!("ws://{}{}", server.addr, path);
-    let (ws, response) = tokio::time::timeout(WAIT, connect_async(url.as_str()))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no handshake answer within {WAIT:?}"))
-        .unwrap_or_else(|e| panic!("{url}: handshake failed: {e}"));
-    assert_eq!(
-        response.status(),
-        StatusCode::SWITCHING_PROTOCOLS,
-        "{url}: {response:?}"
-    );
-    ws
-}
-
-/// The next message of any kind (bounded); panics when the connection ends or fails first.
-async fn next_message(ws: &mut Ws, waiting_for: &str) -> Message {
-    match tokio::time::timeout(WAIT, ws.next()).await {
-        Err(_) => panic!("no frame within {WAIT:?} while waiting for {waiting_for}"),
-        Ok(None) => panic!("connection ended while waiting for {waiting_for}"),
-        Ok(Some(Err(e))) => panic!("connection failed while waiting for {waiting_for}: {e}"),
-        Ok(Some(Ok(message))) => message,
-    }
-}
-
-/// The next message that is not a ping or pong.
-async fn next_frame(ws: &mut Ws, waiting_for: &str) -> Message {
-    loop {
-        match next_message(ws, waiting_for).await {
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => return other,
-        }
-    }
-}
-
-async fn expect_text(ws: &mut Ws, expected: &str) {
-    match next_frame(ws, &format!("text {expected:?}")).await {
-        Message::Text(text) => assert_eq!(text.as_str(), expected, "text frame"),
-        other => panic!("expected text frame {expected:?}, got {other:?}"),
-    }
-}
-
-/// Waits for the server's close frame; asserts its code and returns its reason.
-async fn expect_close(ws: &mut Ws, code: CloseCode) -> String {
-    match next_frame(ws, &format!("a close frame {code:?}")).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(frame.code, code, "close code (reason {:?})", frame.reason);
-            frame.reason.as_str().to_string()
-        }
-        other => panic!("expected a close frame with code {code:?}, got {other:?}"),
-    }
-}
-
-/// After a close frame: the stream ends (bounded).
-async fn expect_end(ws: &mut Ws) {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Err(_) => panic!("connection did not end within {WAIT:?} after the close frame"),
-            Ok(None) => return,
-            Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed))) => return,
-            Ok(Some(Err(e))) => panic!("connection failed instead of closing: {e}"),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            Ok(Some(Ok(other))) => panic!("frame after the close frame: {other:?}"),
-        }
-    }
-}
-
 /// Sends a ping with `payload` and waits for its pong, failing on any other frame: once it arrives,
 /// the server has read everything sent before the ping.
 async fn sync_with_ping(ws: &mut Ws, payload: &'static [u8]) {
     ws.send(Message::Ping(Bytes::from_static(payload)))
         .await
         .expect("send ping");
-    match next_message(ws, "the pong").await {
+    match ws::next_message(ws, "the pong").await {
         Message::Pong(data) if &data[..] == payload => {}
         other => panic!("expected the pong {payload:?}, got {other:?}"),
     }
@@ -152,12 +84,12 @@ async fn published_messages(server: &TestServer, channel: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_messages_arrive_as_text_frames_through_the_template() {
     let server = start().await;
-    let mut ws = connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "hello").await;
     server.publish_ok("news", "wörld").await;
-    expect_text(&mut ws, "news:1:hello").await;
-    expect_text(&mut ws, "news:2:wörld").await;
+    ws::expect_text(&mut ws, "news:1:hello").await;
+    ws::expect_text(&mut ws, "news:2:wörld").await;
     ws.close(None).await.expect("client close");
     server.stop().await;
 }
@@ -165,18 +97,18 @@ async fn published_messages_arrive_as_text_frames_through_the_template() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_frame_comes_first_and_footer_frame_before_the_close() {
     let server = start().await;
-    let mut ws = connect(&server, "/wsh/news").await;
-    expect_text(&mut ws, "HELLO").await;
+    let mut ws = server.websocket("/wsh/news").await;
+    ws::expect_text(&mut ws, "HELLO").await;
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "x").await;
-    expect_text(&mut ws, "<x>").await;
+    ws::expect_text(&mut ws, "<x>").await;
     // The server ends the connection (channel deleted): footer, then a normal close.
     let (status, _, body) = server.delete("news", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    expect_text(&mut ws, "<Channel deleted>").await;
-    expect_text(&mut ws, "BYE").await;
-    expect_close(&mut ws, CloseCode::Normal).await;
-    expect_end(&mut ws).await;
+    ws::expect_text(&mut ws, "<Channel deleted>").await;
+    ws::expect_text(&mut ws, "BYE").await;
+    ws::expect_close(&mut ws, CloseCode::Normal).await;
+    ws::expect_end(&mut ws).await;
     server.stop().await;
 }
 
@@ -184,16 +116,16 @@ async fn header_frame_comes_first_and_footer_frame_before_the_close() {
 async fn subscriber_connection_ttl_ends_with_the_footer_and_a_normal_close() {
     let server = start().await;
     let started = tokio::time::Instant::now();
-    let mut ws = connect(&server, "/wsttl/news").await;
-    expect_text(&mut ws, "HELLO").await;
-    expect_text(&mut ws, "BYE").await;
-    expect_close(&mut ws, CloseCode::Normal).await;
+    let mut ws = server.websocket("/wsttl/news").await;
+    ws::expect_text(&mut ws, "HELLO").await;
+    ws::expect_text(&mut ws, "BYE").await;
+    ws::expect_close(&mut ws, CloseCode::Normal).await;
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_millis(250),
         "closed after {elapsed:?}, before the 300ms TTL"
     );
-    expect_end(&mut ws).await;
+    ws::expect_end(&mut ws).await;
     server.wait_for_subscribers("news", 0).await;
     server.stop().await;
 }
@@ -201,16 +133,16 @@ async fn subscriber_connection_ttl_ends_with_the_footer_and_a_normal_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_channels_in_one_websocket() {
     let server = start().await;
-    let mut ws = connect(&server, "/ws/a/b").await;
+    let mut ws = server.websocket("/ws/a/b").await;
     server.wait_for_subscribers("a", 1).await;
     server.wait_for_subscribers("b", 1).await;
     server.publish_ok("a", "x").await;
-    expect_text(&mut ws, "a:1:x").await;
+    ws::expect_text(&mut ws, "a:1:x").await;
     server.publish_ok("b", "y").await;
-    expect_text(&mut ws, "b:1:y").await;
+    ws::expect_text(&mut ws, "b:1:y").await;
     server.publish_ok("other", "not followed").await;
     server.publish_ok("a", "z").await;
-    expect_text(&mut ws, "a:2:z").await;
+    ws::expect_text(&mut ws, "a:2:z").await;
     server.stop().await;
 }
 
@@ -220,22 +152,22 @@ async fn backtrack_sends_the_last_stored_messages_first() {
     for text in ["m1", "m2", "m3"] {
         server.publish_ok("news", text).await;
     }
-    let mut ws = connect(&server, "/ws/news.b2").await;
-    expect_text(&mut ws, "news:2:m2").await;
-    expect_text(&mut ws, "news:3:m3").await;
+    let mut ws = server.websocket("/ws/news.b2").await;
+    ws::expect_text(&mut ws, "news:2:m2").await;
+    ws::expect_text(&mut ws, "news:3:m3").await;
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "m4").await;
-    expect_text(&mut ws, "news:4:m4").await;
+    ws::expect_text(&mut ws, "news:4:m4").await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_message_interval_sends_ping_frames() {
     let server = start().await;
-    let mut ws = connect(&server, "/wsping/news").await;
+    let mut ws = server.websocket("/wsping/news").await;
     let started = tokio::time::Instant::now();
     for n in 1..=2 {
-        match next_message(&mut ws, &format!("ping frame {n}")).await {
+        match ws::next_message(&mut ws, &format!("ping frame {n}")).await {
             Message::Ping(_) => {}
             other => panic!("expected ping frame {n}, got {other:?}"),
         }
@@ -247,7 +179,7 @@ async fn ping_message_interval_sends_ping_frames() {
     );
     // Pings do not disturb messages.
     server.publish_ok("news", "still here").await;
-    expect_text(&mut ws, "news:1:still here").await;
+    ws::expect_text(&mut ws, "news:1:still here").await;
     server.stop().await;
 }
 
@@ -261,8 +193,8 @@ async fn drain(ws: &mut Ws) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_websocket_frees_the_subscriber() {
     let server = start().await;
-    let mut ws = connect(&server, "/ws/news").await;
-    let other = connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
+    let other = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 2).await;
 
     // A close frame from the client.
@@ -282,14 +214,14 @@ async fn a_client_close_frame_is_answered_with_a_close_frame() {
     // RFC 6455 5.5.1: an endpoint that receives a Close frame and has not sent one must send one
     // in response before closing the connection.
     let server = start().await;
-    let mut ws = connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 1).await;
     ws.close(None).await.expect("client close");
-    match next_frame(&mut ws, "the server's close reply").await {
+    match ws::next_frame(&mut ws, "the server's close reply").await {
         Message::Close(_) => {}
         other => panic!("expected the close reply, got {other:?}"),
     }
-    expect_end(&mut ws).await;
+    ws::expect_end(&mut ws).await;
     server.wait_for_subscribers("news", 0).await;
     server.stop().await;
 }
@@ -297,13 +229,13 @@ async fn a_client_close_frame_is_answered_with_a_close_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_delete_sends_the_deleted_message_then_a_normal_close() {
     let server = start().await;
-    let mut ws = connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 1).await;
     let (status, _, body) = server.delete("news", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    expect_text(&mut ws, "news:-2:Channel deleted").await;
-    expect_close(&mut ws, CloseCode::Normal).await;
-    expect_end(&mut ws).await;
+    ws::expect_text(&mut ws, "news:-2:Channel deleted").await;
+    ws::expect_close(&mut ws, CloseCode::Normal).await;
+    ws::expect_end(&mut ws).await;
     assert!(server.channel_info("news").await.is_none());
     assert_eq!(server.stats("").await["subscribers"], 0);
     server.stop().await;
@@ -312,8 +244,8 @@ async fn channel_delete_sends_the_deleted_message_then_a_normal_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_frames_are_published_when_websocket_allow_publish_is_on() {
     let server = start().await;
-    let mut sender = connect(&server, "/wspub/news").await;
-    let mut listener = connect(&server, "/wspub/news").await;
+    let mut sender = server.websocket("/wspub/news").await;
+    let mut listener = server.websocket("/wspub/news").await;
     let mut streaming = server.subscribe_ok("/sub/news").await;
     server.wait_for_subscribers("news", 3).await;
     assert_eq!(published_messages(&server, "news").await, 0);
@@ -322,8 +254,8 @@ async fn text_frames_are_published_when_websocket_allow_publish_is_on() {
         .send(Message::text("from the client"))
         .await
         .expect("send text");
-    expect_text(&mut listener, "news:1:from the client").await;
-    expect_text(&mut sender, "news:1:from the client").await;
+    ws::expect_text(&mut listener, "news:1:from the client").await;
+    ws::expect_text(&mut sender, "news:1:from the client").await;
     assert_eq!(
         streaming.read_until("\n", WAIT).await,
         "news:1:from the client\n"
@@ -331,12 +263,12 @@ async fn text_frames_are_published_when_websocket_allow_publish_is_on() {
     assert_eq!(published_messages(&server, "news").await, 1);
 
     // Several channels: the frame is published to each.
-    let mut multi = connect(&server, "/wspub/a/b").await;
+    let mut multi = server.websocket("/wspub/a/b").await;
     server.wait_for_subscribers("b", 1).await;
     multi.send(Message::text("both")).await.expect("send text");
     let mut got = Vec::new();
     for copy in ["first copy", "second copy"] {
-        match next_frame(&mut multi, copy).await {
+        match ws::next_frame(&mut multi, copy).await {
             Message::Text(text) => got.push(text.as_str().to_string()),
             other => panic!("expected the {copy} as text, got {other:?}"),
         }
@@ -351,7 +283,7 @@ async fn text_frames_are_published_when_websocket_allow_publish_is_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_frames_are_ignored_when_websocket_allow_publish_is_off() {
     let server = start().await;
-    let mut ws = connect(&server, "/ws/news").await;
+    let mut ws = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 1).await;
     ws.send(Message::text("should be ignored"))
         .await
@@ -361,20 +293,20 @@ async fn text_frames_are_ignored_when_websocket_allow_publish_is_off() {
     assert_eq!(published_messages(&server, "news").await, 0);
     // The connection is still subscribed and the next message is id 1.
     server.publish_ok("news", "from http").await;
-    expect_text(&mut ws, "news:1:from http").await;
+    ws::expect_text(&mut ws, "news:1:from http").await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_frames_close_the_connection_with_1003() {
     let server = start().await;
-    let mut ws = connect(&server, "/wspub/news").await;
+    let mut ws = server.websocket("/wspub/news").await;
     server.wait_for_subscribers("news", 1).await;
     ws.send(Message::binary(vec![0u8, 1, 2, 3]))
         .await
         .expect("send binary");
-    expect_close(&mut ws, CloseCode::Unsupported).await;
-    expect_end(&mut ws).await;
+    ws::expect_close(&mut ws, CloseCode::Unsupported).await;
+    ws::expect_end(&mut ws).await;
     server.wait_for_subscribers("news", 0).await;
     assert_eq!(published_messages(&server, "news").await, 0);
     server.stop().await;
@@ -388,17 +320,17 @@ async fn oversized_text_messages_close_the_connection_with_1009() {
         &locations(),
     ))
     .await;
-    let mut ws = connect(&server, "/wspub/news").await;
+    let mut ws = server.websocket("/wspub/news").await;
     server.wait_for_subscribers("news", 1).await;
     // Within the limit: published.
     ws.send(Message::text("x".repeat(1000)))
         .await
         .expect("send text");
-    expect_text(&mut ws, &format!("news:1:{}", "x".repeat(1000))).await;
+    ws::expect_text(&mut ws, &format!("news:1:{}", "x".repeat(1000))).await;
     ws.send(Message::text("y".repeat(5000)))
         .await
         .expect("send text");
-    expect_close(&mut ws, CloseCode::Size).await;
+    ws::expect_close(&mut ws, CloseCode::Size).await;
     server.wait_for_subscribers("news", 0).await;
     assert_eq!(published_messages(&server, "news").await, 1);
     server.stop().await;
@@ -407,12 +339,12 @@ async fn oversized_text_messages_close_the_connection_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_subscription_is_told_in_a_1008_close_frame_with_json() {
     let server = TestServer::start(&config("max_subscribers_per_channel = 1", &locations())).await;
-    let mut first = connect(&server, "/ws/news").await;
+    let mut first = server.websocket("/ws/news").await;
     server.wait_for_subscribers("news", 1).await;
 
     // The handshake succeeds; the refusal comes in the close frame.
-    let mut second = connect(&server, "/ws/news").await;
-    let reason = expect_close(&mut second, CloseCode::Policy).await;
+    let mut second = server.websocket("/ws/news").await;
+    let reason = ws::expect_close(&mut second, CloseCode::Policy).await;
     let json = parse_json(&reason);
     assert_eq!(json["http_status"], 403, "{reason}");
     let explain = json["explain"].as_str().unwrap_or_default();
@@ -420,16 +352,16 @@ async fn refused_subscription_is_told_in_a_1008_close_frame_with_json() {
         explain.contains("Subscribers limit per channel has been exceeded"),
         "{reason}"
     );
-    expect_end(&mut second).await;
+    ws::expect_end(&mut second).await;
 
     // The first subscriber is unaffected.
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "still works").await;
-    expect_text(&mut first, "news:1:still works").await;
+    ws::expect_text(&mut first, "news:1:still works").await;
 
     // An invalid channel path is refused the same way, with its own status.
-    let mut invalid = connect(&server, "/ws/").await;
-    let reason = expect_close(&mut invalid, CloseCode::Policy).await;
+    let mut invalid = server.websocket("/ws/").await;
+    let reason = ws::expect_close(&mut invalid, CloseCode::Policy).await;
     let json = parse_json(&reason);
     assert_eq!(json["http_status"], 400, "{reason}");
     assert_eq!(json["explain"], "No channel id provided.", "{reason}");
@@ -445,56 +377,25 @@ async fn raw_exchange(server: &TestServer, request: &str) -> (u16, Vec<(String, 
             .write_all(request.as_bytes())
             .await
             .expect("write request");
-        let mut received = Vec::new();
+        let (head, mut body) = raw::read_head(&mut stream)
+            .await
+            .unwrap_or_else(|e| panic!("no response head: {e}"));
+        let (status, headers) = raw::parse_head(&head);
+        let length: usize = raw_header(&headers, "content-length")
+            .parse()
+            .unwrap_or_else(|_| panic!("no Content-Length in {head:?}"));
         let mut buf = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(
-                n > 0,
-                "connection closed before the response head: {:?}",
-                String::from_utf8_lossy(&received)
-            );
-            received.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
-        while received.len() < head_end + length {
+        while body.len() < length {
             let n = stream.read(&mut buf).await.expect("read");
             assert!(n > 0, "connection closed in the body: {head:?}");
-            received.extend_from_slice(&buf[..n]);
+            body.extend_from_slice(&buf[..n]);
         }
-        let body = String::from_utf8_lossy(&received[head_end..head_end + length]).into_owned();
+        let body = String::from_utf8_lossy(&body[..length]).into_owned();
         (status, headers, body)
     };
     tokio::time::timeout(WAIT, exchange)
         .await
         .unwrap_or_else(|_| panic!("no complete answer within {WAIT:?} to {request:?}"))
-}
-
-fn raw_header(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
 }
 
 const MISSING_HEADERS: &str = "Don't have at least one of the mandatory headers: Connection, Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version";
@@ -546,14 +447,10 @@ async fn handshake_with_an_unsupported_version_is_400_with_the_supported_version
             .write_all(request.as_bytes())
             .await
             .expect("write request");
-        let mut received = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&received));
-            received.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&received).into_owned()
+        raw::read_head(&mut stream)
+            .await
+            .unwrap_or_else(|e| panic!("closed: {e}"))
+            .0
     })
     .await
     .expect("no 101 within the wait");

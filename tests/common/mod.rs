@@ -1,18 +1,33 @@
 //! Shared harness for Herald's integration tests: a real server on a real socket (`TestServer`),
-//! request helpers, a reader for long-lived subscriber responses (`Subscriber`) and bounded polling
-//! of the statistics location. Every wait is bounded; failures print what was received.
+//! request helpers (`http`: the `Http` client every harness derefs to, complete answers and
+//! recovery points), a reader for long-lived subscriber responses (`Subscriber`) and bounded polling
+//! of the statistics location. Submodules: `process` (the `herald` binary as a child), `raw` (HTTP
+//! over a bare `TcpStream`), `ws` (WebSocket clients), `sse` (EventSource parsing), `messages`
+//! (message formats, events, JSON lines, JSONP, refusals), `scenarios` (behaviours several suites
+//! check alike), `redis` (real `redis-server`s). Every
+//! wait is bounded; failures print what was received.
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod messages;
+pub mod process;
+pub mod raw;
 pub mod redis;
+pub mod scenarios;
+pub mod sse;
+pub mod ws;
+
+#[allow(unused_imports)]
+pub use http::{Answer, Cursor, Http, EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -21,6 +36,10 @@ use tokio::time::Instant;
 
 /// Default bound for one wait (a response, a message, a stats condition).
 pub const WAIT: Duration = Duration::from_secs(5);
+/// The header that explains a refusal or an error.
+pub const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
+/// The header that tells how a recovery point was honoured.
+pub const RECOVERY: &str = "X-Herald-Recovery";
 
 /// A config with `[channels]` set to `channels` (TOML lines), an admin publisher at `/pub`
 /// (`$arg_id`), the statistics location at `/channels-stats`, then `locations` (more `[[location]]`s).
@@ -38,7 +57,14 @@ shutdown_timeout = "2s"
 
 [channels]
 {channels}
+{BASE_LOCATIONS}
+{locations}
+"#
+    )
+}
 
+/// The admin publisher at `/pub` (`$arg_id`) and the statistics location at `/channels-stats`.
+pub const BASE_LOCATIONS: &str = r#"
 [[location]]
 path = "/pub"
 match = "exact"
@@ -51,11 +77,7 @@ path = "/channels-stats"
 match = "exact"
 role = "stats"
 channels_path = "$arg_id"
-
-{locations}
-"#
-    )
-}
+"#;
 
 /// A streaming subscriber location at `path` with `message_template`, plus any extra TOML lines.
 pub fn streaming_location(path: &str, message_template: &str, extra: &str) -> String {
@@ -64,13 +86,10 @@ pub fn streaming_location(path: &str, message_template: &str, extra: &str) -> St
     )
 }
 
-/// A Herald server running inside the test's runtime, on 127.0.0.1 and a free port.
+/// A Herald server running inside the test's runtime, on 127.0.0.1 and a free port. Derefs to an
+/// `Http` client of it (`addr`, `client`, requests, publish, stats, subscribers).
 pub struct TestServer {
-    /// The bound address.
-    pub addr: SocketAddr,
-    /// A client for this server (no proxy, HTTP/1, pooled: concurrent requests get their own
-    /// connections).
-    pub client: reqwest::Client,
+    pub http: Http,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -80,7 +99,12 @@ impl TestServer {
     pub async fn start(toml_config: &str) -> TestServer {
         let config = herald::Config::from_toml(toml_config, "test.toml", None)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml_config}"));
-        let server = herald::Server::bind(&config, Some("127.0.0.1:0".parse().unwrap()))
+        TestServer::start_config(&config).await
+    }
+
+    /// Binds 127.0.0.1:0 with `config` and runs the server until `stop` or drop.
+    pub async fn start_config(config: &herald::Config) -> TestServer {
+        let server = herald::Server::bind(config, Some("127.0.0.1:0".parse().unwrap()))
             .await
             .unwrap_or_else(|e| panic!("cannot bind the test server: {e}"));
         let addr = server.local_addr().expect("local address");
@@ -89,161 +113,10 @@ impl TestServer {
             let _ = rx.await;
         }));
         TestServer {
-            addr,
-            client: client(),
+            http: Http::new(addr),
             shutdown: Some(tx),
             task: Some(task),
         }
-    }
-
-    /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Any request with a body and headers; returns status, headers and body text (bounded).
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        let mut builder = self
-            .client
-            .request(method.clone(), self.url(path))
-            .timeout(WAIT)
-            .body(body);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: cannot read the body: {e}"));
-        (status, headers, text)
-    }
-
-    /// GET `path`.
-    pub async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::GET, path, "", &[]).await
-    }
-
-    /// GET `path` with extra headers.
-    pub async fn get_with(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        self.request(Method::GET, path, "", headers).await
-    }
-
-    /// POST `body` to `/pub?id={channel}` (`channel` is put in the query as given).
-    pub async fn publish(
-        &self,
-        channel: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        self.request(
-            Method::POST,
-            &format!("/pub?id={channel}"),
-            body.to_string(),
-            headers,
-        )
-        .await
-    }
-
-    /// Publishes and asserts 200.
-    pub async fn publish_ok(&self, channel: &str, body: &str) {
-        let (status, _, text) = self.publish(channel, body, &[]).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "publish {body:?} to {channel}: {text}"
-        );
-    }
-
-    /// DELETE `/pub?id={channel}` with an optional body.
-    pub async fn delete(&self, channel: &str, body: &str) -> (StatusCode, HeaderMap, String) {
-        self.request(
-            Method::DELETE,
-            &format!("/pub?id={channel}"),
-            body.to_string(),
-            &[],
-        )
-        .await
-    }
-
-    /// GET `/channels-stats{query}` as JSON, asserting 200.
-    pub async fn stats(&self, query: &str) -> Value {
-        let (status, _, text) = self.get(&format!("/channels-stats{query}")).await;
-        assert_eq!(status, StatusCode::OK, "stats {query}: {text}");
-        parse_json(&text)
-    }
-
-    /// The channel's info document from `/pub?id=`, or `None` on 404.
-    pub async fn channel_info(&self, channel: &str) -> Option<Value> {
-        let (status, _, text) = self.get(&format!("/pub?id={channel}")).await;
-        match status {
-            StatusCode::OK => Some(parse_json(&text)),
-            StatusCode::NOT_FOUND => None,
-            other => panic!("channel info of {channel}: unexpected {other}: {text}"),
-        }
-    }
-
-    /// Polls `/channels-stats?id={channel}` every 10 ms until it shows `n` subscribers (bounded).
-    pub async fn wait_for_subscribers(&self, channel: &str, n: u64) {
-        let path = format!("/channels-stats?id={channel}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, _, text) = self.get(&path).await;
-            let count = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["subscribers"].as_u64());
-            if status == StatusCode::OK && count == Some(n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "channel {channel} never showed {n} subscribers; last answer: {status} {text}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Opens a long-lived subscriber request (GET `path`); bounded wait for the response head.
-    pub async fn subscribe(&self, path: &str) -> Subscriber {
-        self.subscribe_with(path, &[]).await
-    }
-
-    /// `subscribe` with extra request headers.
-    pub async fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
-        let mut builder = self.client.get(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = tokio::time::timeout(WAIT, builder.send())
-            .await
-            .unwrap_or_else(|_| panic!("GET {path}: no response head within {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("GET {path} failed: {e}"));
-        Subscriber::new(path, response)
-    }
-
-    /// `subscribe`, asserting a 200 answer.
-    pub async fn subscribe_ok(&self, path: &str) -> Subscriber {
-        let mut sub = self.subscribe(path).await;
-        if sub.status != StatusCode::OK {
-            let body = sub.read_to_end(WAIT).await;
-            panic!("subscribe {path}: expected 200, got {}: {body}", sub.status);
-        }
-        sub
     }
 
     /// Signals shutdown and waits (bounded) for the server task to finish.
@@ -257,6 +130,14 @@ impl TestServer {
                 .expect("server did not stop within 10s")
                 .expect("server task panicked");
         }
+    }
+}
+
+impl Deref for TestServer {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
     }
 }
 
@@ -282,6 +163,24 @@ pub fn client() -> reqwest::Client {
 /// Parses JSON or panics showing the text.
 pub fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text:?}"))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// This process's resident set size in kB (`VmRSS` of /proc/self/status).
+pub fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/self/status:\n{status}"))
 }
 
 /// Calls `check` every `interval` until it returns true or `limit` elapses; returns whether it did.

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use super::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +20,6 @@ pub struct RedisServer {
     dir: PathBuf,
     persistent: bool,
     child: Option<Child>,
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// The shard Herald puts `channel` on: FNV-1a 64 of the id's bytes, modulo the number of shards.
