@@ -40,6 +40,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Most announcements kept for a channel while it is being (re)synchronised; beyond this the oldest
 /// go, and the history read fills them in.
 const MAX_PENDING: usize = 10_000;
+/// How long a publish waits for this node's mirror to take its message in (read-your-writes on
+/// the publishing node; see `await_mirror`). The announcement normally arrives with the reply.
+const MIRROR_WAIT: Duration = Duration::from_millis(500);
 
 /// Channels handled per sweep step and location.
 const SWEEP_BATCH: isize = 500;
@@ -167,6 +170,8 @@ struct Follow {
     epoch: u64,
     /// Last Redis message id taken in.
     last_id: u64,
+    /// `last_id` for publishes waiting until the mirror holds their message.
+    taken: tokio::sync::watch::Sender<u64>,
     /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
     live: bool,
     pending: std::collections::VecDeque<(u64, Record)>,
@@ -797,6 +802,7 @@ impl RedisEngine {
         if items.get(3).and_then(int) == Some(1) {
             self.emit("channel_created", id);
         }
+        self.await_mirror(id, status as u64).await;
         let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
         let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
         Ok(ChannelInfo {
@@ -805,6 +811,46 @@ impl RedisEngine {
             stored_messages: stored,
             subscribers: remote + self.broker.local_subscribers(id.as_str()),
         })
+    }
+
+    /// Read-your-writes on the publishing node: when this node follows the channel, the publish
+    /// answers once the mirror holds message `message_id` (its announcement normally arrives with
+    /// the script's reply), so a poll or recovery here right after the answer sees it, as on the
+    /// memory engine. Bounded by `MIRROR_WAIT` (and the command timeout); a follow that is catching
+    /// up or goes away ends the wait.
+    async fn await_mirror(&self, id: &ChannelId, message_id: u64) {
+        let mut taken = {
+            let follows = self.follows.lock();
+            match follows.get(id) {
+                Some(f) if f.live && f.last_id < message_id => f.taken.subscribe(),
+                _ => return,
+            }
+        };
+        let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
+        let arrived = tokio::time::timeout(wait, taken.wait_for(|last| *last >= message_id))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !arrived {
+            tracing::debug!(channel = %id, message_id, "publish answered before this node's mirror took the message in");
+        }
+    }
+
+    /// Read-your-writes for a delete: waits (bounded like `await_mirror`) until this node's follow
+    /// of the deleted channel has ended, so its local subscribers got the channel-deleted message
+    /// and a subscribe here after the answer meets the channel afresh.
+    async fn await_unfollowed(
+        &self,
+        id: &ChannelId,
+        mut followed: tokio::sync::watch::Receiver<u64>,
+    ) {
+        let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
+        // The sender goes with the follow: `changed` fails once the follow is gone.
+        let ended = tokio::time::timeout(wait, async { while followed.changed().await.is_ok() {} })
+            .await
+            .is_ok();
+        if !ended {
+            tracing::debug!(channel = %id, "delete answered before this node's follow ended");
+        }
     }
 
     /// Creates every channel of a multi-channel publish first, so one refused by the channel limit
@@ -862,7 +908,11 @@ impl RedisEngine {
                 .arg(&keys.pubsub)
                 .arg(&text[..])
                 .arg(self.announce_command());
+            let followed = self.follows.lock().get(id).map(|f| f.taken.subscribe());
             let existed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            if let (1, Some(followed)) = (existed, followed) {
+                self.await_unfollowed(id, followed).await;
+            }
             if existed == 1 {
                 self.emit("channel_destroyed", id);
                 deleted.push(id.clone());
@@ -972,6 +1022,7 @@ impl RedisEngine {
             wildcard: self.is_wildcard(id.as_str()),
             epoch: 0,
             last_id: 0,
+            taken: tokio::sync::watch::Sender::new(0),
             live: false,
             pending: std::collections::VecDeque::new(),
             sync_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -1142,6 +1193,7 @@ impl RedisEngine {
             }
             // Messages not stored and published before we subscribed are not ours to deliver.
             follow.last_id = follow.last_id.max(redis_last_id);
+            follow.taken.send_replace(follow.last_id);
             let mut pending = std::mem::take(&mut follow.pending);
             while let Some((pending_epoch, record)) = pending.pop_front() {
                 if pending_epoch != epoch {
@@ -1209,6 +1261,7 @@ impl RedisEngine {
             return;
         }
         follow.last_id = record.id;
+        follow.taken.send_replace(record.id);
         let left = Duration::from_millis(record.expires_ms.saturating_sub(now_ms()))
             .min(Duration::from_secs(10 * 365 * 24 * 3600));
         let now = Instant::now();
@@ -1272,9 +1325,12 @@ impl RedisEngine {
                 self.take_in(&channel, follow, record, false);
             }
             Announcement::Deleted(text) => {
-                follows.remove(id);
+                // Dropped after the mirror ended, so a waiting delete (`await_unfollowed`) answers
+                // only then.
+                let ended = follows.remove(id);
                 drop(follows);
                 self.broker.mirror_deleted(&channel, text);
+                drop(ended);
                 self.spawn_unsubscribe(channel);
             }
             Announcement::Collected => {
