@@ -13,8 +13,8 @@ use common::messages::{event, json_lines};
 use common::process::BIN;
 use common::redis::{channels_on_shard, shard_of, RedisCluster, RedisServer};
 use common::{
-    client, free_port, header, parse_json, poll_until, sse, ws, Cursor, Http, Subscriber, EXPLAIN,
-    RECOVERY, WAIT,
+    client, header, parse_json, poll_until, sse, ws, Cursor, Http, Subscriber, EXPLAIN, RECOVERY,
+    WAIT,
 };
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -248,65 +248,102 @@ struct HeraldNode {
 
 impl HeraldNode {
     async fn start(cluster: &Cluster, name: &str) -> HeraldNode {
-        // The port is free when picked; another process may take it before Herald binds: retry.
-        for attempt in 1..=3 {
-            let port = free_port();
-            let dir = std::env::temp_dir().join(format!(
-                "herald-cluster-{}-{}-{name}-{port}",
-                std::process::id(),
-                cluster.test
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
-            let config_file = dir.join("herald.toml");
-            std::fs::write(&config_file, cluster.config(name, port))
-                .unwrap_or_else(|e| panic!("write {config_file:?}: {e}"));
-            let stderr = std::fs::File::create(dir.join("stderr.log"))
-                .unwrap_or_else(|e| panic!("create stderr.log in {dir:?}: {e}"));
-            let child = Command::new(BIN)
-                .arg("--config")
-                .arg(&config_file)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start herald node {name}: {e}"));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut node = HeraldNode {
-                name: name.to_string(),
-                port,
-                dir,
-                child: Some(child),
-                http: Http::labelled(addr, &format!("node {name}: ")),
-            };
-            match node.wait_healthy(Duration::from_secs(15)).await {
-                Ok(()) => return node,
-                Err(problem) => {
-                    let log = node.stderr();
-                    if attempt < 3 && log.to_lowercase().contains("address already in use") {
-                        continue;
-                    }
-                    panic!("herald node {name} did not start: {problem}\n--- stderr ---\n{log}");
-                }
+        // Herald binds port 0 and names the port it got in its "listening on" line: a port picked
+        // free beforehand could be taken by another test's server before this one binds, and a
+        // health check on it would then reach that server.
+        static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "herald-cluster-{}-{}-{name}-{}",
+            std::process::id(),
+            cluster.test,
+            NEXT_NODE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
+        let config_file = dir.join("herald.toml");
+        std::fs::write(&config_file, cluster.config(name, 0))
+            .unwrap_or_else(|e| panic!("write {config_file:?}: {e}"));
+        let stderr = std::fs::File::create(dir.join("stderr.log"))
+            .unwrap_or_else(|e| panic!("create stderr.log in {dir:?}: {e}"));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config_file)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start herald node {name}: {e}"));
+        let mut node = HeraldNode {
+            name: name.to_string(),
+            port: 0,
+            dir,
+            child: Some(child),
+            http: Http::labelled(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                &format!("node {name}: "),
+            ),
+        };
+        let started = async {
+            node.port = node.wait_listening(Duration::from_secs(15)).await?;
+            node.http = Http::labelled(
+                SocketAddr::from(([127, 0, 0, 1], node.port)),
+                &format!("node {name}: "),
+            );
+            node.wait_healthy(Duration::from_secs(15)).await
+        };
+        if let Err(problem) = started.await {
+            panic!(
+                "herald node {name} did not start: {problem}\n--- stderr ---\n{}",
+                node.stderr()
+            );
+        }
+        node
+    }
+
+    /// Waits for the "listening on http://127.0.0.1:PORT" line; Err when the process exits or
+    /// `limit` passes.
+    async fn wait_listening(&mut self, limit: Duration) -> Result<u16, String> {
+        const LINE: &str = "listening on http://127.0.0.1:";
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.stderr();
+            if let Some(at) = log.find(LINE) {
+                let digits: String = log[at + LINE.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return digits
+                    .parse()
+                    .map_err(|e| format!("cannot read the port in {log:?}: {e}"));
+            }
+            self.check_running()?;
+            if Instant::now() >= deadline {
+                return Err(format!("no {LINE:?} line within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Err when the process has exited.
+    fn check_running(&mut self) -> Result<(), String> {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!("the process exited with {status}"));
             }
         }
-        unreachable!("the loop returns or panics")
+        Ok(())
     }
 
     /// Polls `/healthz` until 200; Err when the process exits or `limit` passes.
     async fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("the process exited with {status}"));
-                }
-            }
+            self.check_running()?;
             let answer = self
                 .client
                 .get(self.url("/healthz"))

@@ -53,18 +53,35 @@ impl RedisServer {
     }
 
     fn start_with(persistent: bool) -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("herald-redis-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
-        let mut server = RedisServer {
-            port,
-            dir,
-            persistent,
-            child: None,
-        };
-        server.restart();
-        server
+        Self::start_on_free_port("herald-redis", persistent, &[])
+    }
+
+    /// Starts a server on a port that was free a moment ago; when another process took the port
+    /// first (the server exits), tries again on another one.
+    fn start_on_free_port(kind: &str, persistent: bool, extra: &[&str]) -> RedisServer {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!("{kind}-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
+            let mut server = RedisServer {
+                port,
+                dir,
+                persistent,
+                child: None,
+            };
+            let mut args = server.persistence().to_vec();
+            args.extend_from_slice(extra);
+            match server.start_process(&args) {
+                Ok(()) => return server,
+                Err(problem) if attempt < ATTEMPTS => {
+                    eprintln!("redis-server on port {port}: {problem}; trying another port");
+                }
+                Err(problem) => panic!("redis-server on port {port}: {problem}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -73,17 +90,24 @@ impl RedisServer {
     }
 
     /// Starts the process again (after `stop`/`kill`) on the same port and data directory, and waits
-    /// until it answers PING.
+    /// until it answers.
     pub fn restart(&mut self) {
-        let persistence: &[&str] = if self.persistent {
+        let persistence = self.persistence();
+        self.start_process(persistence)
+            .unwrap_or_else(|problem| panic!("redis-server on port {}: {problem}", self.port));
+    }
+
+    fn persistence(&self) -> &'static [&'static str] {
+        if self.persistent {
             &["--appendonly", "yes", "--appendfsync", "always"]
         } else {
             &["--appendonly", "no"]
-        };
-        self.start_process(persistence);
+        }
     }
 
-    fn start_process(&mut self, extra: &[&str]) {
+    /// Spawns redis-server and waits until *this* process answers on the port (another test's
+    /// server may hold it: then this one exits, and the answer names another process id).
+    fn start_process(&mut self, extra: &[&str]) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server is already running");
         let mut command = Command::new(REDIS_SERVER);
         command
@@ -102,33 +126,34 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         command.args(extra);
-        let child = command.spawn().unwrap_or_else(|e| {
+        let mut child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {REDIS_SERVER} (apt-get install redis-server): {e}")
         });
-        self.child = Some(child);
+        let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer within 10 s",
-                self.port
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status} (port taken?)"));
+            }
+            if self.serving_pid() == Some(pid) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("did not answer within 10 s".to_string());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// True when the server answers PING now.
-    pub fn answers_ping(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    /// The process id of the server answering on the port now (`INFO server`), if one answers.
+    fn serving_pid(&self) -> Option<u32> {
+        self.cli(&["INFO", "server"])
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// Kills the process (SIGKILL: no save, clients see the connection drop) and waits for it.
@@ -167,25 +192,15 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the servers in cluster mode and joins them into one cluster covering every slot.
     pub fn start(masters: usize) -> RedisCluster {
-        let mut nodes = Vec::new();
-        for _ in 0..masters {
-            let mut server = RedisServer {
-                port: free_port(),
-                dir: PathBuf::new(),
-                persistent: false,
-                child: None,
-            };
-            server.dir = std::env::temp_dir().join(format!(
-                "herald-redis-cluster-{}-{}",
-                std::process::id(),
-                server.port
-            ));
-            let _ = std::fs::remove_dir_all(&server.dir);
-            std::fs::create_dir_all(&server.dir)
-                .unwrap_or_else(|e| panic!("mkdir {:?}: {e}", server.dir));
-            server.start_process(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
-            nodes.push(server);
-        }
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_on_free_port(
+                    "herald-redis-cluster",
+                    false,
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                )
+            })
+            .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
