@@ -4,19 +4,19 @@
 mod common;
 
 use common::process::{run, HeraldProcess, TempFile};
-use common::{free_port, parse_json, WAIT};
+use common::{parse_json, WAIT};
 use reqwest::StatusCode;
 use std::time::Duration;
 
-/// Starts the binary with `args` plus `--listen 127.0.0.1:<free port>` and checks that its
-/// "listening on" log line names that address.
+/// Starts the binary with `args` plus `--listen 127.0.0.1:0` and checks that it listens on the
+/// address given on the command line (a port the kernel picked), not the config's port 1.
 async fn start(args: &[&str]) -> HeraldProcess {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut herald = HeraldProcess::start(&[args, &["--listen", &listen]].concat()).await;
-    let line = herald
-        .wait_for_log("listening on", 0, Duration::from_secs(10))
-        .await;
-    assert!(line.contains(&listen), "{line}");
+    let herald = HeraldProcess::start(&[args, &["--listen", "127.0.0.1:0"]].concat()).await;
+    let addr = herald.http.addr;
+    assert!(
+        addr.ip().is_loopback() && addr.port() != 0 && addr.port() != 1,
+        "--listen 127.0.0.1:0 should override the config's 127.0.0.1:1; listening on {addr}"
+    );
     herald
 }
 
