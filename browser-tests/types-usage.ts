@@ -38,6 +38,7 @@ other.reconnect().close();
 herald.connect();
 const all: TransportName[] = TRANSPORTS;
 const info: Promise<unknown> = publish('/pub', 'news', 'hello', { eventId: '1', eventType: 'score' });
+const retried: Promise<unknown> = publish('/pub', 'news', 'hello', { idempotencyKey: 'order-42' });
 console.log(channels, transport, all, info);
 
 // @ts-expect-error: not a transport

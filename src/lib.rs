@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod http;
 pub mod metrics;

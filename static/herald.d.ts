@@ -120,6 +120,8 @@ export interface PublishOptions {
   eventId?: string;
   /** Sent as the Event-Type header. */
   eventType?: string;
+  /** Sent as the Idempotency-Key header: a repeated call with the same key publishes at most once per channel. */
+  idempotencyKey?: string;
   fetch?: typeof fetch;
 }
 

@@ -242,11 +242,12 @@ function messageKey(message) {
 
 /**
  * Publishes `text` to `channel` through a publisher location (e.g. the default config's `/pub`).
- * Resolves to the channel info the server answers with.
+ * Resolves to the channel info the server answers with. With `idempotencyKey`, repeating the call
+ * (say after a network error) publishes at most once per channel.
  * @param {string} url The publisher location, e.g. '/pub'; `?id=<channel>` is added.
  * @param {string} channel One channel, or several separated by '/'.
  * @param {string} text
- * @param {{eventId?: string, eventType?: string, fetch?: typeof fetch}} [options]
+ * @param {{eventId?: string, eventType?: string, idempotencyKey?: string, fetch?: typeof fetch}} [options]
  * @returns {Promise<any>}
  */
 export async function publish(url, channel, text, options = {}) {
@@ -256,6 +257,7 @@ export async function publish(url, channel, text, options = {}) {
   const headers = { 'Content-Type': 'text/plain; charset=utf-8' };
   if (options.eventId) headers['Event-Id'] = options.eventId;
   if (options.eventType) headers['Event-Type'] = options.eventType;
+  if (options.idempotencyKey) headers['Idempotency-Key'] = options.idempotencyKey;
   const doFetch = options.fetch || globalThis.fetch.bind(globalThis);
   const response = await doFetch(target.href, { method: 'POST', headers, body: text, cache: 'no-store' });
   const body = await response.text();

@@ -574,7 +574,11 @@ impl<T> Drop for Background<T> {
 #[derive(Default, Debug)]
 struct Tally {
     accepted: Vec<(usize, Instant)>,
+    /// Accepted as a replay (`Idempotent-Replayed`): an earlier attempt had gone out.
+    replayed: Vec<usize>,
     unavailable: usize,
+    /// 503s saying Redis may have taken the publish.
+    unsure: usize,
     transport_errors: usize,
     unexpected: Vec<String>,
     first_failure: Option<Instant>,
@@ -845,8 +849,11 @@ async fn redis_restart_mid_stream_no_loss() {
                         "publisher: m{n} not accepted before the deadline; tally: {:?}",
                         tally.lock().unwrap()
                     );
+                    // Every attempt of m{n} carries the same key: an attempt Redis took although
+                    // its answer was lost (the kill) is not published again by the retry.
                     let answer = client
                         .post(format!("{base}/pub?id=flow"))
+                        .header("Idempotency-Key", format!("m{n}"))
                         .timeout(COMMAND_TIMEOUT * 3)
                         .body(format!("m{n}"))
                         .send()
@@ -854,15 +861,21 @@ async fn redis_restart_mid_stream_no_loss() {
                     let status = match answer {
                         Ok(r) => {
                             let status = r.status();
+                            let replayed = header(r.headers(), "Idempotent-Replayed");
+                            let explain = header(r.headers(), EXPLAIN);
                             let body = r.text().await.unwrap_or_default();
+                            let mut seen = tally.lock().unwrap();
+                            if replayed == "true" {
+                                seen.replayed.push(n);
+                            }
+                            if explain.contains("Unknown whether Redis took the publish") {
+                                seen.unsure += 1;
+                            }
                             if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE
                             {
-                                tally
-                                    .lock()
-                                    .unwrap()
-                                    .unexpected
-                                    .push(format!("m{n}: {status} {body}"));
+                                seen.unexpected.push(format!("m{n}: {status} {body}"));
                             }
+                            drop(seen);
                             Some(status)
                         }
                         Err(_) => None,
@@ -921,11 +934,14 @@ async fn redis_restart_mid_stream_no_loss() {
         .find(|(_, at)| *at > restarted_at)
         .map(|(n, at)| (*n, *at - restarted_at));
     println!(
-        "redis_restart_mid_stream_no_loss: {} accepted, {} answers 503, {} transport errors, {} unexpected answers; \
+        "redis_restart_mid_stream_no_loss: {} accepted ({} as replays: {:?}), {} answers 503 ({} of them unsure), {} transport errors, {} unexpected answers; \
          Redis killed after {accepted_at_kill} accepted and down for {:?}; publisher saw failures for {:?} \
          (first {:?}, last {:?} after the kill); first accept after the restart: (number, delay) {:?}",
         numbers.len(),
+        tally.replayed.len(),
+        tally.replayed,
         tally.unavailable,
+        tally.unsure,
         tally.transport_errors,
         tally.unexpected.len(),
         restarted_at - killed_at,
@@ -1023,6 +1039,13 @@ async fn shard_down_503_only_its_channels() {
             lower.contains("shard") || lower.contains("redis"),
             "the 503 body should name the shard and the reason: {body:?} (explain header {:?})",
             header(&headers, EXPLAIN)
+        );
+        // It says whether the message went out: surely not (the connection was refused), or
+        // unknown (the connection broke while Redis had the script).
+        assert!(
+            body.contains("Nothing was published.")
+                || body.contains("Unknown whether Redis took the publish"),
+            "the 503 should say what became of the message: {body:?}"
         );
         assert!(
             took <= COMMAND_TIMEOUT + slack,

@@ -73,10 +73,18 @@ fn assert_cors(headers: &HeaderMap, origin: &str, methods: &str, what: &str) {
         "if-none-match",
         "event-id",
         "event-type",
+        "idempotency-key",
     ] {
         assert!(
             allowed.split(',').any(|h| h.trim() == needed),
             "{what}: {ALLOW_HEADERS} lacks {needed}: {headers:?}"
+        );
+    }
+    let exposed = header(headers, "Access-Control-Expose-Headers").to_ascii_lowercase();
+    for needed in ["etag", "last-modified", "idempotent-replayed"] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == needed),
+            "{what}: Access-Control-Expose-Headers lacks {needed}: {headers:?}"
         );
     }
 }

@@ -229,6 +229,7 @@ macro_rules! engine_tests {
 
 engine_tests! {
     publish_answers_channel_info_with_consecutive_ids,
+    idempotency_key_publishes_once_per_channel,
     streaming_delivers_every_message_once_in_publish_order,
     one_subscription_follows_several_channels,
     backtrack_sends_stored_messages_then_live_ones,
@@ -360,6 +361,127 @@ async fn publish_answers_channel_info_with_consecutive_ids(engine: &Engine) {
 
 // ---------------------------------------------------------------------------------------------
 // Streaming delivery
+
+/// `Idempotency-Key`: a repeated key is answered 200 without publishing again (header
+/// `Idempotent-Replayed`), per channel, within the channel's last `idempotency_keys_per_channel`
+/// keyed publishes; malformed keys get 400 with an explanation.
+async fn idempotency_key_publishes_once_per_channel(engine: &Engine) {
+    let server = engine.start("idempotency_keys_per_channel = 3").await;
+    let mut sub = server.subscribe_ok("/sub/news").await;
+    server.wait_for_subscribers("news", 1).await;
+    let keyed = |key: &'static str| [("Idempotency-Key", key)];
+
+    let (status, headers, body) = server.publish("news", "first", &keyed("k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
+    assert_eq!(parse_json(&body)["published_messages"], 1, "{body}");
+    // The retry: same key, answered like a publish, nothing published.
+    let (status, headers, body) = server.publish("news", "first", &keyed("k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "true",
+        "{headers:?}"
+    );
+    assert_eq!(parse_json(&body)["published_messages"], 1, "{body}");
+    // A quoted key (the IETF draft's form) is the same key.
+    let (_, headers, _) = server.publish("news", "first", &keyed("\"k1\"")).await;
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "true",
+        "{headers:?}"
+    );
+    let (status, headers, body) = server.publish("news", "second", &keyed("k2")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
+    assert_eq!(parse_json(&body)["published_messages"], 2, "{body}");
+    assert_eq!(sub.read_until("2:second|", WAIT).await, "1:first|2:second|");
+    sub.expect_quiet(QUIET).await;
+
+    // Per channel: on news/other, only `other` takes k1.
+    let (status, headers, body) = server.publish("news/other", "both", &keyed("k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "partial",
+        "{headers:?}"
+    );
+    assert_eq!(
+        server
+            .channel_info("other")
+            .await
+            .map(|i| i["published_messages"].clone()),
+        Some(Value::from(1))
+    );
+    sub.expect_quiet(QUIET).await;
+
+    // The window: 3 keys per channel. k1, k2 + k3, k4 push k1 and k2 out; k1 publishes again.
+    for key in ["k3", "k4"] {
+        let (_, headers, _) = server.publish("news", key, &keyed(key)).await;
+        assert_eq!(
+            header(&headers, "Idempotent-Replayed"),
+            "",
+            "{key}: {headers:?}"
+        );
+    }
+    let (_, headers, body) = server.publish("news", "k1 again", &keyed("k1")).await;
+    assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
+    assert_eq!(parse_json(&body)["published_messages"], 5, "{body}");
+    let (_, headers, _) = server.publish("news", "k4", &keyed("k4")).await;
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "true",
+        "{headers:?}"
+    );
+    assert_eq!(
+        sub.read_until("5:k1 again|", WAIT).await,
+        "3:k3|4:k4|5:k1 again|"
+    );
+    sub.expect_quiet(QUIET).await;
+
+    // Malformed keys: 400 naming the rule, nothing published.
+    let long = "x".repeat(129);
+    for bad in ["", "\"\"", "two words", "tab\there", long.as_str()] {
+        let (status, headers, body) = server
+            .request(
+                Method::POST,
+                "/pub?id=news",
+                "bad".to_string(),
+                &[("Idempotency-Key", bad)],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "key {bad:?}: {body}");
+        assert!(
+            header(&headers, EXPLAIN).contains("Idempotency-Key must be 1 to 128 visible ASCII"),
+            "key {bad:?}: {headers:?}"
+        );
+    }
+    let (status, headers, _) = server
+        .request(
+            Method::POST,
+            "/pub?id=news",
+            "bad".to_string(),
+            &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(header(&headers, EXPLAIN).contains("once"), "{headers:?}");
+    assert_eq!(
+        server
+            .channel_info("news")
+            .await
+            .map(|i| i["published_messages"].clone()),
+        Some(Value::from(5))
+    );
+
+    // A deleted channel forgets its keys.
+    let (status, _, body) = server.delete("news", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, headers, body) = server.publish("news", "k4", &keyed("k4")).await;
+    assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
+    assert_eq!(parse_json(&body)["published_messages"], 1, "{body}");
+    server.stop().await;
+}
 
 async fn streaming_delivers_every_message_once_in_publish_order(engine: &Engine) {
     let server = engine.start("").await;

@@ -352,6 +352,21 @@ test('a deleted channel is reported and joined again', async () => {
   assert.deepEqual(texts(rec, ch), ['before delete', 'after delete']);
 });
 
+test('publish with an idempotencyKey: a repeated call publishes once', async () => {
+  const page = await newPage();
+  const ch = channel('idempotent');
+  await page.goto(`${server.url}/healthz`);
+  const infos = await page.evaluate(async (ch) => {
+    const { publish } = await import('/herald.js');
+    const first = await publish('/pub', ch, 'once', { idempotencyKey: 'order-42' });
+    const again = await publish('/pub', ch, 'once', { idempotencyKey: 'order-42' });
+    const other = await publish('/pub', ch, 'twice', { idempotencyKey: 'order-43' });
+    return [first, again, other].map((i) => i.published_messages);
+  }, ch);
+  assert.deepEqual(infos, [1, 1, 2]);
+  assertNoProblems(page);
+});
+
 test('the classic-script build (herald.umd.js) defines window.Herald', async () => {
   const page = await newPage();
   const ch = channel('umd');

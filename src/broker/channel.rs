@@ -25,6 +25,38 @@ pub(crate) struct Append {
     pub event_id: Option<Box<str>>,
     pub event_type: Option<Box<str>>,
     pub store: bool,
+    /// Digest of the publish's `Idempotency-Key`: a channel that remembers it takes nothing.
+    pub key: Option<u128>,
+}
+
+/// What `Channel::append` did.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// The message went in.
+    New(Arc<Message>, StoredDelta),
+    /// The channel already took a publish with this idempotency key: nothing changed.
+    Replayed,
+}
+
+/// The idempotency keys (digests) of a channel's latest keyed publishes, oldest first.
+#[derive(Debug, Default)]
+struct RecentKeys {
+    order: VecDeque<u128>,
+    known: std::collections::HashSet<u128>,
+}
+
+impl RecentKeys {
+    /// Remembers `key`, forgetting the oldest beyond `keep`.
+    fn remember(&mut self, key: u128, keep: usize) {
+        if self.known.insert(key) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > keep {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
+            }
+        }
+    }
 }
 
 /// Bytes a stored copy of a message counts against the memory budget: its text and headers plus a
@@ -48,6 +80,8 @@ pub(crate) struct ChannelLimits {
     pub max_stored: Option<u64>,
     pub message_ttl: std::time::Duration,
     pub lag_limit: usize,
+    /// Idempotency keys remembered per channel.
+    pub idempotency_keys: usize,
 }
 
 /// Why an operation on a channel could not be done.
@@ -106,6 +140,8 @@ struct ChannelState {
     deleted: Option<Arc<Message>>,
     /// Set when the channel left the broker's registry (deleted or swept).
     removed: bool,
+    /// Keys of the latest keyed publishes (allocated at the first one).
+    keys: Option<Box<RecentKeys>>,
 }
 
 /// A channel. Shared as `Arc<Channel>` by the registry and every subscription to it.
@@ -151,6 +187,7 @@ impl Channel {
                 subscribers: 0,
                 deleted: None,
                 removed: false,
+                keys: None,
             }),
             head: watch::Sender::new(()),
             last_activity_ms: AtomicU64::new(now_ms),
@@ -189,14 +226,15 @@ impl Channel {
     }
 
     /// Appends one message, stores it if asked (dropping the oldest beyond the limit), keeps it in the
-    /// recent window while subscribers are attached, then wakes them.
+    /// recent window while subscribers are attached, then wakes them. A publish whose idempotency
+    /// key the channel remembers changes nothing (`Appended::Replayed`).
     pub(crate) fn append(
         &self,
         append: Append,
         limits: &ChannelLimits,
         clock: &super::message::Clock,
         format_count: usize,
-    ) -> Result<(Arc<Message>, StoredDelta), ChannelGone> {
+    ) -> Result<Appended, ChannelGone> {
         let cost = stored_cost(
             &append.text,
             append.event_id.as_deref(),
@@ -205,6 +243,13 @@ impl Channel {
         let mut state = self.state.write();
         if state.removed {
             return Err(ChannelGone::Removed);
+        }
+        if let Some(key) = append.key {
+            let keys = state.keys.get_or_insert_with(Default::default);
+            if keys.known.contains(&key) {
+                return Ok(Appended::Replayed);
+            }
+            keys.remember(key, limits.idempotency_keys);
         }
         let (time, tag) = clock.next();
         let message = Arc::new(Message::new(
@@ -223,7 +268,7 @@ impl Channel {
         let delta = Self::push(&mut state, message.clone(), append.store, cost, limits);
         drop(state);
         self.head.send_replace(());
-        Ok((message, delta))
+        Ok(Appended::New(message, delta))
     }
 
     /// Appends a message whose id and (time, tag) another engine assigned (a mirror of a Redis

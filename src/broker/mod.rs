@@ -22,7 +22,7 @@ pub use subscription::{Event, Recovery, StartAt, SubscribePolicy, SubscribeTo, S
 pub use trash::TRASH_HOLD;
 
 use bytes::Bytes;
-use channel::{Append, AttachError, ChannelGone, ChannelLimits, StoredDelta};
+use channel::{Append, Appended, AttachError, ChannelGone, ChannelLimits, StoredDelta};
 use message::{Clock, MessageParts};
 use parking_lot::Mutex;
 use std::collections::hash_map::{Entry, RandomState};
@@ -132,6 +132,9 @@ pub enum BrokerError {
         /// The configured budget.
         max: u64,
     },
+    /// An `Idempotency-Key` came while `idempotency_keys_per_channel = 0`.
+    #[error("Idempotency-Key is turned off here (idempotency_keys_per_channel = 0); publish without it.")]
+    IdempotencyKeysOff,
     /// The shared engine (Redis) could not be reached; the text names the shard and the reason.
     #[error("{0}")]
     Unavailable(String),
@@ -171,6 +174,8 @@ pub struct BrokerSettings {
     pub max_number_of_wildcard_channels: Option<u64>,
     /// Budget in bytes for stored messages (text, headers and a fixed overhead each).
     pub shared_memory_size: Option<u64>,
+    /// Idempotency keys remembered per channel (0: keys are refused).
+    pub idempotency_keys_per_channel: usize,
     /// Number of output formats (one per subscriber location); see `FormatId`.
     pub format_count: usize,
     /// The broker mirrors channels another engine owns (Redis): it creates and drops channels when
@@ -205,6 +210,8 @@ impl BrokerSettings {
                 .map(ChannelId::new_unchecked),
             max_number_of_wildcard_channels: config.max_number_of_wildcard_channels,
             shared_memory_size: config.shared_memory_size.map(|s| s.0),
+            idempotency_keys_per_channel: usize::try_from(config.idempotency_keys_per_channel)
+                .unwrap_or(usize::MAX),
             format_count,
             mirror: false,
         }
@@ -293,6 +300,18 @@ pub struct Publish {
     pub event_type: Option<String>,
     /// Keep the message in the channel's buffer.
     pub store: bool,
+    /// `Idempotency-Key` header: a channel that already took a publish with this key (among its
+    /// last `idempotency_keys_per_channel` keyed publishes) takes nothing.
+    pub idempotency_key: Option<Box<str>>,
+}
+
+/// What a publish did on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The channel's counters after the publish.
+    pub info: ChannelInfo,
+    /// The channel had already taken a publish with the same idempotency key: nothing changed.
+    pub replayed: bool,
 }
 
 /// Process-wide totals for the statistics summary.
@@ -335,6 +354,8 @@ struct Inner {
     settings: arc_swap::ArcSwap<BrokerSettings>,
     shards: Box<[Shard]>,
     hasher: RandomState,
+    /// Digests idempotency keys (a channel remembers 16 bytes per key, whatever its length).
+    key_digest: crate::digest::Digest128,
     clock: Clock,
     started: Instant,
     totals: Totals,
@@ -378,6 +399,7 @@ impl Broker {
                     .map(|_| Mutex::new(ShardState::default()))
                     .collect(),
                 hasher: RandomState::new(),
+                key_digest: Default::default(),
                 clock: Clock::default(),
                 started: Instant::now(),
                 totals: Totals::default(),
@@ -407,6 +429,7 @@ impl Broker {
             max_stored: settings.max_messages_stored_per_channel,
             message_ttl: settings.message_ttl,
             lag_limit: settings.subscriber_lag_limit.max(1),
+            idempotency_keys: settings.idempotency_keys_per_channel,
         }
     }
 
@@ -582,6 +605,7 @@ impl Broker {
             event_id: None,
             event_type: None,
             store: true,
+            idempotency_key: None,
         };
         if let Err(err) = self.publish_unchecked(std::slice::from_ref(events), publish) {
             tracing::debug!(error = %err, "could not publish to the events channel");
@@ -669,7 +693,10 @@ impl Broker {
         &self,
         channels: &[ChannelId],
         publish: Publish,
-    ) -> Result<Vec<ChannelInfo>, BrokerError> {
+    ) -> Result<Vec<Published>, BrokerError> {
+        if publish.idempotency_key.is_some() && self.cfg().idempotency_keys_per_channel == 0 {
+            return Err(BrokerError::IdempotencyKeysOff);
+        }
         if channels
             .iter()
             .any(|id| self.is_events_channel(id.as_str()))
@@ -683,18 +710,23 @@ impl Broker {
         &self,
         channels: &[ChannelId],
         publish: Publish,
-    ) -> Result<Vec<ChannelInfo>, BrokerError> {
+    ) -> Result<Vec<Published>, BrokerError> {
         let mut targets = Vec::with_capacity(channels.len());
         for id in channels {
             targets.push(self.get_or_create(id)?);
         }
         let event_id: Option<Box<str>> = publish.event_id.map(Into::into);
         let event_type: Option<Box<str>> = publish.event_type.map(Into::into);
+        let key = publish
+            .idempotency_key
+            .as_deref()
+            .map(|k| self.inner.key_digest.of(k));
         let append = || Append {
             text: publish.text.clone(),
             event_id: event_id.clone(),
             event_type: event_type.clone(),
             store: publish.store,
+            key,
         };
         let cost = if publish.store {
             channel::stored_cost(&publish.text, event_id.as_deref(), event_type.as_deref())
@@ -709,9 +741,9 @@ impl Broker {
         let limits = Self::limits(&settings);
         let mut infos = Vec::with_capacity(targets.len());
         for (done, (id, mut channel)) in channels.iter().zip(targets).enumerate() {
-            let (message, delta) = loop {
+            let appended = loop {
                 match channel.append(append(), &limits, &self.inner.clock, settings.format_count) {
-                    Ok(done) => break done,
+                    Ok(appended) => break appended,
                     // Deleted or swept since we found it: publish to the channel that replaces it.
                     Err(ChannelGone::Removed) => match self.get_or_create(id) {
                         Ok(replacement) => channel = replacement,
@@ -727,6 +759,21 @@ impl Broker {
                     },
                 }
             };
+            let (message, delta) = match appended {
+                Appended::New(message, delta) => (message, delta),
+                Appended::Replayed => {
+                    // Nothing stored: give back this channel's reservation.
+                    self.inner
+                        .totals
+                        .stored_bytes
+                        .fetch_sub(cost, Ordering::AcqRel);
+                    infos.push(Published {
+                        info: channel.info(),
+                        replayed: true,
+                    });
+                    continue;
+                }
+            };
             if !events {
                 self.inner.totals.published.fetch_add(1, Ordering::Relaxed);
             }
@@ -736,7 +783,10 @@ impl Broker {
             } else if channel.is_idle() {
                 self.schedule_idle_check(&channel, self.now_ms());
             }
-            infos.push(channel.info());
+            infos.push(Published {
+                info: channel.info(),
+                replayed: false,
+            });
         }
         Ok(infos)
     }

@@ -15,6 +15,7 @@ fn settings() -> BrokerSettings {
         events_channel_id: None,
         max_number_of_wildcard_channels: None,
         shared_memory_size: None,
+        idempotency_keys_per_channel: 3,
         format_count: 1,
         mirror: false,
     }
@@ -30,6 +31,14 @@ fn text(body: &'static str) -> Publish {
         event_id: None,
         event_type: None,
         store: true,
+        idempotency_key: None,
+    }
+}
+
+fn keyed(body: &'static str, key: &str) -> Publish {
+    Publish {
+        idempotency_key: Some(key.into()),
+        ..text(body)
     }
 }
 
@@ -210,7 +219,7 @@ async fn publishing_after_delete_recreates_the_channel() {
     broker.publish(&[id("a")], text("1")).unwrap();
     broker.delete(&[id("a")], None).unwrap();
     let info = broker.publish(&[id("a")], text("2")).unwrap();
-    assert_eq!(info[0].published_messages, 1);
+    assert_eq!(info[0].info.published_messages, 1);
     assert_eq!(broker.summary().channels, 1);
 }
 
@@ -550,6 +559,7 @@ fn expiry_queue_holds_one_entry_per_channel() {
                     event_id: None,
                     event_type: None,
                     store: true,
+                    idempotency_key: None,
                 },
             )
             .expect("publish");
@@ -562,4 +572,69 @@ fn expiry_queue_holds_one_entry_per_channel() {
         .sum();
     assert_eq!(queued, 2, "one expiry entry per channel, not per publish");
     assert_eq!(broker.summary().stored_messages, 6);
+}
+
+#[test]
+fn a_repeated_idempotency_key_publishes_once_per_channel() {
+    let broker = Broker::new(BrokerSettings {
+        shared_memory_size: Some(1 << 20),
+        ..settings()
+    });
+    let first = broker.publish(&[id("a")], keyed("m1", "k1")).unwrap();
+    assert!(!first[0].replayed);
+    let used = broker.summary().stored_bytes;
+    let again = broker.publish(&[id("a")], keyed("m1", "k1")).unwrap();
+    assert!(again[0].replayed, "{again:?}");
+    assert_eq!(again[0].info.published_messages, 1);
+    assert_eq!(
+        broker.summary().stored_bytes,
+        used,
+        "a replay reserves no memory"
+    );
+    // The same key on another channel is another publish; on both, only the new channel takes it.
+    let both = broker
+        .publish(&[id("a"), id("b")], keyed("m1", "k1"))
+        .unwrap();
+    assert_eq!(
+        both.iter().map(|p| p.replayed).collect::<Vec<_>>(),
+        [true, false]
+    );
+    // Another key is another message.
+    let other = broker.publish(&[id("a")], keyed("m2", "k2")).unwrap();
+    assert_eq!(
+        (other[0].replayed, other[0].info.published_messages),
+        (false, 2)
+    );
+    // Unkeyed publishes are never replays.
+    for _ in 0..2 {
+        assert!(!broker.publish(&[id("a")], text("m")).unwrap()[0].replayed);
+    }
+}
+
+#[test]
+fn a_channel_forgets_keys_beyond_its_window() {
+    // settings(): 3 keys per channel.
+    let broker = Broker::new(settings());
+    for key in ["k1", "k2", "k3", "k4"] {
+        assert!(!broker.publish(&[id("a")], keyed("m", key)).unwrap()[0].replayed);
+    }
+    // k1 was the oldest of four: forgotten, so it publishes again; k4 is still known.
+    assert!(!broker.publish(&[id("a")], keyed("m", "k1")).unwrap()[0].replayed);
+    assert!(broker.publish(&[id("a")], keyed("m", "k4")).unwrap()[0].replayed);
+    // Deleting the channel forgets its keys.
+    broker.delete(&[id("a")], None).unwrap();
+    assert!(!broker.publish(&[id("a")], keyed("m", "k4")).unwrap()[0].replayed);
+}
+
+#[test]
+fn idempotency_keys_refused_when_turned_off() {
+    let broker = Broker::new(BrokerSettings {
+        idempotency_keys_per_channel: 0,
+        ..settings()
+    });
+    assert_eq!(
+        broker.publish(&[id("a")], keyed("m", "k")).unwrap_err(),
+        BrokerError::IdempotencyKeysOff
+    );
+    assert!(broker.publish(&[id("a")], text("m")).is_ok());
 }

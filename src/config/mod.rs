@@ -196,6 +196,9 @@ pub struct ChannelsConfig {
     pub private_channel_prefixes: Vec<String>,
     /// Most channels in one subscribe request; more get 403. Default 100.
     pub max_channels_per_subscription: Option<u64>,
+    /// How many `Idempotency-Key`s of recent publishes each channel remembers: a publish repeating
+    /// one of them is answered without publishing again. 0 refuses the header (400). Default 1000.
+    pub idempotency_keys_per_channel: u64,
 }
 
 impl Default for ChannelsConfig {
@@ -218,9 +221,14 @@ impl Default for ChannelsConfig {
             shared_memory_size: Some(ConfSize(256 << 20)),
             private_channel_prefixes: Vec::new(),
             max_channels_per_subscription: Some(100),
+            idempotency_keys_per_channel: 1000,
         }
     }
 }
+
+/// Largest `idempotency_keys_per_channel` (each remembered key costs a channel about 40 bytes in
+/// memory, or about 200 bytes in Redis).
+pub const MAX_IDEMPOTENCY_KEYS_PER_CHANNEL: u64 = 100_000;
 
 /// Default `channel_id_pattern`: no control characters, no space, no `/`.
 pub const DEFAULT_CHANNEL_ID_PATTERN: &str = r"[^\x00-\x20\x7f/]+";
@@ -496,6 +504,15 @@ impl Config {
                     "must be at least 1 (leave the key out for no limit)".into(),
                 ));
             }
+        }
+        if ch.idempotency_keys_per_channel > MAX_IDEMPOTENCY_KEYS_PER_CHANNEL {
+            return Err((
+                key(&[
+                    KeySeg::Name("channels"),
+                    KeySeg::Name("idempotency_keys_per_channel"),
+                ]),
+                format!("must be at most {MAX_IDEMPOTENCY_KEYS_PER_CHANNEL} (0 turns keys off)"),
+            ));
         }
         for proxy in &self.server.trusted_proxies {
             crate::http::access::parse_net(proxy).map_err(|m| {

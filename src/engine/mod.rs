@@ -6,8 +6,8 @@
 pub mod redis;
 
 use crate::broker::{
-    Broker, BrokerError, BrokerSettings, ChannelId, ChannelInfo, Publish, SubscribePolicy,
-    SubscribeTo, Subscription, Summary,
+    Broker, BrokerError, BrokerSettings, ChannelId, ChannelInfo, Publish, Published,
+    SubscribePolicy, SubscribeTo, Subscription, Summary,
 };
 use crate::config::{EngineConfig, EngineKind};
 use bytes::Bytes;
@@ -104,12 +104,12 @@ impl Engine {
         }
     }
 
-    /// Publishes one message to each channel; returns each channel's info after it.
+    /// Publishes one message to each channel; returns what it did on each (its info after it).
     pub async fn publish(
         &self,
         channels: &[ChannelId],
         publish: Publish,
-    ) -> Result<Vec<ChannelInfo>, BrokerError> {
+    ) -> Result<Vec<Published>, BrokerError> {
         match &self.redis {
             Some(redis) => redis.publish(channels, publish).await,
             None => self.broker.publish(channels, publish),

@@ -189,10 +189,7 @@ struct UpstreamAuth {
     /// Answers by a 128-bit digest of what was forwarded (bounded size per entry, whatever the
     /// headers' length).
     cache: Mutex<HashMap<u128, CachedAnswer>>,
-    digest: (
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
-    ),
+    digest: crate::digest::Digest128,
     /// One client for every authorization request, so connections to the backend are reused.
     client: std::sync::OnceLock<UpstreamClient>,
 }
@@ -532,11 +529,7 @@ impl UpstreamAuth {
             credentials(header::ORIGIN),
             channels.join("/")
         );
-        let cache_key = {
-            use std::hash::BuildHasher;
-            let (high, low) = &self.digest;
-            (u128::from(high.hash_one(&forwarded)) << 64) | u128::from(low.hash_one(&forwarded))
-        };
+        let cache_key = self.digest.of(&forwarded);
         if !self.cache_for.is_zero() {
             if let Some((at, answer)) = self.cache.lock().get(&cache_key) {
                 if at.elapsed() < self.cache_for {

@@ -69,6 +69,7 @@ impl From<BrokerError> for HttpError {
     fn from(err: BrokerError) -> HttpError {
         let status = match err {
             BrokerError::NoChannelId
+            | BrokerError::IdempotencyKeysOff
             | BrokerError::ChannelIdTooLong { .. }
             | BrokerError::ChannelIdNotAllowed { .. } => StatusCode::BAD_REQUEST,
             BrokerError::ReservedChannelId

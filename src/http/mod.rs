@@ -513,11 +513,13 @@ fn add_cors_headers(response: &mut Response<Body>, origin: &str, handler: &Handl
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "If-Modified-Since,If-None-Match,Etag,Event-Id,Event-Type,Last-Event-Id",
+            "If-Modified-Since,If-None-Match,Etag,Event-Id,Event-Type,Last-Event-Id,Idempotency-Key",
         ),
     );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Etag,Last-Modified,X-Nginx-PushStream-Explain,X-Herald-Recovery"),
+        HeaderValue::from_static(
+            "Etag,Last-Modified,X-Nginx-PushStream-Explain,X-Herald-Recovery,Idempotent-Replayed",
+        ),
     );
 }

@@ -1,5 +1,6 @@
 //! The publisher location: GET = channel info, POST/PUT = publish the body (with `Event-Id` and
-//! `Event-Type` kept), DELETE = delete channels (admin locations only), OPTIONS = preflight.
+//! `Event-Type` kept; `Idempotency-Key` makes a repeated publish a no-op), DELETE = delete channels
+//! (admin locations only), OPTIONS = preflight.
 
 use super::channels_path::split_channels;
 use super::error::HttpError;
@@ -54,6 +55,7 @@ where
                 event_id: header_text(&parts.headers, "Event-Id"),
                 event_type: header_text(&parts.headers, "Event-Type"),
                 store: settings.store_messages,
+                idempotency_key: idempotency_key(&parts.headers)?,
                 text: read_body(state, &parts.headers, body).await?,
             };
             if publish.text.is_empty() {
@@ -62,17 +64,29 @@ where
                     "Empty post requests are not allowed.",
                 ));
             }
-            let infos = state.engine.publish(&channels, publish).await?;
-            if !settings.channel_info_on_publish {
-                return Ok(base_response(StatusCode::OK)
+            let published = state.engine.publish(&channels, publish).await?;
+            let replayed = replayed_header(&published);
+            let mut response = if !settings.channel_info_on_publish {
+                base_response(StatusCode::OK)
                     .body(Body::empty())
-                    .unwrap_or_default());
+                    .unwrap_or_default()
+            } else {
+                let infos: Vec<_> = published.into_iter().map(|p| p.info).collect();
+                match infos.as_slice() {
+                    [one] => channel_info_response(one, format),
+                    // Channel counts as of the last heartbeat with Redis: no round trip to every
+                    // shard.
+                    many => {
+                        doc_response(&group_doc(state, many, state.engine.group_totals()), format)
+                    }
+                }
+            };
+            if let Some(value) = replayed {
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_HEADER, header::HeaderValue::from_static(value));
             }
-            Ok(match infos.as_slice() {
-                [one] => channel_info_response(one, format),
-                // Channel counts as of the last heartbeat with Redis: no round trip to every shard.
-                many => doc_response(&group_doc(state, many, state.engine.group_totals()), format),
-            })
+            Ok(response)
         }
         Method::DELETE if settings.admin => {
             let channels = parse_ids(state, &ids)?;
@@ -104,6 +118,55 @@ fn parse_ids(state: &AppState, ids: &[&str]) -> Result<Vec<ChannelId>, HttpError
     ids.iter()
         .map(|id| state.routes().rules.parse(id).map_err(HttpError::from))
         .collect()
+}
+
+/// Answer header saying that channels had already taken this `Idempotency-Key`: `true` when every
+/// channel had (nothing was published), `partial` when some had.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 128;
+
+fn replayed_header(published: &[crate::broker::Published]) -> Option<&'static str> {
+    let replayed = published.iter().filter(|p| p.replayed).count();
+    match replayed {
+        0 => None,
+        n if n == published.len() => Some("true"),
+        _ => Some("partial"),
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, optionally in double quotes
+/// (the IETF draft's structured-field string); 400 otherwise, or when it comes twice.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<Box<str>>, HttpError> {
+    let mut values = headers.get_all("Idempotency-Key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be given once.",
+        ));
+    }
+    let bytes = value.as_bytes();
+    let key = match bytes {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => bytes,
+    };
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LENGTH
+        || !key.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters (got {} bytes).",
+                key.len()
+            ),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into()))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -138,6 +138,7 @@ pub async fn run<S>(
                             event_id: None,
                             event_type: None,
                             store: true,
+                            idempotency_key: None,
                         };
                         if let Err(err) = engine.publish(&channels, publish).await {
                             tracing::debug!(error = %err, "websocket publish refused");

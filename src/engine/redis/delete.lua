@@ -1,10 +1,11 @@
 -- Deletes a channel: its counters, stored messages and subscriber counts go, and nodes following it
 -- hear 'd' .. text (the channel-deleted message) on its pub/sub name.
--- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
+-- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash,
+--       7 idempotency-key zset
 -- ARGV: 1 channel id, 2 pub/sub name, 3 channel-deleted text, 4 announce command (PUBLISH/SPUBLISH)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-remove_channel(KEYS[1], KEYS[2], KEYS[6], KEYS[3], KEYS[4], KEYS[5], ARGV[1])
+remove_channel(KEYS[1], KEYS[2], KEYS[6], KEYS[3], KEYS[4], KEYS[5], ARGV[1], KEYS[7])
 redis.call(ARGV[4], ARGV[2], 'd' .. ARGV[3])
 return 1

@@ -8,7 +8,8 @@
 //!
 //! Key layout (`P` = `key_prefix`). Standalone shards: a channel lives on shard `fnv1a64(id) % shards`;
 //! its keys `P:{id}:m` (hash: epoch, last_id, time, tag, dropped_time, dropped_tag), `P:{id}:l` (list
-//! of stored records, oldest first), `P:{id}:s` (hash: node → local subscribers), pub/sub name
+//! of stored records, oldest first), `P:{id}:s` (hash: node → local subscribers), `P:{id}:k` (zset:
+//! idempotency key → message id, the latest `idempotency_keys_per_channel`), pub/sub name
 //! `P:{id}:p`; per shard ("location" `P`): `P:channels` / `P:wchannels` (zsets: channel → deadline
 //! ms), `P:expiry` (zset: channel → expiry of its oldest stored message), `P:published`, `P:stored`.
 //! Redis Cluster: a channel belongs to bucket `fnv1a64(id) % 128`; every key of the channel and of its
@@ -20,7 +21,7 @@ mod record;
 
 use crate::broker::{
     lifecycle_event_text, Broker, BrokerError, BrokerSettings, ChannelId, ChannelInfo, Mirrored,
-    Publish, SubscribePolicy, SubscribeTo, Summary,
+    Publish, Published, SubscribePolicy, SubscribeTo, Summary,
 };
 use crate::config::EngineConfig;
 use arc_swap::ArcSwap;
@@ -244,6 +245,8 @@ struct Keys {
     meta: String,
     log: String,
     subs: String,
+    /// Idempotency keys of recent publishes (zset: key → message id).
+    idempotency: String,
     pubsub: String,
     /// Prefix of the location's keys (`P` on a standalone shard, `P:{b}` on a cluster).
     location: String,
@@ -468,6 +471,7 @@ impl RedisEngine {
                 meta: format!("{channel}:m"),
                 log: format!("{channel}:l"),
                 subs: format!("{channel}:s"),
+                idempotency: format!("{channel}:k"),
                 pubsub: format!("{channel}:p"),
                 location: format!("{p}:{{{bucket}}}"),
             }
@@ -476,6 +480,7 @@ impl RedisEngine {
                 meta: format!("{p}:{{{id}}}:m"),
                 log: format!("{p}:{{{id}}}:l"),
                 subs: format!("{p}:{{{id}}}:s"),
+                idempotency: format!("{p}:{{{id}}}:k"),
                 pubsub: format!("{p}:{{{id}}}:p"),
                 location: p.to_string(),
             }
@@ -578,16 +583,34 @@ impl RedisEngine {
         shard: &Shard,
         operation: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, BrokerError> {
+        self.within_timeout(operation)
+            .await
+            .map_err(|err| self.call_error(shard, err.as_ref()))
+    }
+
+    /// Runs one Redis operation within the command timeout; `Err(None)` when it timed out.
+    async fn within_timeout<T>(
+        &self,
+        operation: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, Option<redis::RedisError>> {
         match tokio::time::timeout(self.config.command_timeout.0, operation).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.unavailable(shard, err)),
-            Err(_) => Err(self.unavailable(
+            Ok(Err(err)) => Err(Some(err)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// The 503 for a failed (`Some`) or timed-out (`None`) operation on `shard`.
+    fn call_error(&self, shard: &Shard, err: Option<&redis::RedisError>) -> BrokerError {
+        match err {
+            Some(err) => self.unavailable(shard, err),
+            None => self.unavailable(
                 shard,
                 format!(
                     "no answer within command_timeout = {:?}",
                     self.config.command_timeout.0
                 ),
-            )),
+            ),
         }
     }
 
@@ -689,13 +712,13 @@ impl RedisEngine {
     // ---- publish and delete ----
 
     /// Publishes to each channel (concurrently; each channel's publish is atomic in Redis, the set
-    /// of channels is not: a failure names the channels that did get the message). Returns each
-    /// channel's info after the publish.
+    /// of channels is not: a failure names the channels that did get the message). Returns what the
+    /// publish did on each channel.
     pub async fn publish(
         &self,
         channels: &[ChannelId],
         publish: Publish,
-    ) -> Result<Vec<ChannelInfo>, BrokerError> {
+    ) -> Result<Vec<Published>, BrokerError> {
         if channels
             .iter()
             .any(|id| self.is_events_channel(id.as_str()))
@@ -703,6 +726,9 @@ impl RedisEngine {
             return Err(BrokerError::EventsChannelReadOnly);
         }
         let settings = self.settings();
+        if publish.idempotency_key.is_some() && settings.idempotency_keys_per_channel == 0 {
+            return Err(BrokerError::IdempotencyKeysOff);
+        }
         if channels.len() > 1
             && (settings.max_number_of_channels.is_some()
                 || settings.max_number_of_wildcard_channels.is_some())
@@ -720,25 +746,22 @@ impl RedisEngine {
             publish.event_type.as_deref(),
             &publish.text,
         ));
+        let key = publish.idempotency_key.as_deref().unwrap_or("");
         let results = futures_util::future::join_all(
             channels
                 .iter()
-                .map(|id| self.publish_one(id, tail.clone(), publish.store, true)),
+                .map(|id| self.publish_one(id, tail.clone(), publish.store, true, key)),
         )
         .await;
-        let failed: Vec<&str> = channels
+        let failed: Vec<(&str, &PublishFailure)> = channels
             .iter()
             .zip(&results)
-            .filter(|(_, r)| r.is_err())
-            .map(|(id, _)| id.as_str())
+            .filter_map(|(id, r)| r.as_ref().err().map(|f| (id.as_str(), f)))
             .collect();
-        if failed.is_empty() {
-            return results.into_iter().collect();
-        }
-        let first_error = results
-            .iter()
-            .find_map(|r| r.as_ref().err().cloned())
-            .unwrap_or(BrokerError::ChannelChanged);
+        let Some((_, first)) = failed.first() else {
+            return Ok(results.into_iter().filter_map(Result::ok).collect());
+        };
+        let first_error = first.error.clone();
         if !matches!(first_error, BrokerError::Unavailable(_)) {
             return Err(first_error);
         }
@@ -749,15 +772,50 @@ impl RedisEngine {
             .filter(|(_, r)| r.is_ok())
             .map(|(id, _)| id.as_str())
             .collect();
-        Err(BrokerError::Unavailable(if published.is_empty() {
-            format!("{first_error} Nothing was published; try again.")
+        let unsure: Vec<&str> = failed
+            .iter()
+            .filter(|(_, f)| f.maybe_applied)
+            .map(|(id, _)| *id)
+            .collect();
+        let not: Vec<&str> = failed
+            .iter()
+            .filter(|(_, f)| !f.maybe_applied)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut explanation = vec![first_error.to_string()];
+        if channels.len() == 1 {
+            explanation.push(if unsure.is_empty() {
+                "Nothing was published.".to_string()
+            } else {
+                "Unknown whether Redis took the publish (the failure came while it was under way)."
+                    .to_string()
+            });
         } else {
-            format!(
-                "{first_error} Published to {}; not to {} (retry those only).",
-                published.join(", "),
-                failed.join(", ")
-            )
-        }))
+            if !published.is_empty() {
+                explanation.push(format!("Published to {}.", published.join(", ")));
+            }
+            if !not.is_empty() {
+                explanation.push(format!("Not published to {}.", not.join(", ")));
+            }
+            if !unsure.is_empty() {
+                explanation.push(format!(
+                    "Unknown whether Redis took the publish to {} (the failure came while it was under way).",
+                    unsure.join(", ")
+                ));
+            }
+        }
+        explanation.push(match (key.is_empty(), unsure.is_empty()) {
+            (false, _) => {
+                "Retry with the same Idempotency-Key: channels that took it are not published to again."
+            }
+            (true, true) if published.is_empty() => "Try again.",
+            (true, true) => "Retry only the channels not published to.",
+            (true, false) => {
+                "A retry may publish it twice; an Idempotency-Key header makes retries safe."
+            }
+        }
+        .to_string());
+        Err(BrokerError::Unavailable(explanation.join(" ")))
     }
 
     async fn publish_one(
@@ -766,12 +824,14 @@ impl RedisEngine {
         tail: Bytes,
         store: bool,
         count: bool,
-    ) -> Result<ChannelInfo, BrokerError> {
+        idempotency_key: &str,
+    ) -> Result<Published, PublishFailure> {
         let settings = self.settings();
         let shard = self.shard(id.as_str());
         let wildcard = self.is_wildcard(id.as_str());
         let keys = self.keys(id.as_str());
-        let mut conn = self.conn(shard).await?;
+        // Not sent yet: a failure here surely published nothing.
+        let mut conn = self.conn(shard).await.map_err(PublishFailure::not_sent)?;
         let mut invocation = self.scripts.publish.key(&keys.meta);
         invocation
             .key(&keys.log)
@@ -780,6 +840,7 @@ impl RedisEngine {
             .key(keys.published())
             .key(keys.stored())
             .key(&keys.subs)
+            .key(&keys.idempotency)
             .arg(id.as_str())
             .arg(&tail[..])
             .arg(u8::from(store))
@@ -789,15 +850,27 @@ impl RedisEngine {
             .arg(self.allowance(&keys.location, wildcard))
             .arg(&keys.pubsub)
             .arg(u8::from(count))
-            .arg(self.announce_command());
-        let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            .arg(self.announce_command())
+            .arg(idempotency_key)
+            .arg(settings.idempotency_keys_per_channel);
+        // Redis may have run the script even when the answer never came; only a refused
+        // connection surely sent nothing.
+        let reply: Value = self
+            .within_timeout(invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|err| PublishFailure {
+                error: self.call_error(shard, err.as_ref()),
+                maybe_applied: !err
+                    .as_ref()
+                    .is_some_and(redis::RedisError::is_connection_refusal),
+            })?;
         let items = array(&reply);
         let status = items
             .first()
             .and_then(int)
-            .ok_or_else(|| malformed("publish"))?;
+            .ok_or_else(|| PublishFailure::not_sent(malformed("publish")))?;
         if status < 0 {
-            return Err(self.too_many_channels(wildcard));
+            return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)));
         }
         if items.get(3).and_then(int) == Some(1) {
             self.emit("channel_created", id);
@@ -805,11 +878,14 @@ impl RedisEngine {
         self.await_mirror(id, status as u64).await;
         let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
         let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
-        Ok(ChannelInfo {
-            channel: id.clone(),
-            published_messages: status as u64,
-            stored_messages: stored,
-            subscribers: remote + self.broker.local_subscribers(id.as_str()),
+        Ok(Published {
+            info: ChannelInfo {
+                channel: id.clone(),
+                published_messages: status as u64,
+                stored_messages: stored,
+                subscribers: remote + self.broker.local_subscribers(id.as_str()),
+            },
+            replayed: items.get(6).and_then(int) == Some(1),
         })
     }
 
@@ -904,6 +980,7 @@ impl RedisEngine {
                 .key(keys.expiry())
                 .key(keys.stored())
                 .key(&keys.subs)
+                .key(&keys.idempotency)
                 .arg(id.as_str())
                 .arg(&keys.pubsub)
                 .arg(&text[..])
@@ -2118,6 +2195,7 @@ impl RedisEngine {
                     .key(keys.expiry())
                     .key(keys.stored())
                     .key(&keys.subs)
+                    .key(&keys.idempotency)
                     .arg(&id)
                     .arg(&keys.pubsub)
                     .arg(self.announce_command());
@@ -2149,8 +2227,8 @@ impl RedisEngine {
             };
             let text = lifecycle_event_text(name, &channel);
             let tail = Bytes::from(record::tail(true, None, None, &text));
-            if let Err(err) = self.publish_one(&events, tail, true, false).await {
-                tracing::debug!(error = %err, "could not publish to the events channel");
+            if let Err(failure) = self.publish_one(&events, tail, true, false, "").await {
+                tracing::debug!(error = %failure.error, "could not publish to the events channel");
             }
         }
     }
@@ -2313,6 +2391,23 @@ impl RedisEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a publish to one channel failed, and whether Redis may have taken it all the same.
+#[derive(Debug)]
+struct PublishFailure {
+    error: BrokerError,
+    /// The script was sent and no answer came (lost connection, timeout): it may have run.
+    maybe_applied: bool,
+}
+
+impl PublishFailure {
+    fn not_sent(error: BrokerError) -> PublishFailure {
+        PublishFailure {
+            error,
+            maybe_applied: false,
+        }
     }
 }
 

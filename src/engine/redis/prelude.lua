@@ -61,10 +61,10 @@ local function ensure_channel(meta, channels, allowance, now)
   return epoch, 1
 end
 
--- Removes a channel: its counters, stored records and subscriber counts.
-local function remove_channel(meta, log, subs, channels, expiry, stored, id)
+-- Removes a channel: its counters, stored records, subscriber counts and idempotency keys.
+local function remove_channel(meta, log, subs, channels, expiry, stored, id, keys)
   redis.call('DECRBY', stored, redis.call('LLEN', log))
-  redis.call('DEL', meta, log, subs)
+  redis.call('DEL', meta, log, subs, keys)
   redis.call('ZREM', channels, id)
   redis.call('ZREM', expiry, id)
 end
