@@ -1,11 +1,11 @@
-//! `Digest128`: a per-process keyed 128-bit digest (two independently keyed SipHash-1-3 halves),
+//! `Digest128`: a per-process keyed 128-bit digest (two differently keyed SipHash-1-3 halves),
 //! for bounded-size map keys made from client-chosen text (authorization cache entries, idempotency
 //! keys). Keyed at random per process, so clients cannot craft collisions.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-/// Two independently keyed hashers; `of` combines them into 128 bits.
+/// Two differently keyed hashers; `of` combines them into 128 bits.
 #[derive(Debug, Default)]
 pub struct Digest128 {
     high: RandomState,

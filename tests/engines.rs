@@ -415,6 +415,24 @@ async fn idempotency_key_publishes_once_per_channel(engine: &Engine) {
     );
     sub.expect_quiet(QUIET).await;
 
+    // A channel named twice takes the message once, and the first answer is no replay.
+    let (_, headers, body) = server.publish("twice/twice", "t", &keyed("kt")).await;
+    assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
+    assert_eq!(
+        server
+            .channel_info("twice")
+            .await
+            .map(|i| i["published_messages"].clone()),
+        Some(Value::from(1)),
+        "{body}"
+    );
+    let (_, headers, _) = server.publish("twice/twice", "t", &keyed("kt")).await;
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "true",
+        "{headers:?}"
+    );
+
     // The window: 3 keys per channel. k1, k2 + k3, k4 push k1 and k2 out; k1 publishes again.
     for key in ["k3", "k4"] {
         let (_, headers, _) = server.publish("news", key, &keyed(key)).await;
@@ -441,7 +459,16 @@ async fn idempotency_key_publishes_once_per_channel(engine: &Engine) {
 
     // Malformed keys: 400 naming the rule, nothing published.
     let long = "x".repeat(129);
-    for bad in ["", "\"\"", "two words", "tab\there", long.as_str()] {
+    for bad in [
+        "",
+        "\"\"",
+        "two words",
+        "tab\there",
+        "\"unbalanced",
+        "in\"side",
+        "back\\slash",
+        long.as_str(),
+    ] {
         let (status, headers, body) = server
             .request(
                 Method::POST,

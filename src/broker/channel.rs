@@ -220,6 +220,15 @@ impl Channel {
         state.subscribers == 0 && state.stored.is_empty() && !state.removed
     }
 
+    /// True when it remembers a publish with idempotency key `key`.
+    pub(crate) fn remembers(&self, key: u128) -> bool {
+        self.state
+            .read()
+            .keys
+            .as_ref()
+            .is_some_and(|keys| keys.known.contains(&key))
+    }
+
     /// True when it holds at least one stored message (the module's "exists" for authorized-only).
     pub(crate) fn has_stored(&self) -> bool {
         !self.state.read().stored.is_empty()

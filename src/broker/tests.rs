@@ -638,3 +638,22 @@ fn idempotency_keys_refused_when_turned_off() {
     );
     assert!(broker.publish(&[id("a")], text("m")).is_ok());
 }
+
+#[test]
+fn a_replay_is_answered_when_the_memory_budget_is_full() {
+    let broker = Broker::new(BrokerSettings {
+        shared_memory_size: Some(1_000),
+        max_messages_stored_per_channel: None,
+        ..settings()
+    });
+    assert!(!broker.publish(&[id("a")], keyed("m", "k1")).unwrap()[0].replayed);
+    // Fill the budget.
+    while broker.publish(&[id("a")], text("filler")).is_ok() {}
+    assert!(matches!(
+        broker.publish(&[id("a")], keyed("m", "k2")),
+        Err(BrokerError::MemoryExhausted { .. })
+    ));
+    // The retry of k1 needs no room.
+    let again = broker.publish(&[id("a")], keyed("m", "k1")).unwrap();
+    assert!(again[0].replayed, "{again:?}");
+}

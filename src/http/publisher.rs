@@ -128,10 +128,15 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 128;
 
 fn replayed_header(published: &[crate::broker::Published]) -> Option<&'static str> {
-    let replayed = published.iter().filter(|p| p.replayed).count();
+    // Per channel: one named twice (`a/a`) is replayed only if no occurrence published.
+    let mut replayed_by_channel = std::collections::HashMap::new();
+    for p in published {
+        *replayed_by_channel.entry(&p.info.channel).or_insert(true) &= p.replayed;
+    }
+    let replayed = replayed_by_channel.values().filter(|r| **r).count();
     match replayed {
         0 => None,
-        n if n == published.len() => Some("true"),
+        n if n == replayed_by_channel.len() => Some("true"),
         _ => Some("partial"),
     }
 }
@@ -154,14 +159,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<Box<str>>, HttpError> {
         [b'"', inner @ .., b'"'] => inner,
         _ => bytes,
     };
+    // Quotes only around the whole key; no backslash escapes.
     if key.is_empty()
         || key.len() > MAX_IDEMPOTENCY_KEY_LENGTH
-        || !key.iter().all(|b| (0x21..=0x7e).contains(b))
+        || !key
+            .iter()
+            .all(|b| (0x21..=0x7e).contains(b) && *b != b'"' && *b != b'\\')
     {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters (got {} bytes).",
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters other than '\"' and '\\', optionally in double quotes (got {} bytes).",
                 key.len()
             ),
         ));

@@ -77,6 +77,7 @@ impl RedisServer {
                 Ok(()) => return server,
                 Err(problem) if attempt < ATTEMPTS => {
                     eprintln!("redis-server on port {port}: {problem}; trying another port");
+                    let _ = std::fs::remove_dir_all(&server.dir);
                 }
                 Err(problem) => panic!("redis-server on port {port}: {problem}"),
             }

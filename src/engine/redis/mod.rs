@@ -715,7 +715,7 @@ impl RedisEngine {
     /// of channels is not: a failure names the channels that did get the message). Returns what the
     /// publish did on each channel.
     pub async fn publish(
-        &self,
+        self: &Arc<Self>,
         channels: &[ChannelId],
         publish: Publish,
     ) -> Result<Vec<Published>, BrokerError> {
@@ -762,16 +762,21 @@ impl RedisEngine {
             return Ok(results.into_iter().filter_map(Result::ok).collect());
         };
         let first_error = first.error.clone();
-        if !matches!(first_error, BrokerError::Unavailable(_)) {
-            return Err(first_error);
-        }
-        crate::metrics::count_redis_publish_failure();
         let published: Vec<&str> = channels
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .map(|(id, _)| id.as_str())
             .collect();
+        let any_unsure = failed.iter().any(|(_, f)| f.maybe_applied);
+        if !matches!(first_error, BrokerError::Unavailable(_))
+            && published.is_empty()
+            && !any_unsure
+        {
+            // Refused as a whole (a limit): nothing went out.
+            return Err(first_error);
+        }
+        crate::metrics::count_redis_publish_failure();
         let unsure: Vec<&str> = failed
             .iter()
             .filter(|(_, f)| f.maybe_applied)
@@ -819,7 +824,7 @@ impl RedisEngine {
     }
 
     async fn publish_one(
-        &self,
+        self: &Arc<Self>,
         id: &ChannelId,
         tail: Bytes,
         store: bool,
@@ -853,22 +858,19 @@ impl RedisEngine {
             .arg(self.announce_command())
             .arg(idempotency_key)
             .arg(settings.idempotency_keys_per_channel);
-        // Redis may have run the script even when the answer never came; only a refused
-        // connection surely sent nothing.
         let reply: Value = self
             .within_timeout(invocation.invoke_async(&mut conn))
             .await
             .map_err(|err| PublishFailure {
                 error: self.call_error(shard, err.as_ref()),
-                maybe_applied: !err
-                    .as_ref()
-                    .is_some_and(redis::RedisError::is_connection_refusal),
+                maybe_applied: err.as_ref().map_or(true, script_may_have_run),
             })?;
         let items = array(&reply);
-        let status = items
-            .first()
-            .and_then(int)
-            .ok_or_else(|| PublishFailure::not_sent(malformed("publish")))?;
+        // The script ran; its answer is unreadable.
+        let status = items.first().and_then(int).ok_or_else(|| PublishFailure {
+            error: malformed("publish"),
+            maybe_applied: true,
+        })?;
         if status < 0 {
             return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)));
         }
@@ -892,9 +894,11 @@ impl RedisEngine {
     /// Read-your-writes on the publishing node: when this node follows the channel, the publish
     /// answers once the mirror holds message `message_id` (its announcement normally arrives with
     /// the script's reply), so a poll or recovery here right after the answer sees it, as on the
-    /// memory engine. Bounded by `MIRROR_WAIT` (and the command timeout); a follow that is catching
-    /// up or goes away ends the wait.
-    async fn await_mirror(&self, id: &ChannelId, message_id: u64) {
+    /// memory engine. Bounded by `MIRROR_WAIT` (and the command timeout); no wait when the follow
+    /// is not live (a sync in progress delivers it), and a follow that goes away ends the wait. A
+    /// live follow that did not get its announcement in time has lost its feed: it is read again
+    /// from history (so later publishes do not wait as well).
+    async fn await_mirror(self: &Arc<Self>, id: &ChannelId, message_id: u64) {
         let mut taken = {
             let follows = self.follows.lock();
             match follows.get(id) {
@@ -907,7 +911,20 @@ impl RedisEngine {
             .await
             .is_ok_and(|r| r.is_ok());
         if !arrived {
-            tracing::debug!(channel = %id, message_id, "publish answered before this node's mirror took the message in");
+            let lost = {
+                let mut follows = self.follows.lock();
+                match follows.get_mut(id) {
+                    Some(f) if f.live && f.last_id < message_id => {
+                        f.live = false;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if lost {
+                tracing::warn!(channel = %id, message_id, "announcement not received within {wait:?}; reading the channel again from Redis");
+                self.spawn_resync(id.clone());
+            }
         }
     }
 
@@ -969,6 +986,7 @@ impl RedisEngine {
         }
         let text = text.unwrap_or_else(|| self.settings().channel_deleted_message_text.clone());
         let mut deleted = Vec::new();
+        let mut ending = Vec::new();
         for id in channels {
             let shard = self.shard(id.as_str());
             let keys = self.keys(id.as_str());
@@ -985,16 +1003,21 @@ impl RedisEngine {
                 .arg(&keys.pubsub)
                 .arg(&text[..])
                 .arg(self.announce_command());
-            let followed = self.follows.lock().get(id).map(|f| f.taken.subscribe());
+            // Only a live follow hears the deletion (one still subscribing ends by its sync).
+            let followed = self
+                .follows
+                .lock()
+                .get(id)
+                .filter(|f| f.live)
+                .map(|f| f.taken.subscribe());
             let existed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-            if let (1, Some(followed)) = (existed, followed) {
-                self.await_unfollowed(id, followed).await;
-            }
             if existed == 1 {
+                ending.extend(followed.map(|f| self.await_unfollowed(id, f)));
                 self.emit("channel_destroyed", id);
                 deleted.push(id.clone());
             }
         }
+        futures_util::future::join_all(ending).await;
         Ok(deleted)
     }
 
@@ -1610,7 +1633,10 @@ impl RedisEngine {
             .push_sender(push_tx)
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            .retries(1)
+            // No resending by the client: a publish script whose answer was lost may have run,
+            // and sending it again would publish twice. Herald's callers retry what is safe (and
+            // a publish's 503 says what became of it); a MOVED still refreshes the slot map.
+            .retries(0)
             .build();
         let client = match client {
             Ok(client) => client,
@@ -2392,6 +2418,34 @@ impl RedisEngine {
         }
         Ok(())
     }
+}
+
+/// Whether Redis may have run a script whose call failed with `err`. Only a refused connection
+/// (nothing was sent) and server errors Redis gives before running anything surely mean it did
+/// not; after a lost connection or a script error, part or all of it may have run.
+fn script_may_have_run(err: &redis::RedisError) -> bool {
+    const REFUSED_BEFORE_RUNNING: &[&str] = &[
+        "OOM",
+        "READONLY",
+        "LOADING",
+        "BUSY",
+        "NOSCRIPT",
+        "NOPERM",
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "CROSSSLOT",
+        "MISCONF",
+        "NOAUTH",
+        "WRONGPASS",
+    ];
+    if err.is_connection_refusal() {
+        return false;
+    }
+    !err.code()
+        .is_some_and(|code| REFUSED_BEFORE_RUNNING.contains(&code))
 }
 
 /// Why a publish to one channel failed, and whether Redis may have taken it all the same.

@@ -16,7 +16,10 @@ if not epoch then
   return {-1}
 end
 local key = ARGV[11]
-if key ~= '' and redis.call('ZSCORE', KEYS[8], key) then
+if created == 1 then
+  -- Keys of an earlier channel of this id (its meta hash went, e.g. evicted): not this channel's.
+  redis.call('DEL', KEYS[8])
+elseif key ~= '' and redis.call('ZSCORE', KEYS[8], key) then
   local seen = redis.call('HMGET', KEYS[1], 'last_id', 'time', 'tag')
   return {tonumber(seen[1]), tonumber(seen[2]), tonumber(seen[3]), created,
           redis.call('LLEN', KEYS[2]), redis.call('HGETALL', KEYS[7]), 1}
