@@ -226,6 +226,8 @@ pub struct RedisEngine {
     started: Instant,
     events: tokio::sync::mpsc::Sender<(&'static str, ChannelId)>,
     events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<(&'static str, ChannelId)>>>,
+    /// Set when shutdown begins: listeners stop, so publishes no longer wait for announcements.
+    stopping: AtomicBool,
 }
 
 struct Scripts {
@@ -391,6 +393,7 @@ impl RedisEngine {
             started: Instant::now(),
             events,
             events_rx: Mutex::new(Some(events_rx)),
+            stopping: AtomicBool::new(false),
         });
         let sink_engine = Arc::downgrade(&engine);
         engine.broker.set_event_sink(Box::new(move |name, channel| {
@@ -438,6 +441,7 @@ impl RedisEngine {
             tasks.push(tokio::spawn(self.clone().run_events(rx, stop_rx.clone())));
         }
         shutdown.await;
+        self.stopping.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
@@ -899,6 +903,9 @@ impl RedisEngine {
     /// live follow that did not get its announcement in time has lost its feed: it is read again
     /// from history (so later publishes do not wait as well).
     async fn await_mirror(self: &Arc<Self>, id: &ChannelId, message_id: u64) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let mut taken = {
             let follows = self.follows.lock();
             match follows.get(id) {
@@ -936,6 +943,9 @@ impl RedisEngine {
         id: &ChannelId,
         mut followed: tokio::sync::watch::Receiver<u64>,
     ) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
         // The sender goes with the follow: `changed` fails once the follow is gone.
         let ended = tokio::time::timeout(wait, async { while followed.changed().await.is_ok() {} })
