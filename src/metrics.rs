@@ -50,9 +50,13 @@ pub const AUTH_REFUSALS: &str = "herald_auth_refusals_total";
 /// Connections refused at accept time by `max_connections` / `max_connections_per_address`.
 pub const CONNECTION_REFUSALS: &str = "herald_connection_refusals_total";
 
+/// Publishes a channel answered as a replay of an `Idempotency-Key` it already took (one per
+/// channel).
+pub const PUBLISH_REPLAYS: &str = "herald_publish_replays_total";
 /// Reconnections to Redis shards (Redis engine).
 pub const REDIS_RECONNECTS: &str = "herald_redis_reconnects_total";
-/// Publishes refused because a Redis shard was unavailable (Redis engine).
+/// Publishes refused because a Redis shard was unavailable (Redis engine), by outcome:
+/// `not_published`, or `unknown` (Redis may have taken it).
 pub const REDIS_PUBLISH_FAILURES: &str = "herald_redis_publish_failures_total";
 /// 1 while a Redis shard's connection is up, by shard (Redis engine).
 pub const REDIS_SHARD_UP: &str = "herald_redis_shard_up";
@@ -151,6 +155,10 @@ fn describe() {
     );
     describe_gauge!(OPEN_FDS, "Open file descriptors of the process.");
     describe_counter!(
+        PUBLISH_REPLAYS,
+        "Publishes not applied again because the channel had taken their Idempotency-Key."
+    );
+    describe_counter!(
         LIMIT_REFUSALS,
         "Requests refused by a configured limit, by limit."
     );
@@ -204,9 +212,18 @@ pub fn count_redis_reconnect() {
     counter!(REDIS_RECONNECTS).increment(1);
 }
 
-/// Counts a publish the Redis engine could not carry out (a shard down or too slow).
-pub fn count_redis_publish_failure() {
-    counter!(REDIS_PUBLISH_FAILURES).increment(1);
+/// Counts a publish the Redis engine could not carry out (a shard down or too slow); `unknown`
+/// when Redis may have taken it all the same.
+pub fn count_redis_publish_failure(unknown: bool) {
+    let outcome = if unknown { "unknown" } else { "not_published" };
+    counter!(REDIS_PUBLISH_FAILURES, "outcome" => outcome).increment(1);
+}
+
+/// Counts channels that answered a publish as a replay of its idempotency key.
+pub fn count_publish_replays(channels: u64) {
+    if channels > 0 {
+        counter!(PUBLISH_REPLAYS).increment(channels);
+    }
 }
 
 /// Whether a Redis shard's connection is up (1) or not (0).

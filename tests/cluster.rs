@@ -126,7 +126,8 @@ impl Cluster {
     }
 
     /// The config of node `name` listening on `port`: the default config's shapes (publisher `/pub`,
-    /// stats `/channels-stats`, `/sub/`, `/ev/`, `/lp/`, `/poll/`, `/ws/`) on the Redis engine.
+    /// stats `/channels-stats`, `/sub/`, `/ev/`, `/lp/`, `/poll/`, `/ws/`, `/metrics`) on the Redis
+    /// engine.
     fn config(&self, name: &str, port: u16) -> String {
         if let Some(raw) = &self.raw_config {
             return raw
@@ -219,6 +220,11 @@ path = "/ws/"
 role = "subscriber"
 mode = "websocket"
 ping_message_interval = "10s"
+
+[[location]]
+path = "/metrics"
+match = "exact"
+role = "metrics"
 
 {locations}
 "#
@@ -378,6 +384,18 @@ impl HeraldNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// `GET /metrics` (asserting 200).
+    async fn metrics(&self) -> String {
+        let (status, _, text) = self.get("/metrics").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "node {}: /metrics: {text}",
+            self.name
+        );
+        text
     }
 
     /// Publishes `body` with `Event-Id: event_id` and asserts 200.
@@ -1074,6 +1092,32 @@ async fn shard_down_503_only_its_channels() {
         "subscribe to {on1_sub} on the dead shard: {body:?}"
     );
     drop(refused);
+    // Metrics: shard 1 down, the failed publishes counted by outcome.
+    let metrics = a.metrics().await;
+    assert_eq!(
+        metric(&metrics, "herald_redis_shard_up{shard=\"1\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "herald_redis_shard_up{shard=\"0\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let failures = metric(
+        &metrics,
+        "herald_redis_publish_failures_total{outcome=\"unknown\"}",
+    )
+    .unwrap_or(0.0)
+        + metric(
+            &metrics,
+            "herald_redis_publish_failures_total{outcome=\"not_published\"}",
+        )
+        .unwrap_or(0.0);
+    assert_eq!(
+        failures, 3.0,
+        "three publishes to the dead shard: {metrics}"
+    );
     // Not ready while a shard is down.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -1109,7 +1153,24 @@ async fn shard_down_503_only_its_channels() {
     }
     a.publish_ok(&on1, "after", None).await;
     a.publish_ok(&on0, "after", None).await;
+    let metrics = a.metrics().await;
+    assert_eq!(
+        metric(&metrics, "herald_redis_shard_up{shard=\"1\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "herald_redis_reconnects_total").unwrap_or(0.0) >= 1.0,
+        "a reconnection to shard 1 is counted: {metrics}"
+    );
     drop(a);
+}
+
+/// The value of the series `name{labels}` (written exactly as the exporter does) in a scrape.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------------

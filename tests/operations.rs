@@ -426,6 +426,25 @@ async fn metrics_location_reports_connections_deliveries_and_process_gauges() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.wait_for_subscribers("m", 0).await;
+
+    // A retried publish with the same Idempotency-Key counts as a replay, not as a publish.
+    let key = [("Idempotency-Key", "metrics-retry")];
+    let before_retry = scrape(&server).await;
+    for _ in 0..2 {
+        let (status, _, body) = server.publish("m", "retried", &key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let after_retry = scrape(&server).await;
+    let replays = after_retry.require("herald_publish_replays_total", &[])
+        - before_retry.value("herald_publish_replays_total", &[]);
+    let published = after_retry.require("herald_messages_published_total", &[])
+        - before_retry.value("herald_messages_published_total", &[]);
+    assert_eq!(
+        (replays, published),
+        (1.0, 1.0),
+        "herald_publish_replays_total and herald_messages_published_total after a publish and its retry\n{}",
+        after_retry.text
+    );
     server.stop().await;
 }
 

@@ -65,6 +65,9 @@ where
                 ));
             }
             let published = state.engine.publish(&channels, publish).await?;
+            crate::metrics::count_publish_replays(
+                published.iter().filter(|p| p.replayed).count() as u64
+            );
             let replayed = replayed_header(&published);
             let mut response = if !settings.channel_info_on_publish {
                 base_response(StatusCode::OK)

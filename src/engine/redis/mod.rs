@@ -739,7 +739,7 @@ impl RedisEngine {
         {
             if let Err(err) = self.create_all(channels).await {
                 if matches!(err, BrokerError::Unavailable(_)) {
-                    crate::metrics::count_redis_publish_failure();
+                    crate::metrics::count_redis_publish_failure(false);
                 }
                 return Err(err);
             }
@@ -780,7 +780,7 @@ impl RedisEngine {
             // Refused as a whole (a limit): nothing went out.
             return Err(first_error);
         }
-        crate::metrics::count_redis_publish_failure();
+        crate::metrics::count_redis_publish_failure(any_unsure);
         let unsure: Vec<&str> = failed
             .iter()
             .filter(|(_, f)| f.maybe_applied)
