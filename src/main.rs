@@ -1,5 +1,6 @@
 //! The `herald` command: run the server (embedded default config, `--config FILE`, `--nginx-config
-//! FILE`, `--listen ADDR`), check a config file (`herald check-config FILE`), print the TOML equivalent of
+//! FILE`, `--listen ADDR`), check a config file (`herald check-config [--connect] FILE`: `--connect` also
+//! reaches the Redis servers of `[engine]`), print the TOML equivalent of
 //! an nginx push-stream configuration (`herald migrate FILE`), or ask a running server to reload its
 //! config (`herald reload PID`, the same as `kill -HUP PID`).
 
@@ -35,6 +36,9 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Also connect to every Redis of `[engine]` and check its version (exit 1 if one fails).
+        #[arg(long)]
+        connect: bool,
     },
     /// Ask the running server with this process id to re-read its configuration (sends SIGHUP).
     Reload {
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
         println!("asked process {pid} to reload its configuration");
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::CheckConfig { file }) = &cli.command {
+    if let Some(Command::CheckConfig { file, connect }) = &cli.command {
         return match Config::from_file(file) {
             Ok(config) => {
                 println!(
@@ -117,6 +121,9 @@ fn main() -> ExitCode {
                     file.display(),
                     config.locations.len()
                 );
+                if *connect {
+                    return check_redis(&config);
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -164,6 +171,48 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config, source, cli.listen))
+}
+
+/// `check-config --connect`: reaches every Redis of `[engine]`; exit 1 when one cannot serve.
+fn check_redis(config: &Config) -> ExitCode {
+    if config.engine.redis_urls.is_empty() {
+        println!("engine: memory (no Redis to connect to)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ok = true;
+    for (index, (url, result)) in runtime
+        .block_on(herald::engine::probe_redis(&config.engine))
+        .into_iter()
+        .enumerate()
+    {
+        let what = if config.engine.cluster {
+            format!("cluster seed {url}")
+        } else {
+            format!("shard {index} {url}")
+        };
+        match result {
+            Ok(server) => println!("{what}: {server}"),
+            Err(problem) => {
+                ok = false;
+                eprintln!("{what}: {problem}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>) -> ExitCode {

@@ -60,6 +60,54 @@ async fn check_config_accepts_a_valid_file() {
 }
 
 #[tokio::test]
+async fn check_config_connect_reaches_every_redis_and_names_the_one_that_fails() {
+    let redis = common::redis::RedisServer::start();
+    // A port nothing listens on: bind one, note it, close it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port");
+    let engine = |urls: &str| {
+        format!(
+            "{GOOD_CONFIG}\n[engine]\nkind = \"redis\"\nredis_urls = [{urls}]\ncommand_timeout = \"1s\"\n"
+        )
+    };
+    let live = format!("{:?}", redis.url());
+    let file = TempFile::new("redis-ok.toml", &engine(&live));
+    let out = run(&["check-config", "--connect", file.path()]).await;
+    assert!(out.status.success(), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("shard 0 {}: Redis ", redis.url())),
+        "stdout: {}",
+        out.stdout
+    );
+
+    let dead_url = format!("redis://127.0.0.1:{dead}/0");
+    let file = TempFile::new("redis-dead.toml", &engine(&format!("{live}, {dead_url:?}")));
+    let out = run(&["check-config", "--connect", file.path()]).await;
+    assert!(!out.status.success(), "stdout: {}", out.stdout);
+    assert!(
+        out.stdout.contains("shard 0 ") && out.stderr.contains(&format!("shard 1 {dead_url}: ")),
+        "stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    // Without --connect the same file is only checked.
+    let out = run(&["check-config", file.path()]).await;
+    assert!(out.status.success(), "stderr: {}", out.stderr);
+
+    // A memory-engine config has nothing to reach.
+    let file = TempFile::new("memory.toml", GOOD_CONFIG);
+    let out = run(&["check-config", "--connect", file.path()]).await;
+    assert!(
+        out.status.success() && out.stdout.contains("engine: memory"),
+        "stdout: {}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
 async fn check_config_accepts_the_shipped_default() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/herald.toml");
     let out = run(&["check-config", path]).await;

@@ -13,7 +13,7 @@ use crate::config::{EngineConfig, EngineKind};
 use bytes::Bytes;
 use std::sync::Arc;
 
-pub use self::redis::{shard_of, NodeReport};
+pub use self::redis::{probe as probe_redis, shard_of, NodeReport};
 
 /// Handle to the engine; cheap to clone.
 #[derive(Clone)]

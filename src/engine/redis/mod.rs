@@ -1563,8 +1563,13 @@ impl RedisEngine {
                     }
                     // The command connection reconnects when used: make sure it has before the
                     // shard counts as up, so the first publish after an outage does not fail.
+                    let mut problem = "connection lost, reconnecting".to_string();
                     if subscribed {
-                        subscribed = self.command_connection_answers(&shard).await;
+                        if let Err(refusal) = self.command_connection_answers(&shard).await {
+                            tracing::error!(shard = shard.index, url = %shard.url, "{refusal}");
+                            problem = refusal;
+                            subscribed = false;
+                        }
                     }
                     if subscribed {
                         *shard.sink.lock() = Some(sink);
@@ -1596,7 +1601,7 @@ impl RedisEngine {
                         tracing::warn!(shard = shard.index, url = %shard.url, "lost the Redis pub/sub connection; reconnecting");
                     }
                     *shard.sink.lock() = None;
-                    shard.set_up(false, "connection lost, reconnecting");
+                    shard.set_up(false, &problem);
                     self.mark_stale(shard.index);
                 }
                 Ok(Err(err)) => shard.set_up(false, &err.to_string()),
@@ -1610,22 +1615,27 @@ impl RedisEngine {
         }
     }
 
-    /// Pings through the shard's command connection (a few tries: its first use after an outage
-    /// may still report the old failure while it reconnects).
-    async fn command_connection_answers(&self, shard: &Shard) -> bool {
+    /// Checks the shard's command connection (a few tries: its first use after an outage may
+    /// still report the old failure while it reconnects) and that the server is recent enough.
+    async fn command_connection_answers(&self, shard: &Shard) -> Result<(), String> {
         let Some(mut conn) = shard.conn.lock().clone() else {
-            return false;
+            return Err("no command connection".into());
         };
+        let mut last = String::new();
         for _ in 0..10 {
-            let pong: Result<Value, _> = self
-                .call(shard, redis::cmd("PING").query_async(&mut conn))
+            let info: Result<String, _> = self
+                .call(
+                    shard,
+                    redis::cmd("INFO").arg("server").query_async(&mut conn),
+                )
                 .await;
-            if pong.is_ok() {
-                return true;
+            match info {
+                Ok(info) => return check_server_version(&info, false),
+                Err(err) => last = err.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        false
+        Err(last)
     }
 
     /// Redis Cluster: makes the cluster connection (RESP3, announcements pushed to this task) and
@@ -2430,6 +2440,77 @@ impl RedisEngine {
     }
 }
 
+/// The oldest Redis Herald's scripts run on: 6.2 (`ZADD … GT`); 7.0 on a Redis Cluster (sharded
+/// pub/sub).
+const MIN_REDIS: (u32, u32) = (6, 2);
+const MIN_REDIS_CLUSTER: (u32, u32) = (7, 0);
+
+/// The `redis_version` of an `INFO server` answer as (major, minor).
+fn server_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// Ok when the server of this `INFO server` answer can run Herald's scripts; else why not.
+pub fn check_server_version(info: &str, cluster: bool) -> Result<(), String> {
+    let need = if cluster {
+        MIN_REDIS_CLUSTER
+    } else {
+        MIN_REDIS
+    };
+    match server_version(info) {
+        Some(version) if version >= need => Ok(()),
+        Some((major, minor)) => Err(format!(
+            "Redis {major}.{minor} is too old: Herald needs Redis {}.{} or later{}",
+            need.0,
+            need.1,
+            if cluster { " for a Redis Cluster" } else { "" }
+        )),
+        None => Err("INFO server did not say redis_version".into()),
+    }
+}
+
+/// `herald check-config --connect`: reaches every Redis URL of `config` (each within
+/// `command_timeout`) and says, per URL, which Redis answered or why it cannot serve Herald.
+pub async fn probe(config: &EngineConfig) -> Vec<(String, Result<String, String>)> {
+    let limit = config.command_timeout.0;
+    let mut out = Vec::new();
+    for url in &config.redis_urls {
+        let result = async {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let mut conn = tokio::time::timeout(limit, client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| format!("no connection within command_timeout = {limit:?}"))?
+                .map_err(|e| e.to_string())?;
+            let info: String = tokio::time::timeout(
+                limit,
+                redis::cmd("INFO").arg("server").query_async(&mut conn),
+            )
+            .await
+            .map_err(|_| format!("no answer within command_timeout = {limit:?}"))?
+            .map_err(|e| e.to_string())?;
+            check_server_version(&info, config.cluster)?;
+            let cluster_node = info.lines().any(|l| l.trim() == "redis_mode:cluster");
+            match (config.cluster, cluster_node) {
+                (true, false) => Err("not a Redis Cluster node (cluster = true)".to_string()),
+                (false, true) => Err("a Redis Cluster node: set cluster = true".to_string()),
+                _ => Ok(info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .map(|v| format!("Redis {}", v.trim()))
+                    .unwrap_or_default()),
+            }
+        }
+        .await;
+        out.push((url.clone(), result));
+    }
+    out
+}
+
 /// Whether Redis may have run a script whose call failed with `err`. Only a refused connection
 /// (nothing was sent) and server errors Redis gives before running anything surely mean it did
 /// not; after a lost connection or a script error, part or all of it may have run.
@@ -2503,7 +2584,23 @@ struct ShardUpdates {
 
 #[cfg(test)]
 mod tests {
-    use super::{fnv1a64, shard_of};
+    use super::{check_server_version, fnv1a64, server_version, shard_of};
+
+    #[test]
+    fn redis_versions_are_checked() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        assert_eq!(server_version(&info("7.0.15")), Some((7, 0)));
+        assert!(check_server_version(&info("6.2.0"), false).is_ok());
+        assert!(check_server_version(&info("7.2.4"), true).is_ok());
+        let old = check_server_version(&info("6.0.16"), false).unwrap_err();
+        assert!(
+            old.contains("Redis 6.0 is too old") && old.contains("6.2"),
+            "{old}"
+        );
+        let old = check_server_version(&info("6.2.14"), true).unwrap_err();
+        assert!(old.contains("7.0 or later for a Redis Cluster"), "{old}");
+        assert!(check_server_version("# Server\r\n", false).is_err());
+    }
 
     #[test]
     fn shard_hash_is_fnv1a_64() {
