@@ -276,7 +276,10 @@ impl HeraldNode {
             .arg(&config_file)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                // The harness reads the port from the "listening on" line (info level).
+                std::env::var("RUST_LOG")
+                    .map(|filter| format!("{filter},herald=info"))
+                    .unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1018,6 +1021,88 @@ async fn redis_restart_mid_stream_no_loss() {
     drop((a, b));
 }
 
+/// A publish Redis takes only after Herald gave up waiting: the 503 says the outcome is unknown,
+/// and the retry with the same Idempotency-Key is answered as a replay; the subscriber gets the
+/// message once. (Redis is paused longer than command_timeout, so the script waits in Redis'
+/// queue and runs when the pause ends, before the retries queued behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_outcome_then_retry_with_the_key_is_a_replay() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("paused", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let mut sub = a.subscribe_ok("/sub/paused").await;
+    a.wait_subscribers("paused", WAIT, "1", |n| n >= 1).await;
+    let keyed = |key: &'static str| [("Idempotency-Key", key)];
+    let (status, _, body) = a.publish("paused", "m1", &keyed("k1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let pause = COMMAND_TIMEOUT * 5 / 2;
+    let paused = redis.cli(&["CLIENT", "PAUSE", &pause.as_millis().to_string(), "ALL"]);
+    assert!(paused.contains("OK"), "CLIENT PAUSE: {paused:?}");
+    let (status, _, body) = a.publish("paused", "m2", &keyed("k2")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("Unknown whether Redis took the publish")
+            && body.contains("Retry with the same Idempotency-Key"),
+        "{body}"
+    );
+    // Retry until answered (the shard may count as down for a moment after the pause).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let replayed = loop {
+        let (status, headers, body) = a.publish("paused", "m2", &keyed("k2")).await;
+        if status == StatusCode::OK {
+            break header(&headers, "Idempotent-Replayed");
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "no 200 for the retry: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(replayed, "true", "the script had run when the pause ended");
+    let info = a.channel_info("paused").await.expect("the channel exists");
+    assert_eq!(info["published_messages"], 2, "{info}");
+    let raw = sub.read_until("m2\n", WAIT).await;
+    sub.expect_quiet(Duration::from_millis(500)).await;
+    assert_eq!(stream_lines(&raw), ["m1", "m2"], "{raw:?}");
+}
+
+/// Keys left behind by a channel whose other keys went (evicted, or deleted by hand) belong to no
+/// channel: when a subscriber re-creates the channel, a publish with such a key is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_of_a_vanished_channel_do_not_replay_on_its_successor() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("vanished", &[&redis]);
+    let a = cluster.node("node-a").await;
+    let keyed = [("Idempotency-Key", "k-old")];
+    let (status, _, body) = a.publish("gone", "old", &keyed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let prefix = cluster.key_prefix();
+    let removed = redis.cli(&[
+        "DEL",
+        &format!("{prefix}:{{gone}}:m"),
+        &format!("{prefix}:{{gone}}:l"),
+    ]);
+    assert_eq!(removed.trim(), "2", "the channel's meta and log keys");
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &format!("{prefix}:{{gone}}:k")])
+            .trim(),
+        "1",
+        "its idempotency keys are left"
+    );
+    // A subscriber re-creates the channel (a new incarnation, from id 1).
+    let mut sub = a.subscribe_ok("/sub/gone").await;
+    a.wait_subscribers("gone", WAIT, "1", |n| n >= 1).await;
+    let (status, headers, body) = a.publish("gone", "new", &keyed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        header(&headers, "Idempotent-Replayed"),
+        "",
+        "{headers:?} {body}"
+    );
+    assert_eq!(parse_json(&body)["published_messages"], 1, "{body}");
+    assert_eq!(stream_lines(&sub.read_until("new\n", WAIT).await), ["new"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. One shard down
 
@@ -1092,12 +1177,17 @@ async fn shard_down_503_only_its_channels() {
         "subscribe to {on1_sub} on the dead shard: {body:?}"
     );
     drop(refused);
-    // Metrics: shard 1 down, the failed publishes counted by outcome.
+    // Metrics: shard 1 down (once the listener noticed), the failed publishes counted by outcome.
+    let down = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { metric(&a.metrics().await, "herald_redis_shard_up{shard=\"1\"}") == Some(0.0) },
+    )
+    .await;
     let metrics = a.metrics().await;
-    assert_eq!(
-        metric(&metrics, "herald_redis_shard_up{shard=\"1\"}"),
-        Some(0.0),
-        "{metrics}"
+    assert!(
+        down,
+        "herald_redis_shard_up{{shard=\"1\"}} never 0: {metrics}"
     );
     assert_eq!(
         metric(&metrics, "herald_redis_shard_up{shard=\"0\"}"),

@@ -230,6 +230,8 @@ macro_rules! engine_tests {
 engine_tests! {
     publish_answers_channel_info_with_consecutive_ids,
     idempotency_key_publishes_once_per_channel,
+    idempotency_replays_keep_a_channel_alive_and_collection_forgets_keys,
+    idempotency_keys_turned_off,
     streaming_delivers_every_message_once_in_publish_order,
     one_subscription_follows_several_channels,
     backtrack_sends_stored_messages_then_live_ones,
@@ -507,6 +509,66 @@ async fn idempotency_key_publishes_once_per_channel(engine: &Engine) {
     let (_, headers, body) = server.publish("news", "k4", &keyed("k4")).await;
     assert_eq!(header(&headers, "Idempotent-Replayed"), "", "{headers:?}");
     assert_eq!(parse_json(&body)["published_messages"], 1, "{body}");
+    server.stop().await;
+}
+
+/// A replay counts as activity (the channel and its keys stay, as after a publish); once the
+/// channel is collected, its keys are forgotten and the key publishes again.
+async fn idempotency_replays_keep_a_channel_alive_and_collection_forgets_keys(engine: &Engine) {
+    let server = engine.start("channel_inactivity_time = \"3s\"").await;
+    let keyed = [("Idempotency-Key", "k-idle")];
+    let publish = || async {
+        let (status, headers, body) = server
+            .request(
+                Method::POST,
+                "/pub-nostore?id=idle",
+                "x".to_string(),
+                &keyed,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        header(&headers, "Idempotent-Replayed")
+    };
+    let started = Instant::now();
+    assert_eq!(publish().await, "");
+    // Unstored, no subscriber: the channel lives channel_inactivity_time (3 s) after its last
+    // activity. Replays at 1.5 s and 3.5 s keep it (and so the key).
+    for at in [1500, 3500] {
+        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
+        assert_eq!(publish().await, "true", "replay at {at} ms");
+    }
+    assert!(server.channel_info("idle").await.is_some());
+    eventually(
+        &server,
+        Duration::from_secs(10),
+        "the idle channel is collected",
+        || async { server.channel_info("idle").await.is_none() },
+    )
+    .await;
+    assert_eq!(publish().await, "", "a collected channel forgot its keys");
+    server.stop().await;
+}
+
+/// `idempotency_keys_per_channel = 0`: a keyed publish is refused with 400 and an explanation
+/// (after the events-channel rule, as without keys); unkeyed publishes work.
+async fn idempotency_keys_turned_off(engine: &Engine) {
+    let server = engine
+        .start("idempotency_keys_per_channel = 0\nevents_channel_id = \"events\"")
+        .await;
+    let keyed = [("Idempotency-Key", "k")];
+    let (status, headers, body) = server.publish("news", "m", &keyed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        header(&headers, EXPLAIN).contains("idempotency_keys_per_channel = 0"),
+        "{headers:?}"
+    );
+    let (status, _, body) = server.publish("events", "m", &keyed).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        server.channel_info("news").await.is_none(),
+        "nothing published"
+    );
+    server.publish_ok("news", "m").await;
     server.stop().await;
 }
 

@@ -694,14 +694,14 @@ impl Broker {
         channels: &[ChannelId],
         publish: Publish,
     ) -> Result<Vec<Published>, BrokerError> {
-        if publish.idempotency_key.is_some() && self.cfg().idempotency_keys_per_channel == 0 {
-            return Err(BrokerError::IdempotencyKeysOff);
-        }
         if channels
             .iter()
             .any(|id| self.is_events_channel(id.as_str()))
         {
             return Err(BrokerError::EventsChannelReadOnly);
+        }
+        if publish.idempotency_key.is_some() && self.cfg().idempotency_keys_per_channel == 0 {
+            return Err(BrokerError::IdempotencyKeysOff);
         }
         self.publish_unchecked(channels, publish)
     }

@@ -65,10 +65,8 @@ where
                 ));
             }
             let published = state.engine.publish(&channels, publish).await?;
-            crate::metrics::count_publish_replays(
-                published.iter().filter(|p| p.replayed).count() as u64
-            );
-            let replayed = replayed_header(&published);
+            let (replayed_channels, replayed) = replayed_header(&published);
+            crate::metrics::count_publish_replays(replayed_channels);
             let mut response = if !settings.channel_info_on_publish {
                 base_response(StatusCode::OK)
                     .body(Body::empty())
@@ -130,18 +128,20 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 128;
 
-fn replayed_header(published: &[crate::broker::Published]) -> Option<&'static str> {
-    // Per channel: one named twice (`a/a`) is replayed only if no occurrence published.
+/// How many distinct channels replayed, and the `Idempotent-Replayed` value. A channel named twice
+/// (`a/a`) is replayed only if no occurrence published.
+fn replayed_header(published: &[crate::broker::Published]) -> (u64, Option<&'static str>) {
     let mut replayed_by_channel = std::collections::HashMap::new();
     for p in published {
         *replayed_by_channel.entry(&p.info.channel).or_insert(true) &= p.replayed;
     }
     let replayed = replayed_by_channel.values().filter(|r| **r).count();
-    match replayed {
+    let header = match replayed {
         0 => None,
         n if n == replayed_by_channel.len() => Some("true"),
         _ => Some("partial"),
-    }
+    };
+    (replayed as u64, header)
 }
 
 /// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, optionally in double quotes

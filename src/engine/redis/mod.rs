@@ -111,6 +111,9 @@ struct Shard {
     url: String,
     /// The command connection (`None` until a cluster connection is made).
     conn: Mutex<Option<RedisConn>>,
+    /// Redis Cluster: a second connection that never resends a command, for the scripts whose
+    /// repetition would show (publish, delete). Standalone connections never resend: `None`.
+    once_conn: Mutex<Option<RedisConn>>,
     /// Standalone: subscribes and unsubscribes on the current pub/sub connection; `None` while
     /// disconnected.
     sink: Mutex<Option<PubSubSink>>,
@@ -171,8 +174,8 @@ struct Follow {
     epoch: u64,
     /// Last Redis message id taken in.
     last_id: u64,
-    /// `last_id` for publishes waiting until the mirror holds their message.
-    taken: tokio::sync::watch::Sender<u64>,
+    /// (`epoch`, `last_id`) for publishes waiting until the mirror holds their message.
+    taken: tokio::sync::watch::Sender<(u64, u64)>,
     /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
     live: bool,
     pending: std::collections::VecDeque<(u64, Record)>,
@@ -410,6 +413,7 @@ impl RedisEngine {
             index,
             url,
             conn: Mutex::new(conn),
+            once_conn: Mutex::new(None),
             sink: Mutex::new(None),
             up: AtomicBool::new(false),
             up_watch: tokio::sync::watch::channel(false).0,
@@ -567,6 +571,20 @@ impl RedisEngine {
         }
         self.wait_up(shard).await;
         let conn = shard.conn.lock().clone();
+        conn.ok_or_else(|| self.unavailable(shard, shard.problem.lock().clone()))
+    }
+
+    /// The connection for scripts that must not run twice (publish, delete): on a Redis Cluster the
+    /// one that never resends; standalone connections never resend anyway.
+    async fn conn_once(&self, shard: &Shard) -> Result<RedisConn, BrokerError> {
+        if !self.config.cluster {
+            return self.conn(shard).await;
+        }
+        if let Some(conn) = shard.once_conn.lock().clone() {
+            return Ok(conn);
+        }
+        self.wait_up(shard).await;
+        let conn = shard.once_conn.lock().clone();
         conn.ok_or_else(|| self.unavailable(shard, shard.problem.lock().clone()))
     }
 
@@ -738,10 +756,14 @@ impl RedisEngine {
                 || settings.max_number_of_wildcard_channels.is_some())
         {
             if let Err(err) = self.create_all(channels).await {
-                if matches!(err, BrokerError::Unavailable(_)) {
-                    crate::metrics::count_redis_publish_failure(false);
+                if !matches!(err, BrokerError::Unavailable(_)) {
+                    return Err(err);
                 }
-                return Err(err);
+                // Only channel creation ran: no channel got the message.
+                crate::metrics::count_redis_publish_failure(false);
+                return Err(BrokerError::Unavailable(format!(
+                    "{err} Nothing was published. Try again."
+                )));
             }
         }
         let tail = Bytes::from(record::tail(
@@ -827,12 +849,15 @@ impl RedisEngine {
         Err(BrokerError::Unavailable(explanation.join(" ")))
     }
 
+    /// Publishes to one channel. `client_publish`: a client's message (counted in the published
+    /// totals, answered once this node's mirror has it); false for Herald's own events-channel
+    /// messages, which neither count nor wait.
     async fn publish_one(
         self: &Arc<Self>,
         id: &ChannelId,
         tail: Bytes,
         store: bool,
-        count: bool,
+        client_publish: bool,
         idempotency_key: &str,
     ) -> Result<Published, PublishFailure> {
         let settings = self.settings();
@@ -840,7 +865,10 @@ impl RedisEngine {
         let wildcard = self.is_wildcard(id.as_str());
         let keys = self.keys(id.as_str());
         // Not sent yet: a failure here surely published nothing.
-        let mut conn = self.conn(shard).await.map_err(PublishFailure::not_sent)?;
+        let mut conn = self
+            .conn_once(shard)
+            .await
+            .map_err(PublishFailure::not_sent)?;
         let mut invocation = self.scripts.publish.key(&keys.meta);
         invocation
             .key(&keys.log)
@@ -858,17 +886,33 @@ impl RedisEngine {
             .arg(settings.channel_inactivity_time.as_millis() as u64)
             .arg(self.allowance(&keys.location, wildcard))
             .arg(&keys.pubsub)
-            .arg(u8::from(count))
+            .arg(u8::from(client_publish))
             .arg(self.announce_command())
             .arg(idempotency_key)
             .arg(settings.idempotency_keys_per_channel);
-        let reply: Value = self
-            .within_timeout(invocation.invoke_async(&mut conn))
-            .await
-            .map_err(|err| PublishFailure {
+        // Sent again only when Redis refused it before running it (a Redis Cluster moving slots).
+        let deadline = Instant::now() + self.config.command_timeout.0;
+        let mut pause = Duration::from_millis(10);
+        let reply: Value = loop {
+            let err = match self
+                .within_timeout(invocation.invoke_async(&mut conn))
+                .await
+            {
+                Ok(reply) => break reply,
+                Err(err) => err,
+            };
+            if err.as_ref().is_some_and(refused_while_slots_move)
+                && Instant::now() + pause < deadline
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+                continue;
+            }
+            return Err(PublishFailure {
                 error: self.call_error(shard, err.as_ref()),
                 maybe_applied: err.as_ref().map_or(true, script_may_have_run),
-            })?;
+            });
+        };
         let items = array(&reply);
         // The script ran; its answer is unreadable.
         let status = items.first().and_then(int).ok_or_else(|| PublishFailure {
@@ -881,7 +925,10 @@ impl RedisEngine {
         if items.get(3).and_then(int) == Some(1) {
             self.emit("channel_created", id);
         }
-        self.await_mirror(id, status as u64).await;
+        let epoch = items.get(7).and_then(int).map(|e| e.max(0) as u64);
+        if client_publish {
+            self.await_mirror(id, epoch, status as u64).await;
+        }
         let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
         let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
         Ok(Published {
@@ -896,52 +943,42 @@ impl RedisEngine {
     }
 
     /// Read-your-writes on the publishing node: when this node follows the channel, the publish
-    /// answers once the mirror holds message `message_id` (its announcement normally arrives with
-    /// the script's reply), so a poll or recovery here right after the answer sees it, as on the
-    /// memory engine. Bounded by `MIRROR_WAIT` (and the command timeout); no wait when the follow
-    /// is not live (a sync in progress delivers it), and a follow that goes away ends the wait. A
-    /// live follow that did not get its announcement in time has lost its feed: it is read again
-    /// from history (so later publishes do not wait as well).
-    async fn await_mirror(self: &Arc<Self>, id: &ChannelId, message_id: u64) {
+    /// answers once the mirror holds message `message_id` of incarnation `epoch` (its announcement
+    /// normally arrives with the script's reply), so a poll or recovery here right after the answer
+    /// sees it, as on the memory engine; a follow of an older incarnation ends when the announcement
+    /// arrives. Bounded by `MIRROR_WAIT` (and the command timeout); no wait when the follow is not
+    /// live (a sync in progress delivers it). A live follow that did not get the announcement in time
+    /// has lost its feed: it is read again from Redis (so later publishes do not wait as well).
+    async fn await_mirror(self: &Arc<Self>, id: &ChannelId, epoch: Option<u64>, message_id: u64) {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
+        let has =
+            move |(e, last): (u64, u64)| epoch.map_or(true, |want| want == e) && last >= message_id;
         let mut taken = {
             let follows = self.follows.lock();
             match follows.get(id) {
-                Some(f) if f.live && f.last_id < message_id => f.taken.subscribe(),
+                Some(f) if f.live && !has((f.epoch, f.last_id)) => f.taken.subscribe(),
                 _ => return,
             }
         };
         let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
-        let arrived = tokio::time::timeout(wait, taken.wait_for(|last| *last >= message_id))
+        let arrived = tokio::time::timeout(wait, taken.wait_for(|seen| has(*seen)))
             .await
             .is_ok_and(|r| r.is_ok());
         if !arrived {
-            let lost = {
-                let mut follows = self.follows.lock();
-                match follows.get_mut(id) {
-                    Some(f) if f.live && f.last_id < message_id => {
-                        f.live = false;
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            if lost {
-                tracing::warn!(channel = %id, message_id, "announcement not received within {wait:?}; reading the channel again from Redis");
-                self.spawn_resync(id.clone());
-            }
+            self.read_again(id, &taken, "a publish's announcement");
         }
     }
 
     /// Read-your-writes for a delete: waits (bounded like `await_mirror`) until this node's follow
     /// of the deleted channel has ended, so its local subscribers got the channel-deleted message
-    /// and a subscribe here after the answer meets the channel afresh.
+    /// and a subscribe here after the answer meets the channel afresh; if the announcement does not
+    /// come in time, the follow is read again from Redis (which ends it).
     async fn await_unfollowed(
-        &self,
+        self: &Arc<Self>,
         id: &ChannelId,
-        mut followed: tokio::sync::watch::Receiver<u64>,
+        mut followed: tokio::sync::watch::Receiver<(u64, u64)>,
     ) {
         if self.stopping.load(Ordering::Acquire) {
             return;
@@ -952,7 +989,31 @@ impl RedisEngine {
             .await
             .is_ok();
         if !ended {
-            tracing::debug!(channel = %id, "delete answered before this node's follow ended");
+            self.read_again(id, &followed, "a delete's announcement");
+        }
+    }
+
+    /// The follow `feed` belongs to missed `what`: unless it changed meanwhile, it stops taking
+    /// announcements and is caught up from Redis (`spawn_resync`).
+    fn read_again(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        feed: &tokio::sync::watch::Receiver<(u64, u64)>,
+        what: &str,
+    ) {
+        let stale = {
+            let mut follows = self.follows.lock();
+            match follows.get_mut(id) {
+                Some(f) if f.live && feed.same_channel(&f.taken.subscribe()) => {
+                    f.live = false;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if stale {
+            tracing::warn!(channel = %id, "{what} did not arrive within {:?}; reading the channel again from Redis", MIRROR_WAIT.min(self.config.command_timeout.0));
+            self.spawn_resync(id.clone());
         }
     }
 
@@ -968,6 +1029,7 @@ impl RedisEngine {
             let mut invocation = self.scripts.create.key(&keys.meta);
             invocation
                 .key(keys.channels(wildcard))
+                .key(&keys.idempotency)
                 .arg(id.as_str())
                 .arg(self.allowance(&keys.location, wildcard))
                 .arg(inactivity);
@@ -984,7 +1046,7 @@ impl RedisEngine {
     /// Deletes channels in Redis; every node's subscribers of them get `text` (or the configured
     /// text) as the channel-deleted message. Returns the ids that existed.
     pub async fn delete(
-        &self,
+        self: &Arc<Self>,
         channels: &[ChannelId],
         text: Option<Bytes>,
     ) -> Result<Vec<ChannelId>, BrokerError> {
@@ -1000,7 +1062,7 @@ impl RedisEngine {
         for id in channels {
             let shard = self.shard(id.as_str());
             let keys = self.keys(id.as_str());
-            let mut conn = self.conn(shard).await?;
+            let mut conn = self.conn_once(shard).await?;
             let mut invocation = self.scripts.delete.key(&keys.meta);
             invocation
                 .key(&keys.log)
@@ -1132,7 +1194,7 @@ impl RedisEngine {
             wildcard: self.is_wildcard(id.as_str()),
             epoch: 0,
             last_id: 0,
-            taken: tokio::sync::watch::Sender::new(0),
+            taken: tokio::sync::watch::Sender::new((0, 0)),
             live: false,
             pending: std::collections::VecDeque::new(),
             sync_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -1235,6 +1297,7 @@ impl RedisEngine {
             .key(keys.expiry())
             .key(keys.stored())
             .key(&keys.subs)
+            .key(&keys.idempotency)
             .arg(id.as_str())
             .arg(u8::from(create))
             .arg(if create {
@@ -1303,7 +1366,7 @@ impl RedisEngine {
             }
             // Messages not stored and published before we subscribed are not ours to deliver.
             follow.last_id = follow.last_id.max(redis_last_id);
-            follow.taken.send_replace(follow.last_id);
+            follow.taken.send_replace((follow.epoch, follow.last_id));
             let mut pending = std::mem::take(&mut follow.pending);
             while let Some((pending_epoch, record)) = pending.pop_front() {
                 if pending_epoch != epoch {
@@ -1371,7 +1434,7 @@ impl RedisEngine {
             return;
         }
         follow.last_id = record.id;
-        follow.taken.send_replace(record.id);
+        follow.taken.send_replace((follow.epoch, record.id));
         let left = Duration::from_millis(record.expires_ms.saturating_sub(now_ms()))
             .min(Duration::from_secs(10 * 365 * 24 * 3600));
         let now = Instant::now();
@@ -1653,27 +1716,38 @@ impl RedisEngine {
             .push_sender(push_tx)
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            // No resending by the client: a publish script whose answer was lost may have run,
-            // and sending it again would publish twice. Herald's callers retry what is safe (and
-            // a publish's 503 says what became of it); a MOVED still refreshes the slot map.
+            .retries(1)
+            .build();
+        // Publish and delete go through a connection that never resends: a script whose answer was
+        // lost may have run, and sending it again would publish twice. `publish_one` retries
+        // itself what Redis refused before running (MOVED, ASK, TRYAGAIN, CLUSTERDOWN).
+        let once_client = redis::cluster::ClusterClientBuilder::new(self.config.redis_urls.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
             .retries(0)
             .build();
-        let client = match client {
-            Ok(client) => client,
-            Err(err) => {
+        let (client, once_client) = match (client, once_client) {
+            (Ok(client), Ok(once_client)) => (client, once_client),
+            (Err(err), _) | (_, Err(err)) => {
                 shard.set_up(false, &err.to_string());
                 return;
             }
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            let connect = tokio::time::timeout(timeout, client.get_async_connection());
+            let connect = tokio::time::timeout(timeout, async {
+                let conn = client.get_async_connection().await?;
+                let once = once_client.get_async_connection().await?;
+                Ok::<_, redis::RedisError>((conn, once))
+            });
             let result = tokio::select! {
                 result = connect => result,
                 _ = stop.changed() => return,
             };
             match result {
-                Ok(Ok(conn)) => {
+                Ok(Ok((conn, once))) => {
+                    *shard.once_conn.lock() = Some(RedisConn::Cluster(once));
                     *shard.conn.lock() = Some(RedisConn::Cluster(conn));
                     shard.set_up(true, "");
                     tracing::info!(seeds = %shard.url, "connected to the Redis Cluster");
@@ -2511,6 +2585,15 @@ pub async fn probe(config: &EngineConfig) -> Vec<(String, Result<String, String>
     out
 }
 
+/// A Redis Cluster refusal given before running anything while slots move or fail over: the same
+/// command may succeed a moment later (after a MOVED the client has refreshed its slot map).
+fn refused_while_slots_move(err: &redis::RedisError) -> bool {
+    matches!(
+        err.code(),
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+    )
+}
+
 /// Whether Redis may have run a script whose call failed with `err`. Only a refused connection
 /// (nothing was sent) and server errors Redis gives before running anything surely mean it did
 /// not; after a lost connection or a script error, part or all of it may have run.
@@ -2521,7 +2604,6 @@ fn script_may_have_run(err: &redis::RedisError) -> bool {
         "LOADING",
         "BUSY",
         "NOSCRIPT",
-        "NOPERM",
         "MOVED",
         "ASK",
         "TRYAGAIN",

@@ -47,8 +47,10 @@ local function trim(meta, log, expiry, stored, id, max, now)
 end
 
 -- The channel's epoch, creating the channel when it does not exist, unless `channels` already holds
--- `allowance` channels (-1: no limit). Returns epoch (nil when refused) and 1 if it was created.
-local function ensure_channel(meta, channels, allowance, now)
+-- `allowance` channels (-1: no limit). Idempotency keys left by an earlier channel of the same id
+-- (its meta hash went, e.g. evicted) are dropped with the creation: they are not this channel's.
+-- Returns epoch (nil when refused) and 1 if it was created.
+local function ensure_channel(meta, channels, keys, allowance, now)
   local epoch = redis.call('HGET', meta, 'epoch')
   if epoch then
     return epoch, 0
@@ -58,6 +60,7 @@ local function ensure_channel(meta, channels, allowance, now)
   end
   epoch = tostring(now)
   redis.call('HSET', meta, 'epoch', epoch, 'last_id', 0, 'time', 0, 'tag', 0)
+  redis.call('DEL', keys)
   return epoch, 1
 end
 

@@ -9,20 +9,19 @@
 --       4 max stored (0: no limit), 5 message ttl ms, 6 inactivity ms, 7 allowance (-1: no limit),
 --       8 pub/sub name, 9 count in published totals (0/1), 10 announce command (PUBLISH, or
 --       SPUBLISH on a Redis Cluster), 11 idempotency key ('' for none), 12 keys remembered
--- Returns {id, time, tag, created, stored, subscriber counts, replayed}, or {-1} when refused.
+-- Returns {id, time, tag, created, stored, subscriber counts, replayed, epoch}, or {-1} when refused.
 local now, sec, usec = now_ms()
-local epoch, created = ensure_channel(KEYS[1], KEYS[3], tonumber(ARGV[7]), now)
+local epoch, created = ensure_channel(KEYS[1], KEYS[3], KEYS[8], tonumber(ARGV[7]), now)
 if not epoch then
   return {-1}
 end
 local key = ARGV[11]
-if created == 1 then
-  -- Keys of an earlier channel of this id (its meta hash went, e.g. evicted): not this channel's.
-  redis.call('DEL', KEYS[8])
-elseif key ~= '' and redis.call('ZSCORE', KEYS[8], key) then
+if key ~= '' and redis.call('ZSCORE', KEYS[8], key) then
+  -- A replay keeps the channel alive like a publish (as on the memory engine), and changes nothing else.
+  redis.call('ZADD', KEYS[3], 'GT', now + tonumber(ARGV[6]), ARGV[1])
   local seen = redis.call('HMGET', KEYS[1], 'last_id', 'time', 'tag')
   return {tonumber(seen[1]), tonumber(seen[2]), tonumber(seen[3]), created,
-          redis.call('LLEN', KEYS[2]), redis.call('HGETALL', KEYS[7]), 1}
+          redis.call('LLEN', KEYS[2]), redis.call('HGETALL', KEYS[7]), 1, tonumber(epoch)}
 end
 local last = redis.call('HMGET', KEYS[1], 'time', 'tag')
 local last_time, last_tag = tonumber(last[1]), tonumber(last[2])
@@ -54,4 +53,5 @@ if key ~= '' then
   end
 end
 redis.call(ARGV[10], ARGV[8], 'm' .. epoch .. ' ' .. record)
-return {id, time, tag, created, redis.call('LLEN', KEYS[2]), redis.call('HGETALL', KEYS[7]), 0}
+return {id, time, tag, created, redis.call('LLEN', KEYS[2]), redis.call('HGETALL', KEYS[7]), 0,
+        tonumber(epoch)}

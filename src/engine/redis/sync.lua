@@ -2,13 +2,14 @@
 -- channel-count allowance), drops expired stored messages, renews its deadline, and returns its
 -- incarnation (epoch), counters, the stored messages after a known id, and the per-node subscriber
 -- counts.
--- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash
+-- KEYS: 1 meta hash, 2 log list, 3 channels zset, 4 expiry zset, 5 stored counter, 6 subscriber-count hash,
+--       7 idempotency-key zset
 -- ARGV: 1 channel id, 2 create (0/1), 3 allowance (-1: no limit), 4 inactivity ms,
 --       5 known epoch ('' if none), 6 known last id
 local now = now_ms()
 local epoch, created
 if ARGV[2] == '1' then
-  epoch, created = ensure_channel(KEYS[1], KEYS[3], tonumber(ARGV[3]), now)
+  epoch, created = ensure_channel(KEYS[1], KEYS[3], KEYS[7], tonumber(ARGV[3]), now)
   if not epoch then
     return {-1}
   end
