@@ -231,6 +231,31 @@ impl BrokerSettings {
             .is_some_and(|events| events.as_str() == id)
     }
 
+    /// What refuses a client's publish before any engine looks at the channels: the events
+    /// channel (written by Herald only), then an idempotency key while keys are turned off.
+    pub fn check_publish(
+        &self,
+        channels: &[ChannelId],
+        publish: &Publish,
+    ) -> Result<(), BrokerError> {
+        self.check_delete(channels)?;
+        if publish.idempotency_key.is_some() && self.idempotency_keys_per_channel == 0 {
+            return Err(BrokerError::IdempotencyKeysOff);
+        }
+        Ok(())
+    }
+
+    /// What refuses a client's delete: the events channel.
+    pub fn check_delete(&self, channels: &[ChannelId]) -> Result<(), BrokerError> {
+        if channels
+            .iter()
+            .any(|id| self.is_events_channel(id.as_str()))
+        {
+            return Err(BrokerError::EventsChannelReadOnly);
+        }
+        Ok(())
+    }
+
     /// The settings of a broker that mirrors channels owned by a shared engine: limits that count
     /// channels, subscribers or bytes are the shared engine's job, so they are off here.
     pub fn mirroring(mut self) -> BrokerSettings {
@@ -694,15 +719,7 @@ impl Broker {
         channels: &[ChannelId],
         publish: Publish,
     ) -> Result<Vec<Published>, BrokerError> {
-        if channels
-            .iter()
-            .any(|id| self.is_events_channel(id.as_str()))
-        {
-            return Err(BrokerError::EventsChannelReadOnly);
-        }
-        if publish.idempotency_key.is_some() && self.cfg().idempotency_keys_per_channel == 0 {
-            return Err(BrokerError::IdempotencyKeysOff);
-        }
+        self.cfg().check_publish(channels, &publish)?;
         self.publish_unchecked(channels, publish)
     }
 
@@ -827,12 +844,7 @@ impl Broker {
         channels: &[ChannelId],
         text: Option<Bytes>,
     ) -> Result<Vec<ChannelId>, BrokerError> {
-        if channels
-            .iter()
-            .any(|id| self.is_events_channel(id.as_str()))
-        {
-            return Err(BrokerError::EventsChannelReadOnly);
-        }
+        self.cfg().check_delete(channels)?;
         let text = text.unwrap_or_else(|| self.cfg().channel_deleted_message_text.clone());
         let mut deleted = Vec::new();
         for id in channels {

@@ -741,16 +741,8 @@ impl RedisEngine {
         channels: &[ChannelId],
         publish: Publish,
     ) -> Result<Vec<Published>, BrokerError> {
-        if channels
-            .iter()
-            .any(|id| self.is_events_channel(id.as_str()))
-        {
-            return Err(BrokerError::EventsChannelReadOnly);
-        }
         let settings = self.settings();
-        if publish.idempotency_key.is_some() && settings.idempotency_keys_per_channel == 0 {
-            return Err(BrokerError::IdempotencyKeysOff);
-        }
+        settings.check_publish(channels, &publish)?;
         if channels.len() > 1
             && (settings.max_number_of_channels.is_some()
                 || settings.max_number_of_wildcard_channels.is_some())
@@ -1050,13 +1042,9 @@ impl RedisEngine {
         channels: &[ChannelId],
         text: Option<Bytes>,
     ) -> Result<Vec<ChannelId>, BrokerError> {
-        if channels
-            .iter()
-            .any(|id| self.is_events_channel(id.as_str()))
-        {
-            return Err(BrokerError::EventsChannelReadOnly);
-        }
-        let text = text.unwrap_or_else(|| self.settings().channel_deleted_message_text.clone());
+        let settings = self.settings();
+        settings.check_delete(channels)?;
+        let text = text.unwrap_or_else(|| settings.channel_deleted_message_text.clone());
         let mut deleted = Vec::new();
         let mut ending = Vec::new();
         for id in channels {
