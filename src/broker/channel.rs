@@ -298,7 +298,7 @@ impl Channel {
             return Err(None);
         }
         if (parts.time, parts.tag) <= state.last_stamp {
-            (parts.time, parts.tag) = (state.last_stamp.0, state.last_stamp.1 + 1);
+            (parts.time, parts.tag) = (state.last_stamp.0, state.last_stamp.1.saturating_add(1));
         }
         let message = Arc::new(Message::new(parts, format_count));
         let cost = message_cost(&message);

@@ -484,6 +484,29 @@ fn mirror_keeps_foreign_ids_and_skips_duplicates() {
     assert_eq!(info.stored_messages, 2);
 }
 
+#[test]
+fn mirror_takes_extreme_stamps_from_another_engine() {
+    // (time, tag) come from Redis: a tag at u64::MAX followed by an older stamp must not overflow
+    // (the older one is raised to just above the last, saturating).
+    let broker = Broker::new(settings().mirroring());
+    let news = id("news");
+    assert!(broker.mirror_message(
+        &news,
+        Mirrored {
+            tag: u64::MAX,
+            ..mirrored(1, 100, "a")
+        }
+    ));
+    assert!(broker.mirror_message(&news, mirrored(2, 100, "b")));
+    assert_eq!(
+        broker
+            .channel_info("news")
+            .expect("channel")
+            .published_messages,
+        2
+    );
+}
+
 #[tokio::test]
 async fn mirror_cursor_reads_across_id_gaps() {
     let broker = Broker::new(settings().mirroring());

@@ -664,7 +664,7 @@ impl RedisEngine {
             .iter()
             .filter(|(other, _)| other.as_str() != location)
             .map(|(_, (normal, wild))| if wildcard { *wild } else { *normal })
-            .sum();
+            .fold(0, u64::saturating_add);
         max.saturating_sub(elsewhere) as i64
     }
 
@@ -701,7 +701,7 @@ impl RedisEngine {
                     }
                     int(pair.get(1)?).map(|n| n.max(0) as u64)
                 })
-                .sum()
+                .fold(0, u64::saturating_add)
         };
         if !forgotten.is_empty() {
             let shard = self.shard(id).clone();
@@ -928,7 +928,7 @@ impl RedisEngine {
                 channel: id.clone(),
                 published_messages: status as u64,
                 stored_messages: stored,
-                subscribers: remote + self.broker.local_subscribers(id.as_str()),
+                subscribers: remote.saturating_add(self.broker.local_subscribers(id.as_str())),
             },
             replayed: items.get(6).and_then(int) == Some(1),
         })
@@ -1102,7 +1102,7 @@ impl RedisEngine {
                 None => return Err(BrokerError::NotAuthorizedToCreate),
             };
             if let Some(max) = settings.max_subscribers_per_channel {
-                if remote + self.broker.local_subscribers(id.as_str()) >= max {
+                if remote.saturating_add(self.broker.local_subscribers(id.as_str())) >= max {
                     return Err(BrokerError::TooManySubscribers { max });
                 }
             }
@@ -1360,7 +1360,7 @@ impl RedisEngine {
                 if pending_epoch != epoch {
                     continue;
                 }
-                if record.id > follow.last_id + 1 {
+                if record.id > follow.last_id.saturating_add(1) {
                     // Announcements were dropped (the pending list overflowed): read again.
                     pending.push_front((pending_epoch, record));
                     gap = true;
@@ -1475,7 +1475,7 @@ impl RedisEngine {
                     self.end_channel(&channel, &owner);
                     return;
                 }
-                if record.id > follow.last_id + 1 {
+                if record.id > follow.last_id.saturating_add(1) {
                     // Missed something (a lost connection): read the history, then go on.
                     follow.live = false;
                     follow.pending.push_back((epoch, record));
@@ -2366,7 +2366,7 @@ impl RedisEngine {
             channel: ChannelId::new_unchecked(id),
             published_messages: last_id.max(0) as u64,
             stored_messages: stored,
-            subscribers: remote + self.broker.local_subscribers(id),
+            subscribers: remote.saturating_add(self.broker.local_subscribers(id)),
         }))
     }
 
@@ -2447,17 +2447,21 @@ impl RedisEngine {
         let (mut channels, mut wildcard, mut published, mut stored) = (0u64, 0u64, 0u64, 0i64);
         for result in futures_util::future::join_all(reads).await {
             let (c, w, p, s) = result?;
-            channels += c;
-            wildcard += w;
-            published += p;
-            stored += s;
+            // Redis' numbers, whatever they are, must not overflow a sum.
+            channels = channels.saturating_add(c);
+            wildcard = wildcard.saturating_add(w);
+            published = published.saturating_add(p);
+            stored = stored.saturating_add(s);
         }
         let nodes = self.nodes(summary.subscribers);
         summary.channels = channels;
         summary.wildcard_channels = wildcard;
         summary.published_messages = published;
         summary.stored_messages = stored.max(0) as u64;
-        summary.subscribers = nodes.iter().map(|n| n.subscribers).sum();
+        summary.subscribers = nodes
+            .iter()
+            .map(|n| n.subscribers)
+            .fold(0, u64::saturating_add);
         Ok((summary, nodes))
     }
 
@@ -2468,7 +2472,9 @@ impl RedisEngine {
             .lock()
             .channel_counts
             .values()
-            .fold((0, 0), |(n, w), (cn, cw)| (n + cn, w + cw))
+            .fold((0, 0), |(n, w): (u64, u64), (cn, cw)| {
+                (n.saturating_add(*cn), w.saturating_add(*cw))
+            })
     }
 
     /// Live nodes as of the last heartbeat, with this node's own figures fresh.
