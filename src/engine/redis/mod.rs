@@ -1520,7 +1520,7 @@ impl RedisEngine {
         }
         let engine = self.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(50);
+            let mut delay = Backoff::from(Duration::from_millis(50));
             loop {
                 let lock = match engine.follows.lock().get(&id) {
                     Some(f) if !f.live => f.sync_lock.clone(),
@@ -1534,8 +1534,7 @@ impl RedisEngine {
                     }
                 }
                 drop(guard);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(delay.next()).await;
             }
             if let Some(f) = engine.follows.lock().get_mut(&id) {
                 f.resyncing = false;
@@ -1583,7 +1582,7 @@ impl RedisEngine {
             }
         };
         let mut connected_before = false;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::from(Duration::from_millis(100));
         loop {
             if *stop.borrow() {
                 return;
@@ -1632,7 +1631,7 @@ impl RedisEngine {
                             tracing::info!(shard = shard.index, url = %shard.url, "connected to Redis");
                         }
                         connected_before = true;
-                        backoff = Duration::from_millis(100);
+                        backoff = Backoff::from(Duration::from_millis(100));
                         for id in self.mark_stale(shard.index) {
                             self.spawn_resync(id);
                         }
@@ -1658,11 +1657,9 @@ impl RedisEngine {
                 Ok(Err(err)) => shard.set_up(false, &err.to_string()),
                 Err(_) => shard.set_up(false, "connecting timed out"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if !sleep_unless_stopped(backoff.next(), &mut stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -1722,7 +1719,7 @@ impl RedisEngine {
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::from(Duration::from_millis(100));
         loop {
             let connect = tokio::time::timeout(timeout, async {
                 let conn = client.get_async_connection().await?;
@@ -1744,11 +1741,9 @@ impl RedisEngine {
                 Ok(Err(err)) => shard.set_up(false, &err.to_string()),
                 Err(_) => shard.set_up(false, "connecting timed out"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if !sleep_unless_stopped(backoff.next(), &mut stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
         loop {
             let push = tokio::select! {
@@ -2613,6 +2608,35 @@ fn script_may_have_run(err: &redis::RedisError) -> bool {
     }
     !err.code()
         .is_some_and(|code| REFUSED_BEFORE_RUNNING.contains(&code))
+}
+
+/// Delays between reconnection or catch-up attempts: doubling from the first, at most 1 s.
+struct Backoff(Duration);
+
+impl From<Duration> for Backoff {
+    fn from(first: Duration) -> Backoff {
+        Backoff(first)
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now (the next one is twice as long).
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (now * 2).min(Duration::from_secs(1));
+        now
+    }
+}
+
+/// Sleeps `delay` unless `stop` fires first; false when stopping.
+async fn sleep_unless_stopped(
+    delay: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.changed() => false,
+    }
 }
 
 /// Why a publish to one channel failed, and whether Redis may have taken it all the same.
