@@ -282,34 +282,28 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Prints a summary table, or the error.
+fn print_table(table: Result<String, String>) -> ExitCode {
+    match table {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("loadtest: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let fd_limit = procstat::raise_fd_limit();
     let common = match &cli.command {
         Command::Summarize(args) => {
-            return match report::summarize(&args.dir, &args.subject, &args.baseline) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("loadtest: {err}");
-                    ExitCode::FAILURE
-                }
-            };
+            return print_table(report::summarize(&args.dir, &args.subject, &args.baseline));
         }
-        Command::SummarizeNodes(args) => {
-            return match report::summarize_nodes(&args.dir) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("loadtest: {err}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::SummarizeNodes(args) => return print_table(report::summarize_nodes(&args.dir)),
         Command::Worker => {
             let result = match runtime(1) {
                 Ok(rt) => rt.block_on(group::worker_main()),

@@ -175,15 +175,21 @@ fn table_figures(scenario: &str) -> &'static [&'static str] {
 /// The figures of each run, by server name.
 type RunsByServer = BTreeMap<String, Vec<BTreeMap<String, f64>>>;
 
-/// Reads every `*.json` report in `dir` and renders the comparison table of `subject` against
-/// `baseline` (server names) as markdown.
-pub fn summarize(dir: &Path, subject: &str, baseline: &str) -> Result<String, String> {
+/// The `*.json` reports in `dir`, in name order.
+fn json_reports(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Reads every `*.json` report in `dir` and renders the comparison table of `subject` against
+/// `baseline` (server names) as markdown.
+pub fn summarize(dir: &Path, subject: &str, baseline: &str) -> Result<String, String> {
+    let files = json_reports(dir)?;
     // label -> (scenario, server -> runs' figures)
     let mut order: Vec<String> = Vec::new();
     let mut runs: BTreeMap<String, (String, RunsByServer)> = BTreeMap::new();
@@ -262,12 +268,7 @@ pub fn summarize(dir: &Path, subject: &str, baseline: &str) -> Result<String, St
 /// second of both (of Herald alone without `--redis-pid`), p99 latency, lost and duplicated
 /// messages (with the worst run when it differs from the median).
 pub fn summarize_nodes(dir: &Path) -> Result<String, String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
+    let files = json_reports(dir)?;
     let mut by_nodes: BTreeMap<u64, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
     for path in &files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

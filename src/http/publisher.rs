@@ -131,6 +131,10 @@ pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 128;
 /// How many distinct channels replayed, and the `Idempotent-Replayed` value. A channel named twice
 /// (`a/a`) is replayed only if no occurrence published.
 fn replayed_header(published: &[crate::broker::Published]) -> (u64, Option<&'static str>) {
+    // The usual case (no key, or a first publish) needs no map.
+    if !published.iter().any(|p| p.replayed) {
+        return (0, None);
+    }
     let mut replayed_by_channel = std::collections::HashMap::new();
     for p in published {
         *replayed_by_channel.entry(&p.info.channel).or_insert(true) &= p.replayed;
