@@ -41,6 +41,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Most announcements kept for a channel while it is being (re)synchronised; beyond this the oldest
 /// go, and the history read fills them in.
 const MAX_PENDING: usize = 10_000;
+/// Redis Cluster pushes (announcements) waiting for the listener; beyond, they are dropped and the
+/// followed channels caught up from history.
+const MAX_QUEUED_PUSHES: usize = 65_536;
 /// How long a publish waits for this node's mirror to take its message in (read-your-writes on
 /// the publishing node; see `await_mirror`). The announcement normally arrives with the reply.
 const MIRROR_WAIT: Duration = Duration::from_millis(500);
@@ -1694,11 +1697,25 @@ impl RedisEngine {
         shard: Arc<Shard>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
+        // A bounded queue: when this node cannot keep up, pushes are dropped and every followed
+        // channel is read again from history (as after a lost connection) instead of the queue
+        // growing without limit.
+        let (push_tx, mut push_rx) =
+            tokio::sync::mpsc::channel::<redis::PushInfo>(MAX_QUEUED_PUSHES);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let push_sender = {
+            let overflowed = overflowed.clone();
+            move |push: redis::PushInfo| {
+                if push_tx.try_send(push).is_err() {
+                    overflowed.store(true, Ordering::Release);
+                }
+                Ok::<(), ()>(())
+            }
+        };
         let timeout = self.config.command_timeout.0;
         let client = redis::cluster::ClusterClientBuilder::new(self.config.redis_urls.clone())
             .use_protocol(redis::ProtocolVersion::RESP3)
-            .push_sender(push_tx)
+            .push_sender(push_sender)
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .retries(1)
@@ -1753,6 +1770,12 @@ impl RedisEngine {
                 },
                 _ = stop.changed() => return,
             };
+            if overflowed.swap(false, Ordering::AcqRel) {
+                tracing::warn!("Redis Cluster announcements came faster than this node took them in; catching up from history");
+                for id in self.mark_stale(0) {
+                    self.spawn_resync(id);
+                }
+            }
             match push.kind {
                 PushKind::SMessage | PushKind::Message => {
                     let (Some(name), Some(payload)) = (
