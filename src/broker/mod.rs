@@ -595,13 +595,18 @@ impl Broker {
         if channel.expiry_queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.shard(channel.id.as_str())
-            .lock()
-            .expiry
-            .push(std::cmp::Reverse(ExpiryEntry {
-                at,
-                channel: Arc::downgrade(channel),
-            }));
+        let mut shard = self.shard(channel.id.as_str()).lock();
+        shard.expiry.push(std::cmp::Reverse(ExpiryEntry {
+            at,
+            channel: Arc::downgrade(channel),
+        }));
+        // Entries of channels that went (deleted, collected, mirrors dropped) would otherwise wait
+        // for their message TTL: drop them once they outnumber the live channels.
+        if shard.expiry.len() > 2 * shard.channels.len() + 64 {
+            shard
+                .expiry
+                .retain(|entry| entry.0.channel.strong_count() > 0);
+        }
     }
 
     /// Publishes a lifecycle event to the events channel, when one is configured (never about the

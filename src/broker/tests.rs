@@ -598,6 +598,31 @@ fn expiry_queue_holds_one_entry_per_channel() {
 }
 
 #[test]
+fn expiry_queue_does_not_keep_entries_of_channels_that_went() {
+    // A channel deleted (or a mirror dropped) and created again, over and over, within the TTL.
+    let broker = Broker::new(settings());
+    let mirror = Broker::new(settings().mirroring());
+    for n in 0..1000 {
+        broker.publish(&[id("x")], text("m")).expect("publish");
+        broker.delete(&[id("x")], None).expect("delete");
+        assert!(mirror.mirror_message(&id("y"), mirrored(1, 100 + n, "m")));
+        assert!(mirror.drop_mirror("y"));
+    }
+    for broker in [&broker, &mirror] {
+        let queued: usize = broker
+            .inner
+            .shards
+            .iter()
+            .map(|shard| shard.lock().expiry.len())
+            .sum();
+        assert!(
+            queued <= 2 * 64 + 2,
+            "{queued} expiry entries for channels that are gone"
+        );
+    }
+}
+
+#[test]
 fn a_repeated_idempotency_key_publishes_once_per_channel() {
     let broker = Broker::new(BrokerSettings {
         shared_memory_size: Some(1 << 20),
