@@ -173,11 +173,9 @@ struct ClusterView {
 struct Follow {
     shard: usize,
     wildcard: bool,
-    /// Incarnation of the channel in Redis (creation time in ms); 0 before the first sync.
-    epoch: u64,
-    /// Last Redis message id taken in.
-    last_id: u64,
-    /// (`epoch`, `last_id`) for publishes waiting until the mirror holds their message.
+    /// (incarnation of the channel in Redis — its creation time in ms, 0 before the first sync —,
+    /// last Redis message id taken in): read with `epoch()` / `last_id()`, and watched by
+    /// publishes waiting until the mirror holds their message.
     taken: tokio::sync::watch::Sender<(u64, u64)>,
     /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
     live: bool,
@@ -194,6 +192,16 @@ struct Follow {
     flushed: Option<u64>,
     /// Redis was seen ahead of this follow at the last audit (Redis Cluster).
     behind: bool,
+}
+
+impl Follow {
+    fn epoch(&self) -> u64 {
+        self.taken.borrow().0
+    }
+
+    fn last_id(&self) -> u64 {
+        self.taken.borrow().1
+    }
 }
 
 /// Why a sync runs.
@@ -953,7 +961,7 @@ impl RedisEngine {
         let mut taken = {
             let follows = self.follows.lock();
             match follows.get(id) {
-                Some(f) if f.live && !has((f.epoch, f.last_id)) => f.taken.subscribe(),
+                Some(f) if f.live && !has(*f.taken.borrow()) => f.taken.subscribe(),
                 _ => return,
             }
         };
@@ -1183,8 +1191,6 @@ impl RedisEngine {
         Follow {
             shard: self.shard_index(id.as_str()),
             wildcard: self.is_wildcard(id.as_str()),
-            epoch: 0,
-            last_id: 0,
             taken: tokio::sync::watch::Sender::new((0, 0)),
             live: false,
             pending: std::collections::VecDeque::new(),
@@ -1207,7 +1213,7 @@ impl RedisEngine {
         // Not while another request syncs it.
         let unused = follows
             .get(id)
-            .is_some_and(|f| !f.live && f.epoch == 0 && f.sync_lock.try_lock().is_ok())
+            .is_some_and(|f| !f.live && f.epoch() == 0 && f.sync_lock.try_lock().is_ok())
             && self.broker.local_subscribers(id.as_str()) == 0;
         if unused {
             follows.remove(id);
@@ -1259,9 +1265,9 @@ impl RedisEngine {
                     if enough {
                         return Ok(SyncOutcome::Followed(f.remote_subscribers));
                     }
-                    (f.epoch, f.last_id, f.wildcard)
+                    (f.epoch(), f.last_id(), f.wildcard)
                 }
-                Some(f) => (f.epoch, f.last_id, f.wildcard),
+                Some(f) => (f.epoch(), f.last_id(), f.wildcard),
                 None => return Ok(SyncOutcome::Ended),
             }
         };
@@ -1346,7 +1352,12 @@ impl RedisEngine {
             else {
                 return Ok(SyncOutcome::Ended);
             };
-            follow.epoch = epoch;
+            // The incarnation changes only from 0 (a known one that changed has ended above):
+            // nobody waits on it yet.
+            follow.taken.send_if_modified(|(followed, _)| {
+                *followed = epoch;
+                false
+            });
             self.broker.mirror_channel(id);
             if let Some(point) = dropped {
                 self.broker.mirror_dropped(id.as_str(), point);
@@ -1356,14 +1367,15 @@ impl RedisEngine {
                 self.take_in(id, follow, record, catch_up);
             }
             // Messages not stored and published before we subscribed are not ours to deliver.
-            follow.last_id = follow.last_id.max(redis_last_id);
-            follow.taken.send_replace((follow.epoch, follow.last_id));
+            follow
+                .taken
+                .send_modify(|(_, last)| *last = (*last).max(redis_last_id));
             let mut pending = std::mem::take(&mut follow.pending);
             while let Some((pending_epoch, record)) = pending.pop_front() {
                 if pending_epoch != epoch {
                     continue;
                 }
-                if record.id > follow.last_id.saturating_add(1) {
+                if record.id > follow.last_id().saturating_add(1) {
                     // Announcements were dropped (the pending list overflowed): read again.
                     pending.push_front((pending_epoch, record));
                     gap = true;
@@ -1421,11 +1433,10 @@ impl RedisEngine {
 
     /// Hands one Redis message to the mirror (skipping ids it has).
     fn take_in(&self, id: &ChannelId, follow: &mut Follow, record: Record, catch_up: bool) {
-        if record.id <= follow.last_id {
+        if record.id <= follow.last_id() {
             return;
         }
-        follow.last_id = record.id;
-        follow.taken.send_replace((follow.epoch, record.id));
+        follow.taken.send_modify(|(_, last)| *last = record.id);
         let left = Duration::from_millis(record.expires_ms.saturating_sub(now_ms()))
             .min(Duration::from_secs(10 * 365 * 24 * 3600));
         let now = Instant::now();
@@ -1471,14 +1482,14 @@ impl RedisEngine {
                     follow.pending.push_back((epoch, record));
                     return;
                 }
-                if epoch != follow.epoch {
+                if epoch != follow.epoch() {
                     // The channel was deleted or collected and created again.
                     let owner = follow.sync_lock.clone();
                     drop(follows);
                     self.end_channel(&channel, &owner);
                     return;
                 }
-                if record.id > follow.last_id.saturating_add(1) {
+                if record.id > follow.last_id().saturating_add(1) {
                     // Missed something (a lost connection): read the history, then go on.
                     follow.live = false;
                     follow.pending.push_back((epoch, record));
@@ -1908,12 +1919,12 @@ impl RedisEngine {
                     entry.counts.push((id.clone(), local));
                     follow.flushed = Some(local);
                 }
-                if !follow.live && !follow.resyncing && follow.epoch != 0 {
+                if !follow.live && !follow.resyncing && follow.epoch() != 0 {
                     resync.push(id.clone());
                 }
                 // Never went live and nobody is syncing it (its request went away).
                 if !follow.live
-                    && follow.epoch == 0
+                    && follow.epoch() == 0
                     && local == 0
                     && follow.touched.elapsed() >= linger
                     && follow.sync_lock.try_lock().is_ok()
@@ -1921,7 +1932,7 @@ impl RedisEngine {
                     abandoned.push(id.clone());
                 }
                 if follow.live {
-                    entry.audit.push((id.clone(), follow.last_id));
+                    entry.audit.push((id.clone(), follow.last_id()));
                 }
                 if local > 0 {
                     follow.idle_since = None;
@@ -2084,7 +2095,7 @@ impl RedisEngine {
                 let Some(follow) = follows.get_mut(id) else {
                     continue;
                 };
-                let behind = in_redis > *seen && follow.last_id < in_redis;
+                let behind = in_redis > *seen && follow.last_id() < in_redis;
                 if behind && follow.behind && follow.live {
                     follow.live = false;
                     resync.push(id.clone());
