@@ -21,7 +21,7 @@ use common::{
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -280,6 +280,14 @@ async fn summary_reaches(server: &TestServer, key: &str, value: u64) {
         || async { server.stats("").await[key] == value },
     )
     .await;
+}
+
+/// Now, in whole seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after the epoch")
+        .as_secs()
 }
 
 /// Reads `count` `/rec/` lines.
@@ -705,6 +713,11 @@ async fn backtrack_sends_stored_messages_then_live_ones(engine: &Engine) {
         "b:1:b1|b:2:b2|a:2:a2|a:3:a3|"
     );
     two.expect_quiet(QUIET).await;
+    let mut both_all = server.subscribe_ok("/chs/a.b5/b.b5").await;
+    assert_eq!(
+        both_all.read_until("b:2:b2|", WAIT).await,
+        "a:1:a1|a:2:a2|a:3:a3|b:1:b1|b:2:b2|"
+    );
     server.stop().await;
 }
 
@@ -895,14 +908,29 @@ async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine)
     let mut pending = server.spawn_fetch("/lp/news", &[]);
     server.wait_for_subscribers("news", 1).await;
     assert_waiting(&mut pending, "/lp/news without a point").await;
+    let before = now_secs();
     server.publish_ok("news", "one").await;
+    let after = now_secs();
     let first = join(pending, "first long-poll").await;
     assert_eq!(
         (first.status, first.body.as_str()),
         (StatusCode::OK, "news:1:one\n"),
         "{first:?}"
     );
+    assert_eq!(
+        first.header("Content-Type"),
+        "text/plain; charset=utf-8",
+        "{first:?}"
+    );
     let first_cursor = first.cursor();
+    // The recovery point is the publish time and a tag.
+    let (time, tag) = first_cursor.key();
+    assert!(
+        (before..=after).contains(&time),
+        "Last-Modified {:?} is not the publish time ({before}..={after}): {first:?}",
+        first_cursor.last_modified
+    );
+    assert!(tag >= 1, "{first:?}");
     // The answered long-poll holds no subscriber.
     server.wait_for_subscribers("news", 0).await;
 
@@ -920,7 +948,10 @@ async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine)
         "{second:?}"
     );
     let second_cursor = second.cursor();
-    assert_ne!(first_cursor, second_cursor);
+    assert!(
+        second_cursor.key() > first_cursor.key(),
+        "{first_cursor:?} then {second_cursor:?}"
+    );
 
     // At the newest point: waits for the next message.
     let mut third = server.spawn_fetch("/lp/news", &second_cursor.headers());
@@ -933,20 +964,49 @@ async fn long_polling_waits_then_chains_from_its_recovery_point(engine: &Engine)
         (StatusCode::OK, "news:4:four\n"),
         "{third:?}"
     );
+    assert!(third.cursor().key() > second_cursor.key(), "{third:?}");
+
+    // An older point gets everything after it, in order.
+    let again = server.fetch("/lp/news", &first_cursor.headers()).await;
+    assert_eq!(
+        again.body, "news:2:two\nnews:3:three\nnews:4:four\n",
+        "{again:?}"
+    );
+    assert_eq!(again.cursor(), third.cursor(), "{again:?}");
+    // The epoch: everything stored.
+    let all = server
+        .fetch(
+            "/lp/news",
+            &[("If-Modified-Since", EPOCH), ("If-None-Match", "W/0")],
+        )
+        .await;
+    assert_eq!(
+        all.body, "news:1:one\nnews:2:two\nnews:3:three\nnews:4:four\n",
+        "{all:?}"
+    );
 
     // Several channels: a message on any of them ends the wait.
-    let mut multi = server.spawn_fetch("/lp/a/b", &[]);
-    server.wait_for_subscribers("a", 1).await;
-    server.wait_for_subscribers("b", 1).await;
+    let mut multi = server.spawn_fetch("/lp/a/b/c", &[]);
+    for channel in ["a", "b", "c"] {
+        server.wait_for_subscribers(channel, 1).await;
+    }
     server.publish_ok("other", "not followed").await;
-    assert_waiting(&mut multi, "/lp/a/b after a publish elsewhere").await;
+    assert_waiting(&mut multi, "/lp/a/b/c after a publish elsewhere").await;
     server.publish_ok("b", "on b").await;
-    let answer = join(multi, "/lp/a/b").await;
+    let answer = join(multi, "/lp/a/b/c").await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (StatusCode::OK, "b:1:on b\n"),
         "{answer:?}"
     );
+    for channel in ["a", "b", "c"] {
+        server.wait_for_subscribers(channel, 0).await;
+    }
+    // A chained request on the same channels from that point gets the next message of another one.
+    let cursor = answer.cursor();
+    server.publish_ok("c", "on c").await;
+    let next = server.fetch("/lp/a/b/c", &cursor.headers()).await;
+    assert_eq!(next.body, "c:1:on c\n", "{next:?}");
     server.stop().await;
 }
 
@@ -974,6 +1034,7 @@ async fn polling_and_jsonp_answer_from_the_point(engine: &Engine) {
         "{answer:?}"
     );
     let newest = answer.cursor();
+    assert!(newest.key() > first_cursor.key(), "{answer:?}");
     let all = server
         .fetch("/poll/news", &[("If-Modified-Since", EPOCH)])
         .await;
@@ -986,6 +1047,8 @@ async fn polling_and_jsonp_answer_from_the_point(engine: &Engine) {
         (StatusCode::NOT_MODIFIED, "")
     );
     assert_eq!(answer.cursor(), newest);
+    assert_eq!(answer.header("Last-Modified"), newest.last_modified);
+    assert_eq!(answer.header("Etag"), newest.etag);
 
     // JSONP.
     let (status, headers, body) = server.get("/jpoll/news.b2?callback=cb").await;
@@ -1005,6 +1068,26 @@ async fn polling_and_jsonp_answer_from_the_point(engine: &Engine) {
     assert_eq!(items, vec![(2, "news", "b"), (3, "news", "c")], "{body}");
     let (_, _, body) = server.get("/poll/news.b2?callback=cb").await;
     assert_eq!(body, "cb([news:2:b\n,news:3:c\n]);\r\n");
+
+    // The next message is found from the echoed point.
+    server.publish_ok("news", "d").await;
+    let answer = server.fetch("/poll/news", &newest.headers()).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "news:4:d\n"),
+        "{answer:?}"
+    );
+    // Backtrack: the last two stored, and the newest point.
+    let answer = server.fetch("/poll/news.b2", &[]).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "news:3:c\nnews:4:d\n"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer.cursor(),
+        server.fetch("/poll/news.b1", &[]).await.cursor()
+    );
     server.stop().await;
 }
 
@@ -1101,6 +1184,8 @@ async fn max_messages_stored_per_channel_keeps_the_newest(engine: &Engine) {
     let doc = parse_json(&last);
     assert_eq!(doc["published_messages"], 5, "{last}");
     assert_eq!(doc["stored_messages"], 3, "{last}");
+    let info = server.channel_info("news").await.expect("news");
+    assert_eq!(info["stored_messages"], 3, "{info}");
     assert_eq!(server.stats("").await["stored_messages"], 3);
     let mut sub = server.subscribe_ok("/sub/news.b10").await;
     assert_eq!(sub.read_until("5:m5|", WAIT).await, "3:m3|4:m4|5:m5|");
@@ -1429,6 +1514,8 @@ async fn authorized_channels_only_needs_a_stored_message(engine: &Engine) {
         refused,
     );
     assert!(server.channel_info("unknown").await.is_none());
+    let (status, _, body) = server.get("/pub?id=unknown").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unknown was created: {body}");
 
     // A stored message makes the channel joinable.
     server.publish_ok("known", "stored").await;
@@ -1449,6 +1536,11 @@ async fn authorized_channels_only_needs_a_stored_message(engine: &Engine) {
         .request(Method::POST, "/pub-nostore?id=volatile", "gone", &[])
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let info = server
+        .channel_info("volatile")
+        .await
+        .expect("volatile exists");
+    assert_eq!(info["stored_messages"], 0, "{info}");
     assert_refused(
         "/auth/volatile",
         server.get("/auth/volatile").await,

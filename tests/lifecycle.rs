@@ -1,6 +1,7 @@
 //! Channel lifecycle over real sockets: the events channel (its JSON events and who may use it),
-//! wildcard channels and their limits, authorized-channels-only, removal of inactive channels and
-//! expired messages (with the trash counters), and connection TTLs on every live transport.
+//! wildcard channels and their limits, removal of inactive channels and expired messages (with the
+//! trash counters), and connection TTLs on every live transport. Authorized-channels-only is
+//! covered on both engines in `engines.rs`.
 
 mod common;
 
@@ -231,60 +232,6 @@ async fn wildcard_channels_limits_and_stats() {
     );
     let info = server.stats("?id=ch").await;
     assert_eq!(info["subscribers"], 1, "{info}");
-    server.stop().await;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Authorized channels only
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorized_channels_only_needs_a_stored_message() {
-    let locations = format!(
-        "{}\n[[location]]\npath = \"/pub-nostore\"\nmatch = \"exact\"\nrole = \"publisher\"\nstore_messages = false\n",
-        streaming_location("/auth/", "~id~:~text~\n", "authorized_channels_only = true")
-    );
-    let server = TestServer::start(&config("", &locations)).await;
-    let refused = "Subscriber could not create channels.";
-    assert_refused(
-        "/auth/unknown",
-        server.get("/auth/unknown").await,
-        StatusCode::FORBIDDEN,
-        refused,
-    );
-    let (status, _, body) = server.get("/pub?id=unknown").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "unknown was created: {body}");
-
-    // A stored message makes the channel joinable.
-    server.publish_ok("known", "stored").await;
-    let mut sub = server.subscribe_ok("/auth/known").await;
-    server.wait_for_subscribers("known", 1).await;
-    server.publish_ok("known", "live").await;
-    assert_eq!(sub.read_until("\n", WAIT).await, "2:live\n");
-    // One known and one unknown channel: refused as a whole, the unknown one not created.
-    assert_refused(
-        "/auth/known/unknown2",
-        server.get("/auth/known/unknown2").await,
-        StatusCode::FORBIDDEN,
-        refused,
-    );
-    assert!(server.channel_info("unknown2").await.is_none());
-
-    // A channel that exists but only ever received unstored messages is refused.
-    let (status, _, body) = server
-        .request(Method::POST, "/pub-nostore?id=volatile", "gone", &[])
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let info = server
-        .channel_info("volatile")
-        .await
-        .expect("volatile exists");
-    assert_eq!(info["stored_messages"], 0, "{info}");
-    assert_refused(
-        "/auth/volatile",
-        server.get("/auth/volatile").await,
-        StatusCode::FORBIDDEN,
-        refused,
-    );
     server.stop().await;
 }
 

@@ -2,7 +2,9 @@
 //! (`Last-Modified`/`Etag` sent back as `If-Modified-Since`/`If-None-Match`, or as configured query
 //! arguments), `Last-Event-ID`, chained requests under a bursty publisher (nothing lost, nothing
 //! repeated, on one and on two channels), TTL answers (304 or "Timed out" with `timeout_with_body`),
-//! channel deletion, the `X-Nginx-PushStream-Mode` header, polling answers and JSONP.
+//! channel deletion, the `X-Nginx-PushStream-Mode` header, polling answers and JSONP. The basic
+//! long-poll wait, chaining, several channels and polling from a point run on both engines in
+//! `engines.rs`.
 
 mod common;
 
@@ -59,97 +61,6 @@ fn now_secs() -> u64 {
 
 fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_poll_waits_for_a_publish_and_answers_with_recovery_headers() {
-    let server = start().await;
-    let mut pending = server.spawn_fetch("/lp/news", &[]);
-    server.wait_for_subscribers("news", 1).await;
-    assert_waiting(&mut pending, "/lp/news without recovery headers").await;
-
-    let before = now_secs();
-    server.publish_ok("news", "hello").await;
-    let after = now_secs();
-    let answer = join(pending, "/lp/news").await;
-    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
-    assert_eq!(answer.body, "news:1:hello\n", "{answer:?}");
-    assert_eq!(
-        answer.header("Content-Type"),
-        "text/plain; charset=utf-8",
-        "{answer:?}"
-    );
-    let cursor = answer.cursor();
-    let (time, tag) = cursor.key();
-    assert!(
-        (before..=after).contains(&time),
-        "Last-Modified {:?} is not the publish time ({before}..={after}): {answer:?}",
-        cursor.last_modified
-    );
-    assert!(tag >= 1, "{answer:?}");
-    // The answered long-poll no longer holds a subscriber slot.
-    server.wait_for_subscribers("news", 0).await;
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chained_long_polls_return_stored_messages_after_the_point_or_wait() {
-    let server = start().await;
-    let pending = server.spawn_fetch("/lp/news", &[]);
-    server.wait_for_subscribers("news", 1).await;
-    server.publish_ok("news", "one").await;
-    let first = join(pending, "first long-poll").await;
-    assert_eq!(
-        (first.status, first.body.as_str()),
-        (StatusCode::OK, "news:1:one\n"),
-        "{first:?}"
-    );
-    let first_cursor = first.cursor();
-
-    // Published while no request is open: the next chained request returns them at once.
-    server.publish_ok("news", "two").await;
-    server.publish_ok("news", "three").await;
-    let second = server.fetch("/lp/news", &first_cursor.headers()).await;
-    assert_eq!(second.status, StatusCode::OK, "{second:?}");
-    assert_eq!(second.body, "news:2:two\nnews:3:three\n", "{second:?}");
-    let second_cursor = second.cursor();
-    assert!(
-        second_cursor.key() > first_cursor.key(),
-        "{first_cursor:?} then {second_cursor:?}"
-    );
-
-    // Nothing after the newest point: the request waits for the next message.
-    let mut third = server.spawn_fetch("/lp/news", &second_cursor.headers());
-    server.wait_for_subscribers("news", 1).await;
-    assert_waiting(&mut third, "chained long-poll at the newest point").await;
-    server.publish_ok("news", "four").await;
-    let third = join(third, "third long-poll").await;
-    assert_eq!(
-        (third.status, third.body.as_str()),
-        (StatusCode::OK, "news:4:four\n"),
-        "{third:?}"
-    );
-    assert!(third.cursor().key() > second_cursor.key(), "{third:?}");
-
-    // An older point gets everything after it, in order.
-    let again = server.fetch("/lp/news", &first_cursor.headers()).await;
-    assert_eq!(
-        again.body, "news:2:two\nnews:3:three\nnews:4:four\n",
-        "{again:?}"
-    );
-    assert_eq!(again.cursor(), third.cursor(), "{again:?}");
-    // The epoch: everything stored.
-    let all = server
-        .fetch(
-            "/lp/news",
-            &[("If-Modified-Since", EPOCH), ("If-None-Match", "W/0")],
-        )
-        .await;
-    assert_eq!(
-        all.body, "news:1:one\nnews:2:two\nnews:3:three\nnews:4:four\n",
-        "{all:?}"
-    );
-    server.stop().await;
 }
 
 /// How a chained client sends its recovery point.
@@ -566,35 +477,6 @@ async fn timeout_with_body_answers_200_with_the_timed_out_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_on_any_of_several_channels_ends_the_wait() {
-    let server = start().await;
-    let mut pending = server.spawn_fetch("/lp/a/b/c", &[]);
-    for channel in ["a", "b", "c"] {
-        server.wait_for_subscribers(channel, 1).await;
-    }
-    server.publish_ok("other", "not followed").await;
-    assert_waiting(&mut pending, "/lp/a/b/c after a publish elsewhere").await;
-    server.publish_ok("b", "on b").await;
-    let answer = join(pending, "/lp/a/b/c").await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::OK, "b:1:on b\n"),
-        "{answer:?}"
-    );
-    answer.cursor();
-    for channel in ["a", "b", "c"] {
-        server.wait_for_subscribers(channel, 0).await;
-    }
-
-    // A chained request on the same channels from that point gets the next message of another one.
-    let cursor = answer.cursor();
-    server.publish_ok("c", "on c").await;
-    let next = server.fetch("/lp/a/b/c", &cursor.headers()).await;
-    assert_eq!(next.body, "c:1:on c\n", "{next:?}");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_delete_ends_a_waiting_long_poll_with_the_deleted_message() {
     let server = start().await;
     server.publish_ok("news", "before").await;
@@ -647,78 +529,6 @@ async fn mode_header_switches_a_streaming_location_to_long_polling_or_polling() 
         "{answer:?}"
     );
     assert_eq!(answer.cursor(), cursor, "{answer:?}");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polling_without_a_point_answers_304_at_once_even_with_stored_messages() {
-    let server = start().await;
-    server.publish_ok("news", "a").await;
-    server.publish_ok("news", "b").await;
-    let answer = server.fetch("/poll/news", &[]).await;
-    assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
-    assert_eq!(answer.body, "", "{answer:?}");
-    // Polling holds no subscriber.
-    server.wait_for_subscribers("news", 0).await;
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polling_returns_messages_newer_than_the_point_or_304_echoing_it() {
-    let server = start().await;
-    server.publish_ok("news", "a").await;
-    let first = server.fetch("/poll/news.b1", &[]).await;
-    assert_eq!(
-        (first.status, first.body.as_str()),
-        (StatusCode::OK, "news:1:a\n"),
-        "{first:?}"
-    );
-    let first_cursor = first.cursor();
-    server.publish_ok("news", "b").await;
-    server.publish_ok("news", "c").await;
-
-    // Older point: everything after it, at once.
-    let answer = server.fetch("/poll/news", &first_cursor.headers()).await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::OK, "news:2:b\nnews:3:c\n"),
-        "{answer:?}"
-    );
-    let newest = answer.cursor();
-    assert!(newest.key() > first_cursor.key(), "{answer:?}");
-    let all = server
-        .fetch("/poll/news", &[("If-Modified-Since", EPOCH)])
-        .await;
-    assert_eq!(all.body, "news:1:a\nnews:2:b\nnews:3:c\n", "{all:?}");
-    assert_eq!(all.cursor(), newest, "{all:?}");
-
-    // Nothing newer: 304 echoing the point.
-    let answer = server.fetch("/poll/news", &newest.headers()).await;
-    assert_eq!(answer.status, StatusCode::NOT_MODIFIED, "{answer:?}");
-    assert_eq!(answer.body, "", "{answer:?}");
-    assert_eq!(answer.header("Last-Modified"), newest.last_modified);
-    assert_eq!(answer.header("Etag"), newest.etag);
-
-    // The next message is found from the echoed point.
-    server.publish_ok("news", "d").await;
-    let answer = server.fetch("/poll/news", &newest.headers()).await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::OK, "news:4:d\n"),
-        "{answer:?}"
-    );
-
-    // Backtrack: the last two stored.
-    let answer = server.fetch("/poll/news.b2", &[]).await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (StatusCode::OK, "news:3:c\nnews:4:d\n"),
-        "{answer:?}"
-    );
-    assert_eq!(
-        answer.cursor(),
-        server.fetch("/poll/news.b1", &[]).await.cursor()
-    );
     server.stop().await;
 }
 

@@ -1,5 +1,6 @@
-//! Publisher location: publish (POST/PUT), channel info (GET), delete (DELETE on admin locations),
-//! errors, and the publisher flags `channel_info_on_publish` and `store_messages`.
+//! Publisher location: PUT publishes like POST, multi-channel publish, delete (DELETE on admin
+//! locations), errors, and the publisher flag `channel_info_on_publish`. The POST answer, channel
+//! info (GET, 404 for unknown) and `store_messages` are covered on both engines in `engines.rs`.
 
 mod common;
 
@@ -22,13 +23,6 @@ role = "publisher"
 channels_path = "$arg_id"
 channel_info_on_publish = false
 
-[[location]]
-path = "/pub-nostore"
-match = "exact"
-role = "publisher"
-channels_path = "$arg_id"
-store_messages = false
-
 {streaming}
 
 [[location]]
@@ -44,27 +38,6 @@ footer_template = "END"
 
 async fn start() -> TestServer {
     TestServer::start(&publisher_config("")).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_returns_channel_info_json() {
-    let server = start().await;
-    let (status, headers, body) = server.publish("news", "hello", &[]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        "{\"channel\": \"news\", \"published_messages\": 1, \"stored_messages\": 1, \"subscribers\": 0}\r\n"
-    );
-    assert!(
-        header(&headers, "content-type").starts_with("application/json"),
-        "{headers:?}"
-    );
-    let doc = parse_json(&body);
-    assert_eq!(doc["channel"], "news");
-    assert_eq!(doc["published_messages"], 1);
-    assert_eq!(doc["stored_messages"], 1);
-    assert_eq!(doc["subscribers"], 0);
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,29 +58,6 @@ async fn put_publishes_like_post() {
     let doc = parse_json(&body);
     assert_eq!(doc["published_messages"], 2);
     assert_eq!(doc["stored_messages"], 2);
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_answers_channel_info_and_404_for_unknown() {
-    let server = start().await;
-    server.publish_ok("news", "a").await;
-    server.publish_ok("news", "b").await;
-    let (status, _, body) = server.get("/pub?id=news").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        "{\"channel\": \"news\", \"published_messages\": 2, \"stored_messages\": 2, \"subscribers\": 0}\r\n"
-    );
-
-    let (status, headers, body) = server.get("/pub?id=nothing_here").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let explain = header(&headers, EXPLAIN);
-    assert!(
-        !explain.is_empty(),
-        "404 must carry {EXPLAIN}; headers: {headers:?}"
-    );
-    assert!(explain.contains("Channel not found"), "{explain}");
     server.stop().await;
 }
 
@@ -300,31 +250,6 @@ async fn channel_info_on_publish_false_answers_empty_200() {
     let info = server.channel_info("news").await.expect("published");
     assert_eq!(info["published_messages"], 1);
     assert_eq!(info["stored_messages"], 1);
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_messages_false_delivers_live_without_storing() {
-    let server = start().await;
-    let mut sub = server.subscribe_ok("/sub/news").await;
-    server.wait_for_subscribers("news", 1).await;
-    let (status, _, body) = server
-        .request(Method::POST, "/pub-nostore?id=news", "live only", &[])
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let doc = parse_json(&body);
-    assert_eq!(doc["published_messages"], 1, "{body}");
-    assert_eq!(doc["stored_messages"], 0, "{body}");
-    assert_eq!(doc["subscribers"], 1, "{body}");
-    assert_eq!(sub.read_until("|", WAIT).await, "1:live only|");
-    let info = server.channel_info("news").await.expect("channel exists");
-    assert_eq!(info["stored_messages"], 0);
-    assert_eq!(server.stats("").await["stored_messages"], 0);
-    // A backtracking subscriber finds nothing stored: its first message is the next live one.
-    let mut late = server.subscribe_ok("/sub/news.b5").await;
-    server.wait_for_subscribers("news", 2).await;
-    server.publish_ok("news", "stored one").await;
-    assert_eq!(late.read_until("|", WAIT).await, "2:stored one|");
     server.stop().await;
 }
 

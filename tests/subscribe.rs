@@ -1,5 +1,6 @@
 //! Subscriber locations over real sockets: streaming (header, message template tokens, footer,
-//! multi-channel, backtrack, pings) and EventSource (content type, framing, comments, pings).
+//! pings) and EventSource (content type, framing, comments, pings). Multi-channel subscriptions and
+//! backtrack are covered on both engines in `engines.rs`.
 
 mod common;
 
@@ -136,78 +137,6 @@ async fn token_like_text_in_messages_is_not_expanded() {
     server.wait_for_subscribers("news", 1).await;
     server.publish_ok("news", "~id~ ~channel~").await;
     assert_eq!(sub.read_until(">", WAIT).await, "<~id~ ~channel~>");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_channel_subscriber_receives_both_channels() {
-    let server = TestServer::start(&sub_config("", "~channel~:~id~:~text~|", "", "")).await;
-    let mut sub = server.subscribe_ok("/sub/a/b").await;
-    server.wait_for_subscribers("a", 1).await;
-    server.wait_for_subscribers("b", 1).await;
-    // One connection following two channels counts once in the summary.
-    assert_eq!(server.stats("").await["subscribers"], 1);
-    server.publish_ok("a", "x").await;
-    assert_eq!(sub.read_until("|", WAIT).await, "a:1:x|");
-    server.publish_ok("b", "y").await;
-    assert_eq!(sub.read_until("|", WAIT).await, "b:1:y|");
-    server.publish_ok("a/b", "both").await;
-    let both = sub.read_until("both|", WAIT).await + &sub.read_until("both|", WAIT).await;
-    assert!(
-        both.contains("a:2:both|") && both.contains("b:2:both|"),
-        "{both:?}"
-    );
-    server.publish_ok("other", "not for me").await;
-    server.publish_ok("a", "last").await;
-    assert_eq!(sub.read_until("|", WAIT).await, "a:3:last|");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backtrack_sends_last_stored_messages_then_live_ones() {
-    let server = TestServer::start(&sub_config("", "~id~:~text~|", "", "")).await;
-    for i in 1..=5 {
-        server.publish_ok("news", &format!("m{i}")).await;
-    }
-    let mut sub = server.subscribe_ok("/sub/news.b2").await;
-    assert_eq!(sub.read_until("5:m5|", WAIT).await, "4:m4|5:m5|");
-    server.wait_for_subscribers("news", 1).await;
-    server.publish_ok("news", "m6").await;
-    assert_eq!(sub.read_until("|", WAIT).await, "6:m6|");
-    assert_eq!(sub.received(), "4:m4|5:m5|6:m6|");
-
-    // Backtrack larger than the store: everything stored, in order.
-    let mut all = server.subscribe_ok("/sub/news.b100").await;
-    assert_eq!(
-        all.read_until("6:m6|", WAIT).await,
-        "1:m1|2:m2|3:m3|4:m4|5:m5|6:m6|"
-    );
-    // No backtrack: nothing old.
-    let mut fresh = server.subscribe_ok("/sub/news").await;
-    server.wait_for_subscribers("news", 3).await;
-    server.publish_ok("news", "m7").await;
-    assert_eq!(fresh.read_until("|", WAIT).await, "7:m7|");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backtrack_over_several_channels_comes_channel_by_channel_in_url_order() {
-    let server = TestServer::start(&sub_config("", "~channel~:~id~:~text~|", "", "")).await;
-    server.publish_ok("a", "a1").await;
-    server.publish_ok("b", "b1").await;
-    server.publish_ok("a", "a2").await;
-    server.publish_ok("b", "b2").await;
-    server.publish_ok("a", "a3").await;
-    let mut sub = server.subscribe_ok("/sub/b.b5/a.b2").await;
-    assert_eq!(
-        sub.read_until("a:3:a3|", WAIT).await,
-        "b:1:b1|b:2:b2|a:2:a2|a:3:a3|"
-    );
-    let mut sub2 = server.subscribe_ok("/sub/a.b5/b.b5").await;
-    assert_eq!(
-        sub2.read_until("b:2:b2|", WAIT).await,
-        "a:1:a1|a:2:a2|a:3:a3|b:1:b1|b:2:b2|"
-    );
     server.stop().await;
 }
 
