@@ -686,6 +686,136 @@ async fn jwt_token_from_a_cookie() {
     server.stop().await;
 }
 
+/// An HS256 token with the locations' secret and exactly these claims.
+fn hs256_claims(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encode HS256 token")
+}
+
+#[tokio::test]
+async fn jwt_malformed_registered_claims_and_nbf_are_refused() {
+    let server = TestServer::start(&config_with_server(
+        "",
+        "",
+        &[
+            jwt_locations(),
+            location(
+                "/jwtlee/",
+                "subscriber",
+                &format!("mode = \"streaming\"\njwt_secret = {JWT_SECRET:?}\njwt_leeway = \"2m\""),
+            ),
+        ]
+        .concat(),
+    ))
+    .await;
+    let now = now();
+    // Correctly signed, but a registered claim of the wrong type: 401 naming the claim, on every
+    // mode (the JWT library alone ignored an `exp` it could not read).
+    let malformed = [
+        ("exp", serde_json::json!("0")),
+        ("exp", serde_json::json!(-1)),
+        ("exp", serde_json::json!(null)),
+        ("exp", serde_json::json!(format!("{}", now + 3600))),
+        ("nbf", serde_json::json!("0")),
+        ("nbf", serde_json::json!(-5)),
+        ("iat", serde_json::json!("yesterday")),
+        ("sub", serde_json::json!(42)),
+        ("aud", serde_json::json!({"a": 1})),
+    ];
+    for (claim, value) in malformed {
+        let mut claims = serde_json::json!({ "channels": ["news"] });
+        claims[claim] = value.clone();
+        let token = hs256_claims(claims);
+        for path in ["/jwt/news", "/jwtev/news", "/jwtpoll/news"] {
+            let explain = refused(
+                &server,
+                &format!("{path}?token={token}"),
+                &[],
+                StatusCode::UNAUTHORIZED,
+            )
+            .await;
+            assert!(
+                explain.contains("Invalid subscriber token") && explain.contains(claim),
+                "{path} with {claim} = {value}: {explain}"
+            );
+        }
+        match ws_connect(&server, &format!("/jwtws/news?token={token}"), &[]).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{claim}")
+            }
+            Err(other) => panic!("{claim} = {value}: expected 401, got {other}"),
+            Ok(_) => panic!("{claim} = {value}: expected 401, got a WebSocket"),
+        }
+    }
+    // `nbf` is honoured: a token valid only from in an hour is refused now, one valid since a
+    // minute ago is accepted; fractional NumericDates are accepted.
+    let later = hs256_claims(serde_json::json!({ "channels": ["news"], "nbf": now + 3600 }));
+    let explain = refused(
+        &server,
+        &format!("/jwt/news?token={later}"),
+        &[],
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(explain.contains("not valid yet"), "{explain}");
+    let since = hs256_claims(serde_json::json!({
+        "channels": ["news"], "nbf": now - 60, "iat": now as f64 - 60.5, "exp": now as f64 + 600.25
+    }));
+    assert_eq!(
+        subscribe_status(&server, &format!("/jwt/news?token={since}"), &[]).await,
+        StatusCode::OK
+    );
+    // The leeway is configurable: expired 60 s ago or valid in 60 s passes a 2-minute leeway, not
+    // the default 5 s one.
+    for claims in [
+        serde_json::json!({ "channels": ["news"], "exp": now - 60 }),
+        serde_json::json!({ "channels": ["news"], "nbf": now + 60 }),
+    ] {
+        let token = hs256_claims(claims.clone());
+        assert_eq!(
+            subscribe_status(&server, &format!("/jwtlee/news?token={token}"), &[]).await,
+            StatusCode::OK,
+            "{claims}"
+        );
+        refused(
+            &server,
+            &format!("/jwt/news?token={token}"),
+            &[],
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_an_empty_token_argument_does_not_hide_the_bearer_header() {
+    let server = start_jwt().await;
+    let bearer = format!("Bearer {}", hs256(&["news"]));
+    for path in ["/jwt/news?token=", "/jwtev/news?token="] {
+        assert_eq!(
+            subscribe_status(&server, path, &[("Authorization", &bearer)]).await,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let (status, explain) = get(
+        &server,
+        "/jwtpoll/news?token=",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED, "{explain}");
+    // Without the header, an empty argument is a missing token.
+    let explain = refused(&server, "/jwt/news?token=", &[], StatusCode::UNAUTHORIZED).await;
+    assert!(explain.contains("Missing subscriber token"), "{explain}");
+    server.stop().await;
+}
+
 /// A PEM RSA key pair: generated with `openssl` when it is installed, else the committed test pair
 /// under `tests/fixtures/`. Returns (private key PEM, public key file, directory to remove).
 fn rsa_key_pair() -> (Vec<u8>, PathBuf, Option<PathBuf>) {

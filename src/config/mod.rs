@@ -380,6 +380,9 @@ pub struct LocationConfig {
     /// Subscriber only: where the JWT comes from (expression). Default `$arg_token`, then the
     /// `Authorization: Bearer` header.
     pub token: Option<String>,
+    /// Subscriber only: clock difference allowed when checking a JWT's `exp` and `nbf`. Default
+    /// `5s`.
+    pub jwt_leeway: Option<ConfDuration>,
     /// Subscriber only: URL that authorizes each subscribe request (its headers and cookies are
     /// forwarded; 2xx admits).
     pub auth_request_url: Option<String>,

@@ -157,7 +157,10 @@ impl RateLimiter {
 /// How subscriber tokens are verified.
 struct TokenAuth {
     key: jsonwebtoken::DecodingKey,
+    /// Signature and algorithm only: the registered claims are checked by `check_registered_claims`.
     validation: jsonwebtoken::Validation,
+    /// Clock difference allowed for `exp` and `nbf`, in seconds.
+    leeway: f64,
     source: Option<ChannelsPathExpr>,
 }
 
@@ -165,9 +168,13 @@ impl std::fmt::Debug for TokenAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenAuth")
             .field("algorithms", &self.validation.algorithms)
+            .field("leeway", &self.leeway)
             .finish()
     }
 }
+
+/// Clock difference allowed for a subscriber token's `exp` and `nbf` unless `jwt_leeway` says.
+const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
 
 /// The claims Herald reads from a subscriber token.
 #[derive(Debug, Deserialize)]
@@ -252,8 +259,10 @@ impl LocationAccess {
             Some((key, algorithm)) => {
                 let mut validation = jsonwebtoken::Validation::new(algorithm);
                 validation.required_spec_claims.clear();
-                validation.validate_exp = true;
-                validation.leeway = 5;
+                // The library ignores an `exp` or `nbf` it cannot read as a whole number
+                // (`"0"`, `-1`): Herald checks both itself, refusing malformed ones.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
                 let source = loc
                     .token
                     .as_deref()
@@ -263,11 +272,21 @@ impl LocationAccess {
                 Some(TokenAuth {
                     key,
                     validation,
+                    leeway: loc
+                        .jwt_leeway
+                        .map_or(DEFAULT_JWT_LEEWAY, |d| d.0)
+                        .as_secs_f64(),
                     source,
                 })
             }
             None if loc.token.is_some() => {
                 return Err(("token", "needs jwt_secret or jwt_public_key_file".into()));
+            }
+            None if loc.jwt_leeway.is_some() => {
+                return Err((
+                    "jwt_leeway",
+                    "needs jwt_secret or jwt_public_key_file".into(),
+                ));
             }
             None => None,
         };
@@ -465,7 +484,8 @@ fn check_token(
         .as_ref()
         .map(|e| e.eval(vars))
         .filter(|t| !t.is_empty());
-    let from_arg = || vars.arg("token");
+    // An empty `?token=` is no token: it does not hide an `Authorization: Bearer` one.
+    let from_arg = || vars.arg("token").filter(|t| !t.is_empty());
     let token = match &auth.source {
         Some(_) => from_expr,
         None => from_arg().or_else(|| bearer(headers).map(str::to_string)),
@@ -477,20 +497,25 @@ fn check_token(
             "Missing subscriber token (the token query argument or Authorization: Bearer).",
         ));
     };
-    let claims =
-        jsonwebtoken::decode::<Claims>(&token, &auth.key, &auth.validation).map_err(|e| {
-            crate::metrics::count_auth_refusal("token_invalid");
-            let explain = match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    "Subscriber token expired.".to_string()
-                }
-                _ => format!("Invalid subscriber token: {e}."),
-            };
-            HttpError::new(StatusCode::UNAUTHORIZED, explain)
-        })?;
+    let refuse = |explain: String| {
+        crate::metrics::count_auth_refusal("token_invalid");
+        HttpError::new(StatusCode::UNAUTHORIZED, explain)
+    };
+    let decoded = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        &token,
+        &auth.key,
+        &auth.validation,
+    )
+    .map_err(|e| refuse(format!("Invalid subscriber token: {e}.")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    check_registered_claims(&decoded.claims, now, auth.leeway).map_err(refuse)?;
+    let claims: Claims = serde_json::from_value(serde_json::Value::Object(decoded.claims))
+        .map_err(|e| refuse(format!("Invalid subscriber token: {e}.")))?;
     let allowed = |channel: &str| {
         claims
-            .claims
             .channels
             .iter()
             .any(|pattern| match pattern.strip_suffix('*') {
@@ -505,8 +530,62 @@ fn check_token(
             format!("The subscriber token does not allow channel {channel}."),
         ));
     }
-    if let Some(user) = &claims.claims.sub {
+    if let Some(user) = &claims.sub {
         tracing::debug!(user, "subscriber token accepted");
+    }
+    Ok(())
+}
+
+/// Checks the registered claims of a token whose signature is valid (RFC 7519 §4.1): `exp`, `nbf`
+/// and `iat` must be NumericDates (JSON numbers of seconds since 1970, not negative), `iss`, `sub`
+/// and `jti` strings, `aud` a string or a list of them; `exp` must not have passed and `nbf` must
+/// have come, each give or take `leeway` seconds. The error is what the client is told.
+fn check_registered_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: f64,
+    leeway: f64,
+) -> Result<(), String> {
+    use serde_json::Value;
+    let date = |name: &str| -> Result<Option<f64>, String> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Some(seconds)),
+                _ => Err(format!(
+                    "Invalid subscriber token: claim {name} must be a date in seconds since 1970, not {n}."
+                )),
+            },
+            Some(other) => Err(format!(
+                "Invalid subscriber token: claim {name} must be a number of seconds since 1970, not {other}."
+            )),
+        }
+    };
+    let (exp, nbf) = (date("exp")?, date("nbf")?);
+    date("iat")?;
+    for name in ["iss", "sub", "jti"] {
+        if let Some(value) = claims.get(name).filter(|v| !v.is_string()) {
+            return Err(format!(
+                "Invalid subscriber token: claim {name} must be a string, not {value}."
+            ));
+        }
+    }
+    if let Some(aud) = claims.get("aud") {
+        let strings = match aud {
+            Value::String(_) => true,
+            Value::Array(items) => items.iter().all(Value::is_string),
+            _ => false,
+        };
+        if !strings {
+            return Err(format!(
+                "Invalid subscriber token: claim aud must be a string or a list of strings, not {aud}."
+            ));
+        }
+    }
+    if exp.is_some_and(|exp| now > exp + leeway) {
+        return Err("Subscriber token expired.".to_string());
+    }
+    if nbf.is_some_and(|nbf| now + leeway < nbf) {
+        return Err("Subscriber token not valid yet (nbf).".to_string());
     }
     Ok(())
 }
@@ -663,6 +742,51 @@ mod tests {
         let mut small: HashMap<u32, Instant> = (0..10u32).map(|k| (k, start)).collect();
         make_room(&mut small, 100, Duration::from_secs(3600), |at| *at);
         assert_eq!(small.len(), 10, "under the cap nothing goes");
+    }
+
+    #[test]
+    fn registered_claims_must_be_well_formed() {
+        let claims = |json: serde_json::Value| match json {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("test claims are objects"),
+        };
+        let now = 1_000_000.0;
+        let check = |json| check_registered_claims(&claims(json), now, 5.0);
+        assert!(check(serde_json::json!({"channels": ["a"]})).is_ok());
+        assert!(
+            check(serde_json::json!({"exp": 1_000_100, "nbf": 999_000, "iat": 999_000.5})).is_ok()
+        );
+        for malformed in [
+            serde_json::json!({"exp": "0"}),
+            serde_json::json!({"exp": -1}),
+            serde_json::json!({"exp": null}),
+            serde_json::json!({"nbf": "soon"}),
+            serde_json::json!({"iat": [1]}),
+            serde_json::json!({"sub": 42}),
+            serde_json::json!({"aud": ["a", 1]}),
+        ] {
+            let err = check(malformed.clone()).expect_err("malformed claim refused");
+            assert!(
+                err.starts_with("Invalid subscriber token: claim"),
+                "{malformed}: {err}"
+            );
+        }
+        assert_eq!(
+            check(serde_json::json!({"exp": 999_990})).unwrap_err(),
+            "Subscriber token expired."
+        );
+        assert!(
+            check(serde_json::json!({"exp": 999_996})).is_ok(),
+            "within the leeway"
+        );
+        assert_eq!(
+            check(serde_json::json!({"nbf": 1_000_010})).unwrap_err(),
+            "Subscriber token not valid yet (nbf)."
+        );
+        assert!(
+            check(serde_json::json!({"nbf": 1_000_004})).is_ok(),
+            "within the leeway"
+        );
     }
 
     #[test]
