@@ -32,11 +32,45 @@ pub struct RequestVars<'a> {
     pub headers: Option<&'a hyper::HeaderMap>,
 }
 
-/// The first value of query argument `name`, form-decoded (`None` when absent).
+/// The first value of query argument `name`, form-decoded (`None` when absent; bytes that are not
+/// UTF-8 once decoded become U+FFFD).
 pub fn query_arg(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+/// The first value of query argument `name`, form-decoded, as the bytes it decodes to.
+fn query_arg_bytes(query: &str, name: &str) -> Option<Vec<u8>> {
+    let plus_as_space = |text: &str| -> Vec<u8> {
+        let bytes: Vec<u8> = text
+            .bytes()
+            .map(|b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&bytes).collect()
+    };
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(key, _)| plus_as_space(key) == name.as_bytes())
+        .map(|(_, value)| plus_as_space(value))
+}
+
+/// A value an expression read is not text: its decoded bytes are not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUtf8 {
+    /// The variable the bytes came from, as written in the expression (`$arg_id`, `$1`, …).
+    pub variable: String,
+}
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not valid UTF-8 once percent-decoded; channel ids are UTF-8 text.",
+            self.variable
+        )
+    }
 }
 
 impl RequestVars<'_> {
@@ -88,20 +122,47 @@ impl ChannelsPathExpr {
         Ok(ChannelsPathExpr(pieces))
     }
 
-    /// Evaluates the expression; values from the path are percent-decoded, query args form-decoded.
+    /// Evaluates the expression; values from the path are percent-decoded, query args form-decoded;
+    /// bytes that are not UTF-8 become U+FFFD (for values that are only matched or echoed: user
+    /// agents, origins).
     pub fn eval(&self, vars: &RequestVars<'_>) -> String {
+        self.render(vars, false).unwrap_or_default()
+    }
+
+    /// Evaluates the expression for values that name things (channel ids): a variable whose
+    /// decoded bytes are not UTF-8 is an error, never replaced, so that different ids cannot
+    /// become one channel.
+    pub fn eval_exact(&self, vars: &RequestVars<'_>) -> Result<String, NotUtf8> {
+        self.render(vars, true)
+    }
+
+    fn render(&self, vars: &RequestVars<'_>, exact: bool) -> Result<String, NotUtf8> {
         let mut out = String::new();
+        let push = |out: &mut String, bytes: &[u8], variable: &dyn Fn() -> String| {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => out.push_str(text),
+                Err(_) if exact => {
+                    return Err(NotUtf8 {
+                        variable: variable(),
+                    })
+                }
+                Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+            }
+            Ok(())
+        };
         for piece in &self.0 {
             match piece {
                 Piece::Literal(text) => out.push_str(text),
                 Piece::Arg(name) => {
-                    if let Some(value) = vars.arg(name) {
-                        out.push_str(&value);
+                    if let Some(value) = query_arg_bytes(vars.query, name) {
+                        push(&mut out, &value, &|| format!("$arg_{name}"))?;
                     }
                 }
                 Piece::Header(name) => {
                     if let Some(value) = vars.headers.and_then(|h| h.get(name.as_str())) {
-                        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                        push(&mut out, value.as_bytes(), &|| {
+                            format!("$http_{}", name.replace('-', "_"))
+                        })?;
                     }
                 }
                 Piece::Cookie(name) => {
@@ -116,23 +177,25 @@ impl ChannelsPathExpr {
                         .find(|(key, _)| *key == name)
                         .map(|(_, value)| value)
                     {
-                        out.push_str(&percent_decode(value));
+                        push(&mut out, &percent_decode(value), &|| format!("$cookie_{name}"))?;
                     }
                 }
                 Piece::Capture(index) => {
                     if let Some(Some(value)) = vars.captures.get(*index) {
-                        out.push_str(&percent_decode(value));
+                        push(&mut out, &percent_decode(value), &|| format!("${index}"))?;
                     }
                 }
-                Piece::Suffix => out.push_str(&percent_decode(vars.suffix)),
+                Piece::Suffix => push(&mut out, &percent_decode(vars.suffix), &|| {
+                    "the request path".to_string()
+                })?,
             }
         }
-        out
+        Ok(out)
     }
 }
 
-fn percent_decode(text: &str) -> Cow<'_, str> {
-    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+fn percent_decode(text: &str) -> Cow<'_, [u8]> {
+    percent_encoding::percent_decode_str(text).into()
 }
 
 /// One channel of a subscriber path, before validation.

@@ -402,8 +402,10 @@ where
         return HttpError::new(StatusCode::NOT_FOUND, format!("No location serves {path}."))
             .into_response();
     };
-    let channels_path = location.channels_path.eval(&vars);
     let client = access::client_address(peer, &parts.headers, &routes.trusted_proxies);
+    // Channel ids are text: bytes that are not UTF-8 are refused, not replaced (else `%FF` and
+    // `%FE` would name the same channel).
+    let channels_path = location.channels_path.eval_exact(&vars);
     let checked = if parts.method == hyper::Method::OPTIONS {
         // CORS preflights carry no credentials.
         Ok(())
@@ -421,12 +423,16 @@ where
                 }
             })
     };
+    let checked = checked.and_then(|()| {
+        channels_path
+            .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, err.to_string()))
+    });
     let result = match (&location.handler, checked) {
         (_, Err(refused)) => Err(refused),
-        (Handler::Publisher(settings), Ok(())) => {
+        (Handler::Publisher(settings), Ok(channels_path)) => {
             publisher::handle(state, settings, &parts, body, &query, &channels_path).await
         }
-        (Handler::Subscriber(settings), Ok(())) => {
+        (Handler::Subscriber(settings), Ok(channels_path)) => {
             subscriber::handle(
                 state,
                 settings,
@@ -438,11 +444,11 @@ where
             )
             .await
         }
-        (Handler::Stats, Ok(())) => {
+        (Handler::Stats, Ok(channels_path)) => {
             stats::handle(state, &parts.method, &parts.headers, &vars, &channels_path).await
         }
-        (Handler::Metrics, Ok(())) => metrics_response(state, &parts.method),
-        (Handler::Static, Ok(())) => static_files::handle(&parts.method, &channels_path),
+        (Handler::Metrics, Ok(_)) => metrics_response(state, &parts.method),
+        (Handler::Static, Ok(channels_path)) => static_files::handle(&parts.method, &channels_path),
     };
     let mut response = result.unwrap_or_else(HttpError::into_response);
     if let Some(origins) = &location.allowed_origins {
