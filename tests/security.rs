@@ -1375,6 +1375,63 @@ async fn max_channels_per_subscription() {
 }
 
 #[tokio::test]
+async fn one_publish_names_each_channel_once_and_at_most_max_channels_per_publish() {
+    let server = TestServer::start(&config_with_server(
+        "",
+        "max_channels_per_publish = 3",
+        &[
+            location("/sub/", "subscriber", "mode = \"streaming\""),
+            exact("/limited", "publisher", "publish_rate_limit = \"2/m\""),
+            metrics_location(),
+        ]
+        .concat(),
+    ))
+    .await;
+    // The same id 3,000 times is one channel, published to once.
+    let mut sub = server.subscribe_ok("/sub/rep").await;
+    server.wait_for_subscribers("rep", 1).await;
+    let repeated = vec!["rep"; 3000].join("/");
+    let (status, _, body) = post(&server, &format!("/pub?id={repeated}"), "once", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.publish_ok("rep", "after").await;
+    let got = sub.read_until("after", WAIT).await;
+    assert_eq!(got.matches("once").count(), 1, "{got:?}");
+    let info = server.channel_info("rep").await.expect("channel rep");
+    assert_eq!(info["published_messages"], 2, "{info}");
+    // Repeats count once against the cap too; distinct channels past it are refused, nothing
+    // published.
+    let (status, _, body) = post(&server, "/pub?id=a/b/a/c/b/c", "three", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, headers, _) = post(&server, "/pub?id=a/b/c/d", "four", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        header(&headers, EXPLAIN).contains("max_channels_per_publish = 3"),
+        "{headers:?}"
+    );
+    let (status, _, _) = server.get("/pub?id=d").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "d was not created");
+    // The cap holds for channel info and delete requests as well.
+    let (status, _, _) = server.get("/pub?id=a/b/c/rep").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = server
+        .request(Method::DELETE, "/pub?id=a/b/c/rep", String::new(), &[])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let metrics = server.get("/metrics").await.2;
+    assert!(
+        metrics.contains("limit=\"max_channels_per_publish\""),
+        "{metrics}"
+    );
+    // A rate-limited location: one request naming a channel thousands of times is one publish
+    // of one message.
+    let (status, _, body) = post(&server, &format!("/limited?id={repeated}"), "x", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let info = server.channel_info("rep").await.expect("channel rep");
+    assert_eq!(info["published_messages"], 3, "{info}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn max_header_size_answers_431() {
     let server = TestServer::start(&config_with_server("max_header_size = \"8k\"", "", "")).await;
     let big = "x".repeat(20 * 1024);

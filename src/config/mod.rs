@@ -196,6 +196,9 @@ pub struct ChannelsConfig {
     pub private_channel_prefixes: Vec<String>,
     /// Most channels in one subscribe request; more get 403. Default 100.
     pub max_channels_per_subscription: Option<u64>,
+    /// Most distinct channels one publisher request names (publish, channel info, delete); more get
+    /// 403. A channel named twice in one request counts, and is published to, once. Default 100.
+    pub max_channels_per_publish: Option<u64>,
     /// How many `Idempotency-Key`s of recent publishes each channel remembers: a publish repeating
     /// one of them is answered without publishing again. 0 refuses the header (400). Default 1000.
     pub idempotency_keys_per_channel: u64,
@@ -221,6 +224,7 @@ impl Default for ChannelsConfig {
             shared_memory_size: Some(ConfSize(256 << 20)),
             private_channel_prefixes: Vec::new(),
             max_channels_per_subscription: Some(100),
+            max_channels_per_publish: Some(100),
             idempotency_keys_per_channel: 1000,
         }
     }
@@ -499,6 +503,7 @@ impl Config {
                 ch.max_number_of_wildcard_channels,
             ),
             ("shared_memory_size", ch.shared_memory_size.map(|s| s.0)),
+            ("max_channels_per_publish", ch.max_channels_per_publish),
         ];
         for (name, value) in positive {
             if value == Some(0) {

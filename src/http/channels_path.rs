@@ -177,7 +177,9 @@ impl ChannelsPathExpr {
                         .find(|(key, _)| *key == name)
                         .map(|(_, value)| value)
                     {
-                        push(&mut out, &percent_decode(value), &|| format!("$cookie_{name}"))?;
+                        push(&mut out, &percent_decode(value), &|| {
+                            format!("$cookie_{name}")
+                        })?;
                     }
                 }
                 Piece::Capture(index) => {

@@ -63,6 +63,8 @@ pub struct Routes {
     pub private_channel_prefixes: Vec<String>,
     /// Most channels per subscribe request.
     pub max_channels_per_subscription: Option<u64>,
+    /// Most distinct channels per publisher request.
+    pub max_channels_per_publish: Option<u64>,
     /// Most open connections.
     pub max_connections: Option<u64>,
     /// Most open connections per peer address.
@@ -96,6 +98,7 @@ impl Routes {
                 .collect::<Result<_, _>>()?,
             private_channel_prefixes: config.channels.private_channel_prefixes.clone(),
             max_channels_per_subscription: config.channels.max_channels_per_subscription,
+            max_channels_per_publish: config.channels.max_channels_per_publish,
             max_connections: config.server.max_connections,
             max_connections_per_address: config.server.max_connections_per_address,
             header_read_timeout: config.server.header_read_timeout.0,
@@ -424,8 +427,7 @@ where
             })
     };
     let checked = checked.and_then(|()| {
-        channels_path
-            .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, err.to_string()))
+        channels_path.map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, err.to_string()))
     });
     let result = match (&location.handler, checked) {
         (_, Err(refused)) => Err(refused),

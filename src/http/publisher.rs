@@ -38,10 +38,7 @@ where
             .body(Body::empty())
             .unwrap_or_default());
     }
-    let ids = split_channels(channels_path);
-    if ids.is_empty() {
-        return Err(crate::broker::BrokerError::NoChannelId.into());
-    }
+    let ids = distinct_channels(state, channels_path)?;
     match method {
         Method::GET => {
             for id in &ids {
@@ -113,6 +110,32 @@ pub fn allowed_methods(settings: &PublisherSettings) -> &'static str {
     } else {
         "GET, POST, PUT"
     }
+}
+
+/// The channels a request names, each once (`a/b/a` publishes to `a` and `b` once each), at least
+/// one and at most `max_channels_per_publish`.
+fn distinct_channels<'a>(
+    state: &AppState,
+    channels_path: &'a str,
+) -> Result<Vec<&'a str>, HttpError> {
+    let mut ids = split_channels(channels_path);
+    if ids.is_empty() {
+        return Err(crate::broker::BrokerError::NoChannelId.into());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| seen.insert(*id));
+    if let Some(max) = state.routes().max_channels_per_publish {
+        if ids.len() as u64 > max {
+            crate::metrics::count_limit_refusal("max_channels_per_publish");
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Too many channels in one request. Limit: max_channels_per_publish = {max}."
+                ),
+            ));
+        }
+    }
+    Ok(ids)
 }
 
 fn parse_ids(state: &AppState, ids: &[&str]) -> Result<Vec<ChannelId>, HttpError> {
