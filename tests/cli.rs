@@ -243,3 +243,110 @@ async fn embedded_default_config_serves_pub_sub_ev_and_stats() {
     stream.read_to_end(WAIT).await;
     events.read_to_end(WAIT).await;
 }
+
+/// `GOOD_CONFIG` (admin publisher at /publish, open statistics) with `server` lines added and the
+/// publisher given `publisher` lines.
+fn exposed_config(server: &str, publisher: &str) -> String {
+    GOOD_CONFIG
+        .replace(
+            "shutdown_timeout = \"2s\"",
+            &format!("shutdown_timeout = \"2s\"\n{server}"),
+        )
+        .replace(
+            "channels_path = \"$arg_channel\"",
+            &format!("channels_path = \"$arg_channel\"\n{publisher}"),
+        )
+}
+
+#[tokio::test]
+async fn an_open_admin_publisher_is_not_served_beyond_loopback() {
+    // The embedded default config (an admin publisher with no access rule) on every address.
+    let out = run(&["--listen", "0.0.0.0:0"]).await;
+    assert!(!out.status.success(), "it started: {}", out.stderr);
+    for needed in [
+        "refusing to start",
+        "/pub",
+        "allow_addresses",
+        "allow_public_admin",
+    ] {
+        assert!(out.stderr.contains(needed), "{needed}: {}", out.stderr);
+    }
+    let file = TempFile::new("open-admin.toml", &exposed_config("", ""));
+    let out = run(&["--config", file.path(), "--listen", "[::]:0"]).await;
+    assert!(!out.status.success(), "it started: {}", out.stderr);
+    assert!(out.stderr.contains("/publish"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_or_explicitly_public_admin_publisher_starts_beyond_loopback() {
+    // Protected by a bearer secret: starts; the open statistics location is warned about.
+    let protected = TempFile::new(
+        "protected-admin.toml",
+        &exposed_config(
+            "",
+            "auth_bearer_tokens = [\"a-long-publisher-secret-0123\"]",
+        ),
+    );
+    let mut herald =
+        HeraldProcess::start(&["--config", protected.path(), "--listen", "0.0.0.0:0"]).await;
+    herald
+        .wait_for_log("/channels-stats (statistics) has no access rule", 0, WAIT)
+        .await;
+    let (status, _, _) = herald.post("/publish?channel=x", "hi").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A reload that would open the admin publisher is refused; the running config stays.
+    protected.write(&exposed_config("", ""));
+    let since = herald.log_len();
+    herald.signal(libc::SIGHUP);
+    let line = herald.wait_for_log("reload refused", since, WAIT).await;
+    assert!(line.contains("/publish"), "{line}");
+    let (status, _, _) = herald.post("/publish?channel=x", "hi").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the running config stays");
+    assert!(herald.terminate().await.success());
+
+    // Explicitly public: starts and says so.
+    let public = TempFile::new(
+        "public-admin.toml",
+        &exposed_config("allow_public_admin = true", ""),
+    );
+    let mut herald =
+        HeraldProcess::start(&["--config", public.path(), "--listen", "0.0.0.0:0"]).await;
+    herald
+        .wait_for_log("allow_public_admin is set", 0, WAIT)
+        .await;
+    let (status, _, _) = herald.post("/publish?channel=x", "hi").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(herald.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nginx_config_that_served_an_open_admin_publisher_keeps_serving_it_with_a_warning() {
+    let nginx = "http {\n push_stream_shared_memory_size 10m;\n server {\n  listen 9080;\n  location /pub { push_stream_publisher admin; push_stream_channels_path $arg_id; }\n  location ~ /sub/(.*) { push_stream_subscriber; push_stream_channels_path $1; }\n }\n}\n";
+    let file = TempFile::new("open-admin-nginx.conf", nginx);
+    let out = run(&["migrate", file.path()]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("allow_public_admin = true"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("/pub"),
+        "{}",
+        out.stderr
+    );
+    let mut herald =
+        HeraldProcess::start(&["--nginx-config", file.path(), "--listen", "0.0.0.0:0"]).await;
+    let (status, _, body) = herald.post("/pub?id=x", "hi").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(herald.terminate().await.success());
+    // With allow/deny the import needs no exception.
+    let guarded = nginx.replace(
+        "push_stream_publisher admin;",
+        "push_stream_publisher admin; allow 127.0.0.1; deny all;",
+    );
+    file.write(&guarded);
+    let out = run(&["migrate", file.path()]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(!out.stdout.contains("allow_public_admin"), "{}", out.stdout);
+}

@@ -119,6 +119,10 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers); larger ones get 431. Default `16k`
     /// (at least 8k).
     pub max_header_size: ConfSize,
+    /// Start even when a listener other than loopback serves an admin publisher (publish and
+    /// DELETE any channel; the dashboard's actions) that has neither `allow_addresses` nor
+    /// `auth_bearer_tokens`. Default `false`: Herald refuses to start and says which location.
+    pub allow_public_admin: bool,
 }
 
 /// How log lines are written.
@@ -147,6 +151,7 @@ impl Default for ServerConfig {
             max_connections_per_address: None,
             header_read_timeout: ConfDuration(Duration::from_secs(30)),
             max_header_size: ConfSize(16 << 10),
+            allow_public_admin: false,
         }
     }
 }
@@ -474,6 +479,65 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| format!("invalid listen address {:?}: {e}", self.server.listen))
+    }
+
+    /// What a listener on `addr` would expose without any authentication. On a loopback address,
+    /// nothing. Elsewhere, `Err` names the admin publishers open to anyone (publish and delete any
+    /// channel, the dashboard's actions) unless `server.allow_public_admin` is set; `Ok` lists
+    /// warnings for statistics and metrics locations anyone can read.
+    pub fn check_exposure(&self, addr: SocketAddr) -> Result<Vec<String>, String> {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_loopback() {
+            return Ok(Vec::new());
+        }
+        let open = |loc: &&LocationConfig| {
+            loc.allow_addresses.is_empty() && loc.auth_bearer_tokens.is_empty()
+        };
+        let open_admins: Vec<&str> = self
+            .locations
+            .iter()
+            .filter(|loc| loc.role() == Role::Publisher && loc.admin)
+            .filter(open)
+            .map(|loc| loc.path.as_str())
+            .collect();
+        let mut warnings = Vec::new();
+        if !open_admins.is_empty() {
+            let message = format!(
+                "{addr} is reachable from other hosts, and the admin publisher location{} {} (publish to and DELETE any channel; the dashboard's actions) {} no access rule: give {} allow_addresses or auth_bearer_tokens, listen on 127.0.0.1, or set [server] allow_public_admin = true to serve {} to anyone",
+                if open_admins.len() > 1 { "s" } else { "" },
+                open_admins.join(", "),
+                if open_admins.len() > 1 { "have" } else { "has" },
+                if open_admins.len() > 1 { "them" } else { "it" },
+                if open_admins.len() > 1 { "them" } else { "it" },
+            );
+            if !self.server.allow_public_admin {
+                return Err(message);
+            }
+            warnings.push(format!("{message} (allow_public_admin is set: serving it)"));
+        }
+        for loc in self
+            .locations
+            .iter()
+            .filter(|loc| matches!(loc.role(), Role::Stats | Role::Metrics))
+            .filter(open)
+        {
+            warnings.push(format!(
+                "{addr} is reachable from other hosts and {} ({}) has no access rule: anyone can read {}",
+                loc.path,
+                if loc.role() == Role::Stats { "statistics" } else { "metrics" },
+                if loc.role() == Role::Stats {
+                    "every channel's name and counts"
+                } else {
+                    "the server's metrics"
+                }
+            ));
+        }
+        Ok(warnings)
     }
 
     /// Checks values serde cannot, returning the offending key path (`location[1].mode`) and why.

@@ -91,13 +91,34 @@ pub fn import_str(text: &str, path: &Path) -> Result<Import, ConfigError> {
         );
     }
     importer.warnings.extend(location_warnings(&server));
+    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut rendered = render(&importer, &server, &file, false)?;
+    let mut config = Config::from_toml(&rendered.toml, &path.display().to_string(), base_dir)
+        .map_err(|e| rendered.map_error(e, &file))?;
+    // nginx served an admin publisher without allow/deny to every address; Herald would refuse
+    // to. The nginx configuration is the operator's explicit choice: keep serving it, say so in
+    // the TOML (a line to remove) and warn.
+    if let Some(Err(problem)) = config.listen_addr().ok().map(|a| config.check_exposure(a)) {
+        let origin = match &server.listen {
+            Some(setting) => setting.origin.clone(),
+            None => Origin {
+                file: file.clone(),
+                line: 1,
+            },
+        };
+        importer.warn(
+            &origin,
+            format!(
+                "{problem}; as nginx did, Herald serves it (allow_public_admin = true written out)"
+            ),
+        );
+        rendered = render(&importer, &server, &file, true)?;
+        config = Config::from_toml(&rendered.toml, &path.display().to_string(), base_dir)
+            .map_err(|e| rendered.map_error(e, &file))?;
+    }
     importer
         .warnings
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    let rendered = render(&importer, &server, &file)?;
-    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let config = Config::from_toml(&rendered.toml, &path.display().to_string(), base_dir)
-        .map_err(|e| rendered.map_error(e, &file))?;
     Ok(Import {
         config,
         toml: rendered.toml,
@@ -1669,6 +1690,7 @@ fn render(
     importer: &Importer,
     server: &ServerPlan,
     file: &Arc<Path>,
+    public_admin: bool,
 ) -> Result<Rendered, ConfigError> {
     let mut sources = BTreeMap::new();
     let main_name = display_name(file, file);
@@ -1694,6 +1716,15 @@ fn render(
     server_table.insert("listen", value(listen));
     let max_body = body_size(server, &mut sources);
     server_table.insert("max_body_size", size_item(max_body));
+    if public_admin {
+        let mut item = value(true);
+        if let Some(v) = item.as_value_mut() {
+            v.decor_mut().set_suffix(
+                "  # the admin publisher has no allow/deny: anyone who reaches the listener can publish and delete",
+            );
+        }
+        server_table.insert("allow_public_admin", item);
+    }
     doc.insert("server", Item::Table(server_table));
 
     let mut channels = Table::new();
@@ -2698,9 +2729,12 @@ line" ${arg_id}tail"#,
         ));
         assert_eq!(import.config.server.listen, "0.0.0.0:2");
         let text: Vec<String> = import.warnings.iter().map(|w| w.to_string()).collect();
-        assert_eq!(text.len(), 2, "{text:#?}");
+        assert_eq!(text.len(), 3, "{text:#?}");
         assert!(text[0].contains(":3: server block ignored: it has no push_stream location"));
-        assert!(text[1].contains(":5: server block ignored: it has 1 push_stream location(s)"));
+        // The served block's admin publisher has no allow/deny and listens on every address.
+        assert!(text[1].contains(":4: 0.0.0.0:2 is reachable from other hosts"));
+        assert!(import.config.server.allow_public_admin);
+        assert!(text[2].contains(":5: server block ignored: it has 1 push_stream location(s)"));
     }
 
     #[test]

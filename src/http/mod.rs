@@ -121,6 +121,8 @@ pub struct AppState {
     pub hostname: String,
     /// Ends live subscriber streams on shutdown.
     pub shutdown: Shutdown,
+    /// The address the listener is bound to (a reload is checked against it).
+    listen_addr: SocketAddr,
 }
 
 impl AppState {
@@ -133,6 +135,9 @@ impl AppState {
     /// TTLs and limits; open connections keep theirs. The listen address cannot change (a warning
     /// says so).
     pub fn reload(&self, config: &Config) -> Result<(), String> {
+        for warning in config.check_exposure(self.listen_addr)? {
+            tracing::warn!("{warning}");
+        }
         let mut formats = self.formats.lock();
         let routes = Routes::compile(config, &mut formats)?;
         let settings = BrokerSettings::from_config(&config.channels, formats.len());
@@ -156,6 +161,9 @@ pub enum StartError {
     /// The configuration could not be compiled.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The listener would serve an admin API to anyone.
+    #[error("refusing to start: {0}")]
+    Exposed(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -180,6 +188,9 @@ impl Server {
             Some(addr) => addr,
             None => config.listen_addr().map_err(StartError::Config)?,
         };
+        for warning in config.check_exposure(addr).map_err(StartError::Exposed)? {
+            tracing::warn!("{warning}");
+        }
         // Before anything registers a metric handle.
         if crate::metrics::install().is_none() {
             tracing::warn!(
@@ -202,12 +213,14 @@ impl Server {
                 source,
             })?;
         let (trigger, shutdown) = shutdown::channel();
+        let listen_addr = listener.local_addr().unwrap_or(addr);
         let state = Arc::new(AppState {
             engine,
             routes: ArcSwap::from_pointee(routes),
             formats: Mutex::new(formats),
             hostname,
             shutdown,
+            listen_addr,
         });
         Ok(Server {
             listener,
