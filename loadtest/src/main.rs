@@ -2,19 +2,21 @@
 //! push-stream module), driven by URL templates so the same run measures any of them.
 //!
 //! Scenarios: `idle` (memory per held subscriber), `fanout` (deliveries/s, publish→receive latency,
-//! loss and duplication), `publish` (POST throughput over keep-alive connections) and `churn`
+//! loss and duplication), `publish` (POST throughput over keep-alive connections), `churn`
 //! (waves of connect/disconnect while publishing: RSS, fds and subscriber counts before, at the peak
-//! and after). `summarize` turns a folder of `--json` reports into a markdown comparison table.
+//! and after) and `abuse` (waves of hostile connections: slow bodies, unfinished WebSocket
+//! fragments, ping floods, idle sockets, while witnesses must receive every message). `summarize` turns a folder of `--json` reports into a markdown comparison table.
 //! See loadtest/README.md.
 //!
 //! Module map: `net` (targets, connects from several loopback source addresses), `http` and `ws`
 //! (byte-level HTTP/1.1 and WebSocket readers), `body` (message markers), `subscriber` (connection
 //! tasks), `group` (worker processes), `publisher`, `procstat` (/proc sampling), `latency`
-//! (hdrhistogram), `scenario`, `report`.
+//! (hdrhistogram), `scenario`, `abuse`, `report`.
 //!
 //! `--nodes` spreads the subscribers of a run over several server nodes (Herald processes sharing
 //! channels through Redis) and reports figures per node; `summarize-nodes` tabulates such runs.
 
+mod abuse;
 mod body;
 mod group;
 mod http;
@@ -51,6 +53,9 @@ enum Command {
     Publish(PublishArgs),
     /// Waves of connect/disconnect (every --sub transport) while publishing; leak check.
     Churn(ChurnArgs),
+    /// Waves of hostile connections (slow bodies, unfinished WebSocket fragments, ping floods,
+    /// idle sockets) while witness subscribers must receive every message; RSS and fds.
+    Abuse(AbuseArgs),
     /// Markdown table of medians of the JSON reports in a folder, one server against another.
     Summarize(SummarizeArgs),
     /// Table of medians of multi-node fan-out reports (`--nodes`), one row per node count.
@@ -247,6 +252,46 @@ struct ChurnArgs {
 }
 
 #[derive(Debug, Args)]
+struct AbuseArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Hostile connections per wave.
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    connections: u64,
+    /// The waves, in order (comma-separated): slow-body, ws-fragment, ws-ping-flood, idle.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "slow-body,ws-fragment,ws-ping-flood,idle"
+    )]
+    kinds: Vec<String>,
+    /// Seconds each wave holds its connections.
+    #[arg(long, default_value_t = 15.0)]
+    hold: f64,
+    /// Seconds after a wave before its "after" sample.
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
+    /// WebSocket location template for the WebSocket kinds, e.g. `ws://127.0.0.1:8080/ws/{ch}`.
+    #[arg(long, value_name = "URL_TEMPLATE")]
+    ws: Option<String>,
+    /// Declared body of each slow publish, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    body_size: u64,
+    /// Payload of each unfinished WebSocket frame, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    fragment_size: u64,
+    /// Witness subscribers (on the --sub templates).
+    #[arg(long, default_value_t = 100)]
+    witnesses: u64,
+    /// Channels of the witnesses.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    channels: u64,
+    /// Witness publishes per second, in all.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+}
+
+#[derive(Debug, Args)]
 struct SummarizeNodesArgs {
     /// Folder of JSON reports of `fanout --nodes` runs.
     dir: PathBuf,
@@ -321,6 +366,7 @@ fn main() -> ExitCode {
         Command::Fanout(a) => a.common.clone(),
         Command::Publish(a) => a.common.clone(),
         Command::Churn(a) => a.common.clone(),
+        Command::Abuse(a) => a.common.clone(),
     };
     let rt = match runtime(common.threads) {
         Ok(rt) => rt,
@@ -381,6 +427,26 @@ fn main() -> ExitCode {
                         settle_s: a.settle,
                     };
                     scenario::churn(&ctx, &p).await
+                }
+                Command::Abuse(a) => {
+                    let kinds = a
+                        .kinds
+                        .iter()
+                        .map(|k| abuse::Kind::parse(k.trim()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let p = abuse::AbuseParams {
+                        connections: a.connections,
+                        kinds,
+                        hold_s: a.hold,
+                        settle_s: a.settle,
+                        ws: a.ws.clone(),
+                        body_size: a.body_size,
+                        fragment_size: a.fragment_size,
+                        witnesses: a.witnesses,
+                        channels: a.channels,
+                        rate: a.rate,
+                    };
+                    abuse::abuse(&ctx, &p).await
                 }
                 Command::Summarize(_) | Command::SummarizeNodes(_) | Command::Worker => {
                     Err("not a scenario".into())

@@ -103,7 +103,7 @@ impl Ctx {
         })
     }
 
-    fn publisher(&self) -> Result<Vec<UrlTemplate>, String> {
+    pub(crate) fn publisher(&self) -> Result<Vec<UrlTemplate>, String> {
         if self.publ.is_empty() {
             Err("this scenario needs --pub URL_TEMPLATE".to_string())
         } else {
@@ -116,7 +116,7 @@ impl Ctx {
         self.nodes.len() > 1 || !self.common.nodes.is_empty()
     }
 
-    fn need_subs(&self) -> Result<(), String> {
+    pub(crate) fn need_subs(&self) -> Result<(), String> {
         if self.subs.is_empty() {
             Err("this scenario needs --sub URL_TEMPLATE".into())
         } else {
@@ -155,13 +155,18 @@ impl Ctx {
         bar
     }
 
-    fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Starts `count` subscribers (global indexes from `first`) on `channels` and waits until they
     /// are connected (or failed, or the connect phase's bound).
-    async fn open(&self, first: u64, count: u64, channels: u64) -> Result<Group, String> {
+    pub(crate) async fn open(
+        &self,
+        first: u64,
+        count: u64,
+        channels: u64,
+    ) -> Result<Group, String> {
         let plan = self.plan(first, count, channels);
         let processes = self.processes_for(count);
         let group = Group::start(&plan, processes, self.remaining()).await?;
@@ -178,7 +183,7 @@ impl Ctx {
         Ok(group)
     }
 
-    fn report(
+    pub(crate) fn report(
         &self,
         scenario: &str,
         params: serde_json::Value,
@@ -364,7 +369,7 @@ pub fn parse_subscribers(body: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
-fn mb(bytes: u64) -> f64 {
+pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
@@ -467,7 +472,7 @@ fn cpu_used(before: &Option<Vec<f64>>, after: &Option<Vec<f64>>) -> Option<Vec<f
     }
 }
 
-fn sample_json(sample: &Option<ProcSample>) -> serde_json::Value {
+pub(crate) fn sample_json(sample: &Option<ProcSample>) -> serde_json::Value {
     serde_json::to_value(sample).unwrap_or(serde_json::Value::Null)
 }
 
