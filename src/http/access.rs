@@ -5,8 +5,8 @@
 
 use super::channels_path::{ChannelsPathExpr, RequestVars};
 use super::error::HttpError;
+use super::response::Body;
 use crate::config::LocationConfig;
-use axum::body::Body;
 use hyper::{header, HeaderMap, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

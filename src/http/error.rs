@@ -2,8 +2,8 @@
 //! sent both as the body and in the module's `X-Nginx-PushStream-Explain` header.
 
 use super::response::{base_response, EXPLAIN_HEADER};
+use super::response::{Body, Finish};
 use crate::broker::BrokerError;
-use axum::body::Body;
 use hyper::{header, Response, StatusCode};
 
 /// An error answer: status, explanation, and extra headers (e.g. `Allow`).
@@ -46,9 +46,7 @@ impl HttpError {
             builder = builder.header(name, header_safe(value));
         }
         let body = format!("{}\n", self.explain);
-        builder
-            .body(Body::from(body))
-            .unwrap_or_else(|_| Response::new(Body::from("internal error\n")))
+        builder.finish(body)
     }
 }
 

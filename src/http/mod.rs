@@ -21,7 +21,6 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use arc_swap::ArcSwap;
-use axum::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,6 +28,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
+use response::{Body, Finish};
 use router::{FormatRegistry, Handler, Router};
 use std::convert::Infallible;
 use std::future::Future;
@@ -497,8 +497,7 @@ fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
     Some(
         response::base_response(status)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Body::from(text))
-            .unwrap_or_default(),
+            .finish(Body::from(text)),
     )
 }
 
@@ -512,8 +511,7 @@ fn metrics_response(state: &AppState, method: &hyper::Method) -> Result<Response
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )
-        .body(Body::from(crate::metrics::render(state.engine.broker())))
-        .unwrap_or_default())
+        .finish(crate::metrics::render(state.engine.broker())))
 }
 
 /// The module's CORS headers: origin, the location's methods, and the headers its clients send.

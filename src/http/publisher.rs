@@ -5,11 +5,11 @@
 use super::channels_path::split_channels;
 use super::error::HttpError;
 use super::response::{base_response, EXPLAIN_HEADER};
+use super::response::{Body, Finish};
 use super::router::PublisherSettings;
 use super::stats::{channel_info_response, doc_response, group_doc, infos_response, InfoFormat};
 use super::AppState;
 use crate::broker::{ChannelId, Publish};
-use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::http::request::Parts;
@@ -35,8 +35,7 @@ where
         return Ok(base_response(StatusCode::OK)
             .header(header::ALLOW, allow)
             .header(header::CONTENT_LENGTH, "0")
-            .body(Body::empty())
-            .unwrap_or_default());
+            .finish(Body::empty()));
     }
     let ids = distinct_channels(state, channels_path)?;
     match method {
@@ -65,9 +64,7 @@ where
             let (replayed_channels, replayed) = replayed_header(&published);
             crate::metrics::count_publish_replays(replayed_channels);
             let mut response = if !settings.channel_info_on_publish {
-                base_response(StatusCode::OK)
-                    .body(Body::empty())
-                    .unwrap_or_default()
+                base_response(StatusCode::OK).finish(Body::empty())
             } else {
                 let infos: Vec<_> = published.into_iter().map(|p| p.info).collect();
                 match infos.as_slice() {
@@ -96,8 +93,7 @@ where
             }
             Ok(base_response(StatusCode::OK)
                 .header(EXPLAIN_HEADER, "Channel deleted.")
-                .body(Body::empty())
-                .unwrap_or_default())
+                .finish(Body::empty()))
         }
         _ => Err(HttpError::method_not_allowed(allow)),
     }

@@ -6,9 +6,9 @@
 //! goes to hyper with the bytes already read replayed in front of the socket. Both paths call the
 //! same request handler, so routing, access checks, headers and metrics are identical.
 
+use super::response::Body;
 use super::router::Handler;
 use super::AppState;
-use axum::body::Body;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;

@@ -5,7 +5,7 @@
 
 use super::error::HttpError;
 use super::response::base_response;
-use axum::body::Body;
+use super::response::{Body, Finish};
 use bytes::Bytes;
 use hyper::{header, Method, Response, StatusCode};
 
@@ -75,6 +75,5 @@ fn file_response(method: &Method, content_type: String, data: Bytes) -> Response
     };
     base_response(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
-        .body(body)
-        .unwrap_or_default()
+        .finish(body)
 }

@@ -5,9 +5,9 @@
 use super::channels_path::{split_channels, RequestVars};
 use super::error::HttpError;
 use super::response::base_response;
+use super::response::{Body, Finish};
 use super::AppState;
 use crate::broker::ChannelInfo;
-use axum::body::Body;
 use hyper::{header, HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::io;
@@ -94,8 +94,7 @@ pub fn channel_info_response(info: &ChannelInfo, format: InfoFormat) -> Response
     );
     base_response(StatusCode::OK)
         .header(header::CONTENT_TYPE, format.content_type())
-        .body(Body::from(body))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+        .finish(Body::from(body))
 }
 
 /// The group document: header fields and `infos`.
@@ -173,8 +172,7 @@ pub fn doc_response(doc: &Value, format: InfoFormat) -> Response<Body> {
     };
     base_response(StatusCode::OK)
         .header(header::CONTENT_TYPE, format.content_type())
-        .body(Body::from(body))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+        .finish(Body::from(body))
 }
 
 /// JSON with the module's `": "` and `", "` spacing.

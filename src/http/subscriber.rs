@@ -7,6 +7,7 @@ use super::access::LocationAccess;
 use super::channels_path::{parse_subscriber_path, ChannelsPathExpr, RequestVars};
 use super::error::HttpError;
 use super::response::base_response;
+use super::response::{Body, Finish};
 use super::router::{FormatVariant, SubscriberSettings};
 use super::AppState;
 use crate::broker::{BrokerError, Recovery, StartAt, SubscribeTo};
@@ -15,7 +16,6 @@ use crate::metrics::ConnectionMetrics;
 use crate::transport::live::{live_body, LiveOptions};
 use crate::transport::longpoll::{self, PollAnswer};
 use crate::transport::websocket::{self, WebSocketOptions};
-use axum::body::Body;
 use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{header, HeaderMap, Method, Response, StatusCode};
@@ -42,8 +42,7 @@ pub async fn handle(
         return Ok(base_response(StatusCode::OK)
             .header(header::ALLOW, "GET")
             .header(header::CONTENT_LENGTH, "0")
-            .body(Body::empty())
-            .unwrap_or_default());
+            .finish(Body::empty()));
     }
     if parts.method != Method::GET {
         return Err(HttpError::method_not_allowed("GET"));
@@ -93,8 +92,7 @@ pub async fn handle(
             Ok(with_recovery(base_response(StatusCode::OK), recovery)
                 .header(header::CONTENT_TYPE, variant.framer.content_type())
                 .header("X-Accel-Buffering", "no")
-                .body(Body::from_stream(body))
-                .unwrap_or_default())
+                .finish(Body::from_stream(body)))
         }
     }
 }
@@ -315,8 +313,7 @@ async fn poll(
             .header(header::CONTENT_TYPE, content_type)
             .header(header::LAST_MODIFIED, last_modified)
             .header(header::ETAG, etag)
-            .body(body)
-            .unwrap_or_default()
+            .finish(body)
     };
     Ok(match answer {
         PollAnswer::Messages { messages, newest } => {
@@ -355,7 +352,7 @@ async fn poll(
             if !tag.is_empty() {
                 builder = builder.header(header::ETAG, tag);
             }
-            builder.body(Body::empty()).unwrap_or_default()
+            builder.finish(Body::empty())
         }
         PollAnswer::TimedOut { point } if settings.timeout_with_body => {
             let timed_out = [longpoll::timed_out_message()];
@@ -493,8 +490,7 @@ async fn upgrade_websocket(
             header::SEC_WEBSOCKET_ACCEPT,
             derive_accept_key(handshake.key.as_bytes()),
         )
-        .body(Body::empty())
-        .unwrap_or_default()
+        .finish(Body::empty())
 }
 
 #[cfg(test)]

@@ -28,10 +28,10 @@ mod values;
 use super::{Config, ConfigError};
 use import::Importer;
 use render::{location_warnings, render};
-use syntax::parse_text;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use syntax::parse_text;
 
 /// `include` files may include others up to this depth (a guard against include loops).
 const MAX_INCLUDE_DEPTH: usize = 16;

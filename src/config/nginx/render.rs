@@ -157,7 +157,10 @@ pub(super) fn render(
 
 /// The `[server] max_body_size`: what the locations that read bodies (publishers, WebSocket locations
 /// that publish) agree on, else the server's value.
-pub(super) fn body_size(server: &ServerPlan, sources: &mut BTreeMap<String, (Origin, String)>) -> u64 {
+pub(super) fn body_size(
+    server: &ServerPlan,
+    sources: &mut BTreeMap<String, (Origin, String)>,
+) -> u64 {
     let value_of = |s: &Setting| match s.value {
         Value::Size(size) => size,
         _ => NGINX_DEFAULT_BODY_SIZE,

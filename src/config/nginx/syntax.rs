@@ -179,7 +179,11 @@ pub(super) fn unescape(raw: &str) -> String {
 }
 
 /// Parses one file's text into directives, expanding `include`s.
-pub(super) fn parse_text(text: &str, file: &Arc<Path>, depth: usize) -> Result<Vec<Directive>, ConfigError> {
+pub(super) fn parse_text(
+    text: &str,
+    file: &Arc<Path>,
+    depth: usize,
+) -> Result<Vec<Directive>, ConfigError> {
     let tokens = tokenize(text, file)?;
     let last_line = text.lines().count().max(1);
     let mut pos = 0;
@@ -335,7 +339,10 @@ pub(super) fn glob_files(pattern: &Path) -> Vec<PathBuf> {
     let Ok(paths) = glob::glob_with(&pattern.to_string_lossy(), options) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = paths
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     files
 }

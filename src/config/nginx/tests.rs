@@ -4,8 +4,8 @@ use super::render::{format_duration, size_item};
 use super::syntax::{tokenize, Tok};
 use super::values::{listen_address, nginx_expr};
 use super::*;
-use std::time::Duration;
 use crate::config::{MatchKind, Role, SubscriberMode};
+use std::time::Duration;
 
 fn words(text: &str) -> Vec<(String, usize)> {
     tokenize(text, &Arc::from(Path::new("t.conf")))
@@ -49,8 +49,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("herald-nginx-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("herald-nginx-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -359,8 +358,7 @@ fn every_ignored_directive_gets_one_warning_with_its_line() {
     assert_eq!(text.len(), expected.len(), "{text:#?}");
     for ((line, what), warning) in expected.iter().zip(&text) {
         assert!(
-            warning.starts_with(&format!("/nonexistent/t.conf:{line}: "))
-                && warning.contains(what),
+            warning.starts_with(&format!("/nonexistent/t.conf:{line}: ")) && warning.contains(what),
             "{warning} should be line {line}: {what}"
         );
     }

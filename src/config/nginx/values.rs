@@ -21,7 +21,11 @@ pub(super) fn arg_count(d: &Directive, expected: &str) -> ConfigError {
 }
 
 /// Sets a slot once per level, as nginx refuses a directive repeated in one block.
-pub(super) fn set_once(slot: &mut Option<Setting>, d: &Directive, value: Value) -> Result<(), ConfigError> {
+pub(super) fn set_once(
+    slot: &mut Option<Setting>,
+    d: &Directive,
+    value: Value,
+) -> Result<(), ConfigError> {
     if let Some(first) = slot {
         return Err(error_at(
             &d.origin,
