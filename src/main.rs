@@ -1,8 +1,9 @@
 //! The `herald` command: run the server (embedded default config, `--config FILE`, `--nginx-config
 //! FILE`, `--listen ADDR`), check a config file (`herald check-config [--connect] FILE`: `--connect` also
-//! reaches the Redis servers of `[engine]`), print the TOML equivalent of
-//! an nginx push-stream configuration (`herald migrate FILE`), or ask a running server to reload its
-//! config (`herald reload PID`, the same as `kill -HUP PID`).
+//! reaches the Redis servers of `[engine]`; an nginx.conf is read as `--nginx-config` would), print the
+//! TOML equivalent of an nginx push-stream configuration (`herald migrate FILE`), print the embedded
+//! default config (`herald default-config`), or ask a running server to reload its config
+//! (`herald reload PID`: the file the process was started with is validated first, then SIGHUP).
 
 use clap::{Parser, Subcommand};
 use herald::config::nginx::{self, Warning};
@@ -40,7 +41,8 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
-    /// Ask the running server with this process id to re-read its configuration (sends SIGHUP).
+    /// Ask the running server with this process id to re-read its configuration: the file it was
+    /// started with is validated first (exit 1 and nothing sent when invalid), then SIGHUP is sent.
     Reload {
         /// Process id of the server (a positive number: never a process group).
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
@@ -51,6 +53,9 @@ enum Command {
         /// The nginx configuration file (includes are followed).
         file: PathBuf,
     },
+    /// Print the embedded default configuration (what `herald` serves without --config), to copy
+    /// and edit: `herald default-config > herald.toml`.
+    DefaultConfig,
 }
 
 /// Where the configuration comes from; SIGHUP re-reads the same source.
@@ -89,8 +94,11 @@ impl ConfigSource {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, not in journald, files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -101,20 +109,23 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Reload { pid }) = &cli.command {
-        // SAFETY: kill(2) with a caller-given pid and a valid signal number has no memory effects.
-        let sent = unsafe { libc::kill(*pid, libc::SIGHUP) };
-        if sent != 0 {
-            eprintln!(
-                "cannot signal process {pid}: {}",
-                std::io::Error::last_os_error()
-            );
-            return ExitCode::FAILURE;
-        }
-        println!("asked process {pid} to reload its configuration");
+        return reload(*pid);
+    }
+    if let Some(Command::DefaultConfig) = &cli.command {
+        print!("{}", herald::config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
     }
     if let Some(Command::CheckConfig { file, connect }) = &cli.command {
-        return match Config::from_file(file) {
+        let loaded = match is_nginx_conf(file) {
+            true => nginx::import_file(file).map(|import| {
+                for warning in &import.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                import.config
+            }),
+            false => Config::from_file(file),
+        };
+        return match loaded {
             Ok(config) => {
                 println!(
                     "{}: configuration is valid ({} locations)",
@@ -171,6 +182,108 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config, source, cli.listen))
+}
+
+/// An nginx configuration rather than Herald TOML: its name ends in `.conf`, or its text has an
+/// nginx block (`http {`, `server {`, `location … {`) or a `push_stream_` directive.
+fn is_nginx_conf(file: &std::path::Path) -> bool {
+    if file.extension().is_some_and(|e| e == "conf") {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    text.lines().map(str::trim).any(|line| {
+        line.starts_with("push_stream_")
+            || ((line.starts_with("http")
+                || line.starts_with("server")
+                || line.starts_with("location"))
+                && line.ends_with('{'))
+    })
+}
+
+/// `herald reload PID`: finds how the process was started (its command line and working directory
+/// in /proc), loads and checks that configuration exactly as the server will (including the
+/// listener exposure check), and only then sends SIGHUP. Exit 0 when sent, 1 when the file is
+/// refused (nothing sent), 2 when the process cannot be read or signalled.
+fn reload(pid: i32) -> ExitCode {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let cmdline = match std::fs::read(proc_dir.join("cmdline")) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            eprintln!("cannot read the command line of process {pid}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_herald = args.first().is_some_and(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("herald"))
+    });
+    if !is_herald {
+        eprintln!(
+            "process {pid} is not a herald server ({:?}); nothing sent",
+            args.first()
+        );
+        return ExitCode::from(2);
+    }
+    let started = match Cli::try_parse_from(&args) {
+        Ok(cli) if cli.command.is_none() => cli,
+        _ => {
+            eprintln!("process {pid} is not a herald server (it runs {args:?}); nothing sent");
+            return ExitCode::from(2);
+        }
+    };
+    let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_default();
+    let resolve = |file: PathBuf| {
+        if file.is_relative() {
+            cwd.join(file)
+        } else {
+            file
+        }
+    };
+    let source = match (started.config, started.nginx_config) {
+        (Some(file), _) => ConfigSource::Toml(resolve(file)),
+        (None, Some(file)) => ConfigSource::Nginx(resolve(file)),
+        (None, None) => ConfigSource::Embedded,
+    };
+    let config = match source.load() {
+        Ok((config, _)) => config,
+        Err(err) => {
+            eprintln!("{err}\nreload refused: process {pid} keeps its running configuration; nothing sent");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = started
+        .listen
+        .map(Ok)
+        .unwrap_or_else(|| config.listen_addr());
+    if let Ok(addr) = listen {
+        if let Err(problem) = config.check_exposure(addr) {
+            eprintln!("{problem}\nreload refused: process {pid} keeps its running configuration; nothing sent");
+            return ExitCode::FAILURE;
+        }
+    }
+    // SAFETY: kill(2) with a pid that names a herald process and a valid signal number has no
+    // memory effects.
+    let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
+    if sent != 0 {
+        eprintln!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(2);
+    }
+    println!(
+        "{} is valid; asked process {pid} to reload it",
+        source.describe()
+    );
+    ExitCode::SUCCESS
 }
 
 /// `check-config --connect`: reaches every Redis of `[engine]`; exit 1 when one cannot serve.

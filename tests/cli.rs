@@ -350,3 +350,111 @@ async fn an_nginx_config_that_served_an_open_admin_publisher_keeps_serving_it_wi
     assert!(out.status.success(), "{}", out.stderr);
     assert!(!out.stdout.contains("allow_public_admin"), "{}", out.stdout);
 }
+
+#[tokio::test]
+async fn default_config_prints_the_embedded_config_which_checks_valid() {
+    let out = run(&["default-config"]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("[[location]]") && out.stdout.contains("listen = \"127.0.0.1:8080\""),
+        "{}",
+        out.stdout
+    );
+    let file = TempFile::new("default.toml", &out.stdout);
+    let checked = run(&["check-config", file.path()]).await;
+    assert!(checked.status.success(), "{}", checked.stderr);
+}
+
+#[tokio::test]
+async fn check_config_reads_an_nginx_conf_as_nginx() {
+    let nginx = "http {\n push_stream_shared_memory_size 10m;\n server {\n  listen 127.0.0.1:9080;\n  location /pub { push_stream_publisher admin; push_stream_channels_path $arg_id; allow 127.0.0.1; deny all; }\n }\n}\n";
+    let file = TempFile::new("check.conf", nginx);
+    let out = run(&["check-config", file.path()]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("configuration is valid (1 locations)"),
+        "{}",
+        out.stdout
+    );
+    // Its errors read like nginx -t, not like TOML.
+    file.write(&nginx.replace(
+        "push_stream_publisher admin;",
+        "push_stream_publisher bogus;",
+    ));
+    let out = run(&["check-config", file.path()]).await;
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("check.conf:5") && out.stderr.contains("push_stream_publisher"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn reload_refuses_a_process_that_is_not_herald() {
+    let mut sleeper = tokio::process::Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sleep");
+    let pid = sleeper.id().expect("pid").to_string();
+    let out = run(&["reload", &pid]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("not a herald server"), "{}", out.stderr);
+    // The process was not signalled (SIGHUP would have ended sleep).
+    assert!(sleeper.try_wait().expect("try_wait").is_none());
+    let _ = sleeper.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_name_client_channels_status_duration_and_bytes_without_colour_codes() {
+    let text = GOOD_CONFIG.replace(
+        "shutdown_timeout = \"2s\"",
+        "shutdown_timeout = \"2s\"\naccess_log = true",
+    );
+    let file = TempFile::new("access-log.toml", &text);
+    let mut herald = start(&["--config", file.path()]).await;
+    let (status, _, _) = herald.post("/publish?channel=news", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    let line = herald.wait_for_log("path=/publish", 0, WAIT).await;
+    for field in [
+        "client=127.0.0.1",
+        "method=POST",
+        "channels=news",
+        "status=200",
+        "duration_ms=",
+        "bytes=",
+        "location=/publish",
+    ] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
+    let sub = herald.subscribe_ok("/stream/news").await;
+    let line = herald.wait_for_log("path=/stream/news", 0, WAIT).await;
+    assert!(
+        line.contains("bytes=stream") && line.contains("channels=news"),
+        "{line}"
+    );
+    drop(sub);
+    assert!(
+        !herald.log_text().contains('\u{1b}'),
+        "no ANSI colour codes when stderr is not a terminal:\n{}",
+        herald.log_text()
+    );
+    assert!(herald.terminate().await.success());
+
+    // JSON lines carry the same fields.
+    file.write(&text.replace(
+        "access_log = true",
+        "access_log = true\nlog_format = \"json\"",
+    ));
+    let mut herald = start(&["--config", file.path()]).await;
+    let (status, _, _) = herald.post("/publish?channel=news", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    let line = herald.wait_for_log("\"path\":\"/publish\"", 0, WAIT).await;
+    let json = parse_json(&line);
+    assert_eq!(json["target"], "herald::access", "{line}");
+    assert_eq!(json["fields"]["channels"], "news", "{line}");
+    assert_eq!(json["fields"]["status"], 200, "{line}");
+    assert!(json["fields"]["duration_ms"].is_number(), "{line}");
+    assert!(herald.terminate().await.success());
+}

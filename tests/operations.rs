@@ -1045,6 +1045,21 @@ async fn a_subscriber_that_falls_behind_the_lag_limit_gets_the_footer_when_it_re
 // ------------------------------------------------------------------------------------------------
 // Reload
 
+/// Runs `herald reload PID` (bounded by 10 s).
+async fn herald_reload(pid: i32) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Command::new(BIN)
+            .args(["reload", &pid.to_string()])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("herald reload did not finish within 10s")
+    .expect("run herald reload")
+}
+
 fn reload_config(template: &str) -> String {
     let streaming = streaming_location("/sub/", template, "");
     child_config("shutdown_timeout = \"2s\"", "", &streaming)
@@ -1076,17 +1091,11 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     // `herald reload PID` with another template.
     herald.config.write(&reload_config("NEWER:~text~\n"));
     let since = herald.log_len();
-    let out = tokio::time::timeout(
-        Duration::from_secs(10),
-        Command::new(BIN)
-            .args(["reload", &herald.pid.to_string()])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("herald reload did not finish within 10s")
-    .expect("run herald reload");
+    let out = herald_reload(herald.pid).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is valid; asked process"),
+        "{out:?}"
+    );
     assert!(
         out.status.success(),
         "herald reload {}: {:?}; stderr: {}",
@@ -1120,6 +1129,22 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
     assert!(
         line.contains("ERROR"),
         "a refused reload is logged as an error: {line}"
+    );
+    // `herald reload PID` validates the file the process runs from before signalling: refused,
+    // exit 1, nothing sent (the server logs no new reload).
+    let since = herald.log_len();
+    let out = herald_reload(herald.pid).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("bogus_reload_key") && stderr.contains("nothing sent"),
+        "{stderr}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !herald.log_text_since(since).contains("reload"),
+        "nothing was sent: {}",
+        herald.log_text_since(since)
     );
     let mut c = herald.subscribe_ok("/sub/r").await;
     herald

@@ -406,6 +406,7 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let started = std::time::Instant::now();
     let (mut parts, body) = request.into_parts();
     let on_upgrade = parts.extensions.remove::<OnUpgrade>();
     let path = parts.uri.path().to_string();
@@ -422,6 +423,10 @@ where
     // Channel ids are text: bytes that are not UTF-8 are refused, not replaced (else `%FF` and
     // `%FE` would name the same channel).
     let channels_path = location.channels_path.eval_exact(&vars);
+    let channels_log = match (&channels_path, routes.access_log) {
+        (Ok(channels), true) => channels.clone(),
+        _ => String::new(),
+    };
     let checked = if parts.method == hyper::Method::OPTIONS {
         // CORS preflights carry no credentials.
         Ok(())
@@ -472,7 +477,23 @@ where
     let status = response.status().as_u16();
     location.requests.count(status);
     if routes.access_log {
-        tracing::info!(target: "herald::access", method = %parts.method, path = %path, status, location = %location.path, "request");
+        // Long-lived answers (streams, WebSocket upgrades) are logged when they start: their size
+        // is not known yet.
+        let bytes = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .map_or_else(|| "stream".to_string(), |n| n.to_string());
+        tracing::info!(
+            target: "herald::access",
+            client = %client,
+            method = %parts.method,
+            path = %path,
+            channels = %channels_log,
+            status,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            bytes = %bytes,
+            location = %location.path,
+            "request"
+        );
     }
     response
 }

@@ -148,6 +148,12 @@ impl HeraldProcess {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The stderr lines from line `since` on.
+    pub fn log_text_since(&self, since: usize) -> String {
+        let log = self.log.lock().unwrap();
+        log.get(since..).unwrap_or_default().join("\n")
+    }
+
     fn find_log(&self, needle: &str, since: usize) -> Option<String> {
         self.log
             .lock()
