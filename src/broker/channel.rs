@@ -431,7 +431,7 @@ impl Channel {
     /// Raises the point up to which stored messages were dropped.
     pub(crate) fn set_dropped_up_to(&self, point: (u64, u64)) {
         let mut state = self.state.write();
-        if state.dropped_up_to.map_or(true, |old| old < point) {
+        if state.dropped_up_to.is_none_or(|old| old < point) {
             state.dropped_up_to = Some(point);
         }
     }

@@ -503,7 +503,7 @@ pub(super) fn size_item(bytes: u64) -> Item {
         return value(i64::MAX);
     }
     for (unit, factor) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
-        if bytes % factor == 0 {
+        if bytes.is_multiple_of(factor) {
             return value(format!("{}{unit}", bytes / factor));
         }
     }

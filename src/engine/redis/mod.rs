@@ -913,7 +913,7 @@ impl RedisEngine {
             }
             return Err(PublishFailure {
                 error: self.call_error(shard, err.as_ref()),
-                maybe_applied: err.as_ref().map_or(true, script_may_have_run),
+                maybe_applied: err.as_ref().is_none_or(script_may_have_run),
             });
         };
         let items = array(&reply);
@@ -957,7 +957,7 @@ impl RedisEngine {
             return;
         }
         let has =
-            move |(e, last): (u64, u64)| epoch.map_or(true, |want| want == e) && last >= message_id;
+            move |(e, last): (u64, u64)| epoch.is_none_or(|want| want == e) && last >= message_id;
         let mut taken = {
             let follows = self.follows.lock();
             match follows.get(id) {

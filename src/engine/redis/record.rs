@@ -91,7 +91,7 @@ pub fn parse_record(input: &Bytes) -> Result<Record, RecordError> {
     let (event_id_len, event_type_len) = (event_id_len as usize, event_type_len as usize);
     if event_id_len
         .checked_add(event_type_len)
-        .map_or(true, |headers| headers > rest.len())
+        .is_none_or(|headers| headers > rest.len())
     {
         return Err(RecordError("headers longer than the record"));
     }
