@@ -9,6 +9,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # The Redis engine's tests start their own redis-server processes (Debian's package).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# tests/deploy.rs verifies the systemd unit with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
