@@ -6,6 +6,7 @@
 use super::access::LocationAccess;
 use super::channels_path::{parse_subscriber_path, ChannelsPathExpr, RequestVars};
 use super::error::HttpError;
+use super::io::ConnectionGuard;
 use super::response::base_response;
 use super::router::{FormatVariant, SubscriberSettings};
 use super::AppState;
@@ -28,13 +29,32 @@ use tokio_tungstenite::WebSocketStream;
 /// The header that switches a streaming/polling/long-polling request to another mode.
 const MODE_HEADER: &str = "X-Nginx-PushStream-Mode";
 
+/// What a request needs to become a WebSocket: hyper's upgrade handle and the connection's guard
+/// (its connection slot and drain handle), which the WebSocket's task keeps until it ends.
+pub struct Upgrade {
+    on_upgrade: OnUpgrade,
+    connection: ConnectionGuard,
+}
+
+impl Upgrade {
+    /// Takes both from a request's extensions; `None` when the connection cannot be upgraded.
+    pub fn take(extensions: &mut hyper::http::Extensions) -> Option<Upgrade> {
+        let on_upgrade = extensions.remove::<OnUpgrade>()?;
+        let connection = extensions.remove::<ConnectionGuard>()?;
+        Some(Upgrade {
+            on_upgrade,
+            connection,
+        })
+    }
+}
+
 /// Handles one request to a subscriber location.
 pub async fn handle(
     state: &AppState,
     settings: &SubscriberSettings,
     (access, client): (&LocationAccess, std::net::IpAddr),
     parts: &Parts,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Option<Upgrade>,
     vars: &RequestVars<'_>,
     channels_path: &str,
 ) -> Result<Response<Body>, HttpError> {
@@ -61,7 +81,7 @@ pub async fn handle(
             settings,
             variant,
             handshake,
-            on_upgrade,
+            upgrade,
             targets,
             access.publish_gate(client, &parts.headers),
         )
@@ -433,11 +453,15 @@ async fn upgrade_websocket(
     settings: &SubscriberSettings,
     variant: FormatVariant,
     handshake: Handshake,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Option<Upgrade>,
     targets: Result<Vec<SubscribeTo>, HttpError>,
     publish_gate: Option<crate::transport::websocket::PublishGate>,
 ) -> Response<Body> {
-    let Some(on_upgrade) = on_upgrade else {
+    let Some(Upgrade {
+        on_upgrade,
+        connection,
+    }) = upgrade
+    else {
         return HttpError::new(
             StatusCode::BAD_REQUEST,
             "This connection cannot be upgraded.",
@@ -471,6 +495,8 @@ async fn upgrade_websocket(
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
+        // The connection's slot and drain handle stay with the WebSocket until it ends.
+        let _connection = connection;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
