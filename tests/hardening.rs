@@ -1,9 +1,9 @@
 //! Hostile input over raw TCP (issue 10): garbage request lines, bad UTF-8 in paths, queries and
 //! headers, huge heads, invalid chunked bodies, bodies shorter than their Content-Length, and
-//! truncated or malformed WebSocket frames after a valid handshake (down to a frame claiming 2^63
-//! bytes). After each, the connection must end within a bound (no hang), the answer must be HTTP or
-//! nothing (never a 5xx the case does not expect), no server task may have panicked, and the server
-//! must still answer `/healthz` and carry a normal publish to a subscriber.
+//! truncated, malformed or unmasked WebSocket frames after a valid handshake (down to a frame
+//! claiming 2^63 bytes). After each, the connection must end within a bound (no hang), the answer
+//! must be HTTP or nothing (never a 5xx the case does not expect), no server task may have
+//! panicked, and the server must still answer `/healthz` and carry a normal publish to a subscriber.
 //!
 //! Panics are seen through a panic hook that records every panic not raised by test code itself
 //! (the server runs in the test's process; tokio would otherwise swallow a panicking task). A test
@@ -713,6 +713,13 @@ async fn truncated_and_malformed_websocket_frames() {
             Some(1007),
         ),
         ("binary frame", frame(0x82, b"\x00"), Some(1003)),
+        // RFC 6455 5.1: a server must close the connection on an unmasked client frame.
+        (
+            "unmasked text frame",
+            vec![0x81, 0x02, b'h', b'i'],
+            Some(1002),
+        ),
+        ("unmasked ping", vec![0x89, 0x00], Some(1002)),
         ("close with a 1-byte payload", frame(0x88, &[0x03]), None),
         (
             "close with code 999",

@@ -465,6 +465,46 @@ async fn handshake_with_an_unsupported_version_is_400_with_the_supported_version
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_with_an_invalid_sec_websocket_key_is_400() {
+    // RFC 6455 4.2.1: the key is the base64 encoding of 16 bytes (24 characters).
+    let server = start().await;
+    let long = "A".repeat(8000);
+    let cases = [
+        ("an 8,000-byte key", long.as_str()),
+        ("not base64", "not base64 at all, sorry"),
+        ("15 bytes", "AAAAAAAAAAAAAAAAAAAA"),
+        ("17 bytes", "AAAAAAAAAAAAAAAAAAAAAAA="),
+        ("non-canonical padding", "AAAAAAAAAAAAAAAAAAAAAB=="),
+        ("empty", ""),
+    ];
+    for (name, key) in cases {
+        let request = format!("GET /ws/news HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        let (status, headers, body) = raw_exchange(&server, &request).await;
+        assert_eq!(status, 400, "{name}: {headers:?} {body:?}");
+        assert_eq!(
+            raw_header(&headers, EXPLAIN),
+            INVALID_KEY,
+            "{name}: {headers:?}"
+        );
+        assert_eq!(body.trim_end(), INVALID_KEY, "{name}");
+    }
+    // A key of 16 bytes is accepted.
+    let (_ws, response) = ws::handshake(
+        server.addr,
+        "/ws/news",
+        &[("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")],
+    )
+    .await
+    .expect("a valid key is accepted");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    server.wait_for_subscribers("news", 1).await;
+    server.stop().await;
+}
+
+const INVALID_KEY: &str =
+    "Invalid Sec-WebSocket-Key: it must be the base64 encoding of 16 bytes (24 characters).";
+
 // ------------------------------------------------------------------------------------------------
 // Connection limits and the shutdown drain (issue 14.4)
 // ------------------------------------------------------------------------------------------------

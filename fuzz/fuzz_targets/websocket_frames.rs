@@ -1,9 +1,10 @@
 //! WebSocket frames from clients: the fuzzed bytes are what a client sends after the handshake, read by
 //! Herald's own WebSocket subscriber loop (`herald::transport::websocket::run`, with
 //! `websocket_allow_publish` on so text frames are published back to the subscription) over
-//! `WebSocketStream::from_raw_socket` with the server role and the limits Herald configures
-//! (`max_body_size` as message and frame limit, the default 1 MiB, unmasked frames accepted). The
-//! client side then closes; the server must answer and finish without a panic, within a bound.
+//! `WebSocketStream::from_raw_socket` with the server role and the settings Herald uses
+//! (`websocket::protocol_config` with the default `max_body_size`, 1 MiB, as message and frame
+//! limit; unmasked frames refused). The client side then closes; the server must answer and
+//! finish without a panic, within a bound.
 
 #![no_main]
 
@@ -18,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 /// Herald's default `max_body_size`, the WebSocket message and frame limit.
@@ -82,10 +83,7 @@ fuzz_target!(|data: &[u8]| {
             allow_publish: true,
             publish_gate: None,
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_BODY_SIZE))
-            .max_frame_size(Some(MAX_BODY_SIZE))
-            .accept_unmasked_frames(true);
+        let config = websocket::protocol_config(MAX_BODY_SIZE);
         let (client, server_io) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = herald::shutdown::channel();
         let server = tokio::spawn(async move {

@@ -23,7 +23,7 @@ use hyper::{header, HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::WebSocketStream;
 
 /// The header that switches a streaming/polling/long-polling request to another mode.
@@ -432,6 +432,13 @@ fn check_websocket_handshake(headers: &HeaderMap) -> Result<Handshake, HttpError
             "Don't have at least one of the mandatory headers: Connection, Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version",
         ));
     };
+    let key = key.trim();
+    if !is_websocket_key(key) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid Sec-WebSocket-Key: it must be the base64 encoding of 16 bytes (24 characters).",
+        ));
+    }
     if !matches!(version.trim(), "8" | "13") {
         let mut err = HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -442,8 +449,17 @@ fn check_websocket_handshake(headers: &HeaderMap) -> Result<Handshake, HttpError
         return Err(err);
     }
     Ok(Handshake {
-        key: key.trim().to_string(),
+        key: key.to_string(),
     })
+}
+
+/// RFC 6455 4.2.1: `Sec-WebSocket-Key` is the base64 encoding (with padding) of 16 random bytes.
+fn is_websocket_key(key: &str) -> bool {
+    use base64::Engine;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// Answers 101 and runs the subscriber on the upgraded connection. A refused subscription is told in
@@ -484,14 +500,9 @@ async fn upgrade_websocket(
         allow_publish: settings.websocket_allow_publish,
         publish_gate,
     };
-    let max = usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .accept_unmasked_frames(true)
-        // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
-        .read_buffer_size(4096)
-        .write_buffer_size(16 * 1024);
+    let config = websocket::protocol_config(
+        usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX),
+    );
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -45,6 +45,19 @@ impl std::fmt::Debug for WebSocketOptions {
 
 /// Takes one publish from a client's budget: `Err(why)` when it is spent.
 pub type PublishGate = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The protocol settings of a server-side WebSocket: `max_message_size` bounds a message (the sum
+/// of its fragments) and each frame, checked from the frame header before its payload is read;
+/// unmasked client frames fail the connection with 1002 (RFC 6455 5.1).
+pub fn protocol_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+        .accept_unmasked_frames(false)
+        // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+}
 
 /// A frame as a WebSocket message: text when it is UTF-8 (always, for text published over HTTP),
 /// binary otherwise.
