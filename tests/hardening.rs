@@ -5,12 +5,16 @@
 //! must be HTTP or nothing (never a 5xx the case does not expect), no server task may have
 //! panicked, and the server must still answer `/healthz` and carry a normal publish to a subscriber.
 //!
+//! Memory attacks on WebSockets run against the `herald` binary, whose RSS is read from /proc: a
+//! ping flood from a client that never reads its pongs.
+//!
 //! Panics are seen through a panic hook that records every panic not raised by test code itself
 //! (the server runs in the test's process; tokio would otherwise swallow a panicking task). A test
 //! marked `#[ignore = "known gap: …"]` fails today and passes once that gap is closed.
 
 mod common;
 
+use common::process::{HeraldProcess, TempFile};
 use common::raw::{self, Reply};
 use common::{config_with_server, TestServer, WAIT};
 use reqwest::StatusCode;
@@ -20,6 +24,7 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How long the server gets to end a connection after the client is done.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -595,8 +600,8 @@ fn frame_claiming(first: u8, len: u64) -> Vec<u8> {
 }
 
 /// Opens a WebSocket to `/ws/{channel}` by hand; returns the stream and any bytes after the head.
-async fn ws_handshake(server: &TestServer, channel: &str) -> (TcpStream, Vec<u8>) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+async fn ws_handshake(addr: SocketAddr, channel: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET /ws/{channel} HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
@@ -741,7 +746,7 @@ async fn truncated_and_malformed_websocket_frames() {
     ];
     for (index, (name, bytes, expected)) in cases.into_iter().enumerate() {
         let channel = format!("wsh-{index}");
-        let (mut stream, early) = ws_handshake(&server, &channel).await;
+        let (mut stream, early) = ws_handshake(server.addr, &channel).await;
         server.wait_for_subscribers(&channel, 1).await;
         let _ = stream.write_all(&bytes).await;
         if expected.is_none() {
@@ -777,7 +782,7 @@ async fn websocket_client_that_never_closes_is_not_a_leak() {
     let server = start().await;
     // A frame header promising 60 KB (under the limit) and then silence: the connection stays, the
     // server stays responsive, and the subscriber goes when the client does.
-    let (mut stream, _) = ws_handshake(&server, "stall").await;
+    let (mut stream, _) = ws_handshake(server.addr, "stall").await;
     server.wait_for_subscribers("stall", 1).await;
     let mut header = vec![0x81, 0x80 | 126];
     header.extend_from_slice(&60_000u16.to_be_bytes());
@@ -802,6 +807,73 @@ async fn websocket_client_that_never_closes_is_not_a_leak() {
     drop(stream);
     server.wait_for_subscribers("stall", 0).await;
     server.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// WebSocket memory attacks against the real binary (the server's RSS is read from /proc)
+// ------------------------------------------------------------------------------------------------
+
+/// The `herald` binary with `[server]` lines `server` and a WebSocket location at `/ws/` (and the
+/// statistics location); the config file lives as long as the process.
+async fn herald_with_websockets(name: &str, server: &str) -> (HeraldProcess, TempFile) {
+    let locations = location("/ws/", "subscriber", "mode = \"websocket\"");
+    let file = TempFile::new(name, &config_with_server(server, "", &locations));
+    let herald = HeraldProcess::start(&["--config", file.path(), "--listen", "127.0.0.1:0"]).await;
+    (herald, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_client_that_never_reads_is_not_read_further_and_is_cut_off() {
+    // Issue 14.3: every ping queued a pong for a client that never reads them, so the server's
+    // memory grew at wire speed until `send_timeout`. Now a pong that cannot be written stops the
+    // server from reading that client (its writes stall), and `send_timeout` then ends it.
+    const LIMIT: usize = 64 << 20;
+    let (herald, _config) =
+        herald_with_websockets("ping-flood.toml", "send_timeout = \"3s\"").await;
+    let (mut stream, _) = ws_handshake(herald.addr, "flood").await;
+    herald
+        .wait_subscribers("flood", WAIT, "1", |count| count == 1)
+        .await;
+    let baseline = herald.rss_kb();
+    let batch: Vec<u8> = (0..512).flat_map(|_| frame(0x89, &[b'p'; 125])).collect();
+    let started = Instant::now();
+    let mut sent = 0;
+    let stalled = loop {
+        if sent >= LIMIT || started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), stream.write_all(&batch)).await {
+            Err(_) => break true,
+            Ok(Err(e)) => panic!(
+                "the connection failed after {sent} bytes of pings, before the server stopped reading: {e}"
+            ),
+            Ok(Ok(())) => sent += batch.len(),
+        }
+    };
+    let grown = herald.rss_kb().saturating_sub(baseline);
+    eprintln!(
+        "ping flood: {sent} bytes sent in {:?}, server RSS +{grown} kB",
+        started.elapsed()
+    );
+    assert!(
+        stalled,
+        "the server read all {sent} bytes of pings from a client that never reads its pongs"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "server RSS grew by {grown} kB during a ping flood of {sent} bytes"
+    );
+    // `send_timeout` (3s) ends the connection whose pongs cannot be written.
+    herald
+        .wait_subscribers_where(
+            "flood",
+            Duration::from_secs(3) + 2 * CLOSE_WITHIN,
+            "0",
+            |status, count| count == Some(0) || status == StatusCode::NOT_FOUND,
+        )
+        .await;
+    let (status, _, body) = herald.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

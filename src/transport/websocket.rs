@@ -4,6 +4,10 @@
 //! channels when the location allows it; binary frames, invalid UTF-8 and oversized messages end the
 //! connection with the matching close code. Any failed write ends the connection and frees the
 //! subscriber.
+//!
+//! Outgoing data is bounded per connection: the loop reads the client only when everything queued
+//! before (frames, a pong, at most the 16 KiB write buffer plus one frame) has been written, so a
+//! client that stops reading stops being read, and `send_timeout` ends it.
 
 use super::live::{connection_timers, LiveOptions};
 use crate::broker::{Event, Publish, Subscription};
@@ -162,8 +166,16 @@ pub async fn run<S>(
                 Some(Ok(WsMessage::Binary(_))) => {
                     break Some(close(CloseCode::Unsupported, "Binary frames are not accepted."));
                 }
-                // Pings are answered by the protocol layer; pongs need nothing.
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                // The protocol layer queued a pong: write it out before reading on. A client that
+                // sends pings but never reads the pongs is then not read any further (TCP
+                // back-pressure) until `send_timeout` ends the connection.
+                Some(Ok(WsMessage::Ping(_))) => {
+                    if ws.flush().await.is_err() {
+                        break None;
+                    }
+                    continue;
+                }
+                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                 Some(Ok(WsMessage::Close(_))) => {
                     // The protocol layer queued the close reply: send it before leaving.
                     let _ = ws.flush().await;
