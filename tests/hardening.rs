@@ -5,8 +5,8 @@
 //! must be HTTP or nothing (never a 5xx the case does not expect), no server task may have
 //! panicked, and the server must still answer `/healthz` and carry a normal publish to a subscriber.
 //!
-//! Memory attacks on WebSockets run against the `herald` binary, whose RSS is read from /proc: a
-//! ping flood from a client that never reads its pongs.
+//! Memory attacks on WebSockets run against the `herald` binary, whose RSS is read from /proc:
+//! messages started and never finished, and a ping flood from a client that never reads its pongs.
 //!
 //! Panics are seen through a panic hook that records every panic not raised by test code itself
 //! (the server runs in the test's process; tokio would otherwise swallow a panicking task). A test
@@ -725,6 +725,16 @@ async fn truncated_and_malformed_websocket_frames() {
             Some(1002),
         ),
         ("unmasked ping", vec![0x89, 0x00], Some(1002)),
+        (
+            "fragments over max_body_size in total",
+            [
+                frame(0x01, &[b'f'; 30_000]),
+                frame(0x00, &[b'f'; 30_000]),
+                frame(0x80, &[b'f'; 30_000]),
+            ]
+            .concat(),
+            Some(1009),
+        ),
         ("close with a 1-byte payload", frame(0x88, &[0x03]), None),
         (
             "close with code 999",
@@ -820,6 +830,122 @@ async fn herald_with_websockets(name: &str, server: &str) -> (HeraldProcess, Tem
     let file = TempFile::new(name, &config_with_server(server, "", &locations));
     let herald = HeraldProcess::start(&["--config", file.path(), "--listen", "127.0.0.1:0"]).await;
     (herald, file)
+}
+
+/// Reads what the server sends (after `bytes`, already received) until its close frame, answers
+/// that close, then reads until the server closes the connection; everything bounded by `deadline`.
+async fn read_until_closed(stream: &mut TcpStream, mut bytes: Vec<u8>, deadline: Instant) -> Reply {
+    let mut buf = [0u8; 16 * 1024];
+    while close_code(&bytes).is_none() {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Reply {
+                    bytes,
+                    closed: false,
+                }
+            }
+            Ok(Ok(0) | Err(_)) => {
+                return Reply {
+                    bytes,
+                    closed: true,
+                }
+            }
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    if let Some(code) = close_code(&bytes) {
+        let _ = stream.write_all(&frame(0x88, &code.to_be_bytes())).await;
+    }
+    raw::read_to_close(
+        stream,
+        bytes,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_websocket_messages_are_closed_with_1008_and_their_memory_is_not_kept() {
+    // Issue 14.2: one 1 MB fragment (FIN = 0) and nothing more was kept forever. Three waves of
+    // connections each start a message of almost `max_body_size` and never finish it, three ways: a
+    // first fragment and silence, half a frame, a first fragment followed by pings and pongs. Each
+    // must be closed with 1008 once `websocket_message_timeout` passes, so the server's peak RSS
+    // over the three waves stays within what one wave can hold, instead of growing with every wave.
+    const WAVES: usize = 3;
+    const PER_WAVE: usize = 24;
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let (herald, _config) = herald_with_websockets(
+        "unfinished-websocket.toml",
+        "max_body_size = \"1m\"\nwebsocket_message_timeout = \"1s\"",
+    )
+    .await;
+    let payload = vec![b'u'; 1_000_000];
+    let baseline = herald.rss_kb();
+    for wave in 0..WAVES {
+        let mut held = Vec::new();
+        for i in 0..PER_WAVE {
+            let (mut stream, early) =
+                ws_handshake(herald.addr, &format!("unfinished-{wave}-{i}")).await;
+            let attack = match i % 3 {
+                0 => frame(0x01, &payload),
+                1 => {
+                    let mut half = frame(0x81, &payload);
+                    half.truncate(half.len() / 2);
+                    half
+                }
+                _ => [
+                    frame(0x01, &payload),
+                    frame(0x89, b"busy"),
+                    frame(0x8a, b"busy"),
+                ]
+                .concat(),
+            };
+            stream.write_all(&attack).await.unwrap();
+            held.push((i, stream, early));
+        }
+        let sent = Instant::now();
+        let deadline = sent + TIMEOUT + 2 * CLOSE_WITHIN;
+        for (i, mut stream, early) in held {
+            let answer = read_until_closed(&mut stream, early, deadline).await;
+            assert_eq!(
+                close_code(&answer.bytes),
+                Some(1008),
+                "wave {wave}, connection {i} (kind {}): no close 1008 {:?} after the unfinished message; server frames {:?}",
+                i % 3,
+                sent.elapsed(),
+                server_frames(&answer.bytes)
+            );
+            let reason = server_frames(&answer.bytes)
+                .into_iter()
+                .find(|(opcode, _)| *opcode == 8)
+                .map(|(_, payload)| String::from_utf8_lossy(&payload[2..]).into_owned())
+                .unwrap_or_default();
+            assert!(
+                reason.contains("websocket_message_timeout"),
+                "the close reason names the limit: {reason:?}"
+            );
+            assert!(
+                answer.closed,
+                "wave {wave}, connection {i}: still open {:?} after the close frame",
+                sent.elapsed()
+            );
+        }
+        eprintln!(
+            "wave {wave}: RSS {} kB, peak {} kB (baseline {baseline} kB)",
+            herald.rss_kb(),
+            herald.peak_rss_kb()
+        );
+    }
+    // One wave holds at most PER_WAVE unfinished messages of 1 MB (about 2 MB each while the last
+    // fragment is copied into the message); the waves must not add up.
+    let grown = herald.peak_rss_kb().saturating_sub(baseline);
+    let one_wave = (PER_WAVE as u64) * 2 * 1024;
+    assert!(
+        grown < one_wave + 24 * 1024,
+        "peak RSS grew by {grown} kB over {WAVES} waves of {PER_WAVE} unfinished 1 MB messages (one wave may hold about {one_wave} kB)"
+    );
+    let (status, _, body) = herald.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

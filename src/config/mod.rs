@@ -119,6 +119,10 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers); larger ones get 431. Default `16k`
     /// (at least 8k).
     pub max_header_size: ConfSize,
+    /// Time a WebSocket client gets to finish a message it started (a frame still arriving, or a
+    /// fragmented message without its final frame); past it the connection is closed with 1008, so
+    /// a partial message (up to `max_body_size`) is not held forever. Default `30s`.
+    pub websocket_message_timeout: ConfDuration,
 }
 
 /// How log lines are written.
@@ -147,6 +151,7 @@ impl Default for ServerConfig {
             max_connections_per_address: None,
             header_read_timeout: ConfDuration(Duration::from_secs(30)),
             max_header_size: ConfSize(16 << 10),
+            websocket_message_timeout: ConfDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -540,6 +545,10 @@ impl Config {
             ("send_timeout", self.server.send_timeout),
             ("tcp_keepalive", self.server.tcp_keepalive),
             ("header_read_timeout", self.server.header_read_timeout),
+            (
+                "websocket_message_timeout",
+                self.server.websocket_message_timeout,
+            ),
         ] {
             if value.0.is_zero() {
                 return Err((

@@ -70,6 +70,8 @@ pub struct Routes {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_size: usize,
+    /// Time a WebSocket client gets to finish a message it started.
+    pub websocket_message_timeout: Duration,
 }
 
 impl Routes {
@@ -101,6 +103,7 @@ impl Routes {
             max_header_size: usize::try_from(config.server.max_header_size.0)
                 .unwrap_or(usize::MAX)
                 .max(8192),
+            websocket_message_timeout: config.server.websocket_message_timeout.0,
         })
     }
 }

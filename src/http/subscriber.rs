@@ -23,8 +23,6 @@ use hyper::{header, HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
-use tokio_tungstenite::WebSocketStream;
 
 /// The header that switches a streaming/polling/long-polling request to another mode.
 const MODE_HEADER: &str = "X-Nginx-PushStream-Mode";
@@ -495,14 +493,14 @@ async fn upgrade_websocket(
     let recovery = subscription
         .as_ref()
         .map_or(Recovery::NotAsked, |s| s.recovery());
+    let routes = state.routes();
     let options = WebSocketOptions {
         live: live_options(settings, &variant, SubscriberMode::WebSocket),
         allow_publish: settings.websocket_allow_publish,
         publish_gate,
+        max_message_size: usize::try_from(routes.max_body_size).unwrap_or(usize::MAX),
+        message_timeout: routes.websocket_message_timeout,
     };
-    let config = websocket::protocol_config(
-        usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX),
-    );
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
@@ -515,12 +513,10 @@ async fn upgrade_websocket(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
-                .await;
+        let io = TokioIo::new(upgraded);
         match subscription {
-            Ok(subscription) => websocket::run(ws, subscription, options, engine, shutdown).await,
-            Err(err) => websocket::refuse(ws, err.status.as_u16(), &err.explain).await,
+            Ok(subscription) => websocket::run(io, subscription, options, engine, shutdown).await,
+            Err(err) => websocket::refuse(io, &options, err.status.as_u16(), &err.explain).await,
         }
     });
     with_recovery(base_response(StatusCode::SWITCHING_PROTOCOLS), recovery)
