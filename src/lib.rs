@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod digest;
 pub mod engine;
+mod forward_write;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;

@@ -1,9 +1,12 @@
 //! Hostile input over raw TCP (issue 10): garbage request lines, bad UTF-8 in paths, queries and
 //! headers, huge heads, invalid chunked bodies, bodies shorter than their Content-Length, and
-//! truncated or malformed WebSocket frames after a valid handshake (down to a frame claiming 2^63
-//! bytes). After each, the connection must end within a bound (no hang), the answer must be HTTP or
-//! nothing (never a 5xx the case does not expect), no server task may have panicked, and the server
-//! must still answer `/healthz` and carry a normal publish to a subscriber.
+//! truncated, malformed or unmasked WebSocket frames after a valid handshake (down to a frame
+//! claiming 2^63 bytes). After each, the connection must end within a bound (no hang), the answer
+//! must be HTTP or nothing (never a 5xx the case does not expect), no server task may have
+//! panicked, and the server must still answer `/healthz` and carry a normal publish to a subscriber.
+//!
+//! Memory attacks on WebSockets run against the `herald` binary, whose RSS is read from /proc:
+//! messages started and never finished, and a ping flood from a client that never reads its pongs.
 //!
 //! Panics are seen through a panic hook that records every panic not raised by test code itself
 //! (the server runs in the test's process; tokio would otherwise swallow a panicking task). A test
@@ -11,6 +14,7 @@
 
 mod common;
 
+use common::process::{HeraldProcess, TempFile};
 use common::raw::{self, Reply};
 use common::{config_with_server, TestServer, WAIT};
 use reqwest::StatusCode;
@@ -20,6 +24,7 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How long the server gets to end a connection after the client is done.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -616,8 +621,8 @@ fn frame_claiming(first: u8, len: u64) -> Vec<u8> {
 }
 
 /// Opens a WebSocket to `/ws/{channel}` by hand; returns the stream and any bytes after the head.
-async fn ws_handshake(server: &TestServer, channel: &str) -> (TcpStream, Vec<u8>) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+async fn ws_handshake(addr: SocketAddr, channel: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET /ws/{channel} HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
@@ -734,6 +739,23 @@ async fn truncated_and_malformed_websocket_frames() {
             Some(1007),
         ),
         ("binary frame", frame(0x82, b"\x00"), Some(1003)),
+        // RFC 6455 5.1: a server must close the connection on an unmasked client frame.
+        (
+            "unmasked text frame",
+            vec![0x81, 0x02, b'h', b'i'],
+            Some(1002),
+        ),
+        ("unmasked ping", vec![0x89, 0x00], Some(1002)),
+        (
+            "fragments over max_body_size in total",
+            [
+                frame(0x01, &[b'f'; 30_000]),
+                frame(0x00, &[b'f'; 30_000]),
+                frame(0x80, &[b'f'; 30_000]),
+            ]
+            .concat(),
+            Some(1009),
+        ),
         ("close with a 1-byte payload", frame(0x88, &[0x03]), None),
         (
             "close with code 999",
@@ -755,7 +777,7 @@ async fn truncated_and_malformed_websocket_frames() {
     ];
     for (index, (name, bytes, expected)) in cases.into_iter().enumerate() {
         let channel = format!("wsh-{index}");
-        let (mut stream, early) = ws_handshake(&server, &channel).await;
+        let (mut stream, early) = ws_handshake(server.addr, &channel).await;
         server.wait_for_subscribers(&channel, 1).await;
         let _ = stream.write_all(&bytes).await;
         if expected.is_none() {
@@ -791,7 +813,7 @@ async fn websocket_client_that_never_closes_is_not_a_leak() {
     let server = start().await;
     // A frame header promising 60 KB (under the limit) and then silence: the connection stays, the
     // server stays responsive, and the subscriber goes when the client does.
-    let (mut stream, _) = ws_handshake(&server, "stall").await;
+    let (mut stream, _) = ws_handshake(server.addr, "stall").await;
     server.wait_for_subscribers("stall", 1).await;
     let mut header = vec![0x81, 0x80 | 126];
     header.extend_from_slice(&60_000u16.to_be_bytes());
@@ -816,6 +838,189 @@ async fn websocket_client_that_never_closes_is_not_a_leak() {
     drop(stream);
     server.wait_for_subscribers("stall", 0).await;
     server.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// WebSocket memory attacks against the real binary (the server's RSS is read from /proc)
+// ------------------------------------------------------------------------------------------------
+
+/// The `herald` binary with `[server]` lines `server` and a WebSocket location at `/ws/` (and the
+/// statistics location); the config file lives as long as the process.
+async fn herald_with_websockets(name: &str, server: &str) -> (HeraldProcess, TempFile) {
+    let locations = location("/ws/", "subscriber", "mode = \"websocket\"");
+    let file = TempFile::new(name, &config_with_server(server, "", &locations));
+    let herald = HeraldProcess::start(&["--config", file.path(), "--listen", "127.0.0.1:0"]).await;
+    (herald, file)
+}
+
+/// Reads what the server sends (after `bytes`, already received) until its close frame, answers
+/// that close, then reads until the server closes the connection; everything bounded by `deadline`.
+async fn read_until_closed(stream: &mut TcpStream, mut bytes: Vec<u8>, deadline: Instant) -> Reply {
+    let mut buf = [0u8; 16 * 1024];
+    while close_code(&bytes).is_none() {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Reply {
+                    bytes,
+                    closed: false,
+                }
+            }
+            Ok(Ok(0) | Err(_)) => {
+                return Reply {
+                    bytes,
+                    closed: true,
+                }
+            }
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    if let Some(code) = close_code(&bytes) {
+        let _ = stream.write_all(&frame(0x88, &code.to_be_bytes())).await;
+    }
+    raw::read_to_close(
+        stream,
+        bytes,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_websocket_messages_are_closed_with_1008_and_their_memory_is_not_kept() {
+    // Issue 14.2: one 1 MB fragment (FIN = 0) and nothing more was kept forever. Three waves of
+    // connections each start a message of almost `max_body_size` and never finish it, three ways: a
+    // first fragment and silence, half a frame, a first fragment followed by pings and pongs. Each
+    // must be closed with 1008 once `websocket_message_timeout` passes, so the server's peak RSS
+    // over the three waves stays within what one wave can hold, instead of growing with every wave.
+    const WAVES: usize = 3;
+    const PER_WAVE: usize = 24;
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let (herald, _config) = herald_with_websockets(
+        "unfinished-websocket.toml",
+        "max_body_size = \"1m\"\nwebsocket_message_timeout = \"1s\"",
+    )
+    .await;
+    let payload = vec![b'u'; 1_000_000];
+    let baseline = herald.rss_kb();
+    for wave in 0..WAVES {
+        let mut held = Vec::new();
+        for i in 0..PER_WAVE {
+            let (mut stream, early) =
+                ws_handshake(herald.addr, &format!("unfinished-{wave}-{i}")).await;
+            let attack = match i % 3 {
+                0 => frame(0x01, &payload),
+                1 => {
+                    let mut half = frame(0x81, &payload);
+                    half.truncate(half.len() / 2);
+                    half
+                }
+                _ => [
+                    frame(0x01, &payload),
+                    frame(0x89, b"busy"),
+                    frame(0x8a, b"busy"),
+                ]
+                .concat(),
+            };
+            stream.write_all(&attack).await.unwrap();
+            held.push((i, stream, early));
+        }
+        let sent = Instant::now();
+        let deadline = sent + TIMEOUT + 2 * CLOSE_WITHIN;
+        for (i, mut stream, early) in held {
+            let answer = read_until_closed(&mut stream, early, deadline).await;
+            assert_eq!(
+                close_code(&answer.bytes),
+                Some(1008),
+                "wave {wave}, connection {i} (kind {}): no close 1008 {:?} after the unfinished message; server frames {:?}",
+                i % 3,
+                sent.elapsed(),
+                server_frames(&answer.bytes)
+            );
+            let reason = server_frames(&answer.bytes)
+                .into_iter()
+                .find(|(opcode, _)| *opcode == 8)
+                .map(|(_, payload)| String::from_utf8_lossy(&payload[2..]).into_owned())
+                .unwrap_or_default();
+            assert!(
+                reason.contains("websocket_message_timeout"),
+                "the close reason names the limit: {reason:?}"
+            );
+            assert!(
+                answer.closed,
+                "wave {wave}, connection {i}: still open {:?} after the close frame",
+                sent.elapsed()
+            );
+        }
+        eprintln!(
+            "wave {wave}: RSS {} kB, peak {} kB (baseline {baseline} kB)",
+            herald.rss_kb(),
+            herald.peak_rss_kb()
+        );
+    }
+    // One wave holds at most PER_WAVE unfinished messages of 1 MB (about 2 MB each while the last
+    // fragment is copied into the message); the waves must not add up.
+    let grown = herald.peak_rss_kb().saturating_sub(baseline);
+    let one_wave = (PER_WAVE as u64) * 2 * 1024;
+    assert!(
+        grown < one_wave + 24 * 1024,
+        "peak RSS grew by {grown} kB over {WAVES} waves of {PER_WAVE} unfinished 1 MB messages (one wave may hold about {one_wave} kB)"
+    );
+    let (status, _, body) = herald.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_client_that_never_reads_is_not_read_further_and_is_cut_off() {
+    // Issue 14.3: every ping queued a pong for a client that never reads them, so the server's
+    // memory grew at wire speed until `send_timeout`. Now a pong that cannot be written stops the
+    // server from reading that client (its writes stall), and `send_timeout` then ends it.
+    const LIMIT: usize = 64 << 20;
+    let (herald, _config) =
+        herald_with_websockets("ping-flood.toml", "send_timeout = \"3s\"").await;
+    let (mut stream, _) = ws_handshake(herald.addr, "flood").await;
+    herald
+        .wait_subscribers("flood", WAIT, "1", |count| count == 1)
+        .await;
+    let baseline = herald.rss_kb();
+    let batch: Vec<u8> = (0..512).flat_map(|_| frame(0x89, &[b'p'; 125])).collect();
+    let started = Instant::now();
+    let mut sent = 0;
+    let stalled = loop {
+        if sent >= LIMIT || started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), stream.write_all(&batch)).await {
+            Err(_) => break true,
+            Ok(Err(e)) => panic!(
+                "the connection failed after {sent} bytes of pings, before the server stopped reading: {e}"
+            ),
+            Ok(Ok(())) => sent += batch.len(),
+        }
+    };
+    let grown = herald.rss_kb().saturating_sub(baseline);
+    eprintln!(
+        "ping flood: {sent} bytes sent in {:?}, server RSS +{grown} kB",
+        started.elapsed()
+    );
+    assert!(
+        stalled,
+        "the server read all {sent} bytes of pings from a client that never reads its pongs"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "server RSS grew by {grown} kB during a ping flood of {sent} bytes"
+    );
+    // `send_timeout` (3s) ends the connection whose pongs cannot be written.
+    herald
+        .wait_subscribers_where(
+            "flood",
+            Duration::from_secs(3) + 2 * CLOSE_WITHIN,
+            "0",
+            |status, count| count == Some(0) || status == StatusCode::NOT_FOUND,
+        )
+        .await;
+    let (status, _, body) = herald.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 //! frames through the template, header/footer frames, several channels, backtrack, ping frames,
 //! subscriber accounting on close, channel deletion, publishing from the client
 //! (`websocket_allow_publish`), close codes for binary/oversized frames and refused subscriptions,
-//! and the HTTP answers to invalid handshakes.
+//! the HTTP answers to invalid handshakes, and upgraded connections under the connection limits and
+//! the shutdown drain.
 
 mod common;
 
+use common::process::{HeraldProcess, TempFile};
 use common::raw::{self, raw_header};
 use common::ws::{self, Ws};
 use common::{
@@ -17,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 fn ws_location(path: &str, template: &str, extra: &str) -> String {
     format!(
@@ -461,4 +463,159 @@ async fn handshake_with_an_unsupported_version_is_400_with_the_supported_version
         "{head:?}"
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_with_an_invalid_sec_websocket_key_is_400() {
+    // RFC 6455 4.2.1: the key is the base64 encoding of 16 bytes (24 characters).
+    let server = start().await;
+    let long = "A".repeat(8000);
+    let cases = [
+        ("an 8,000-byte key", long.as_str()),
+        ("not base64", "not base64 at all, sorry"),
+        ("15 bytes", "AAAAAAAAAAAAAAAAAAAA"),
+        ("17 bytes", "AAAAAAAAAAAAAAAAAAAAAAA="),
+        ("non-canonical padding", "AAAAAAAAAAAAAAAAAAAAAB=="),
+        ("empty", ""),
+    ];
+    for (name, key) in cases {
+        let request = format!("GET /ws/news HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        let (status, headers, body) = raw_exchange(&server, &request).await;
+        assert_eq!(status, 400, "{name}: {headers:?} {body:?}");
+        assert_eq!(
+            raw_header(&headers, EXPLAIN),
+            INVALID_KEY,
+            "{name}: {headers:?}"
+        );
+        assert_eq!(body.trim_end(), INVALID_KEY, "{name}");
+    }
+    // A key of 16 bytes is accepted.
+    let (_ws, response) = ws::handshake(
+        server.addr,
+        "/ws/news",
+        &[("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")],
+    )
+    .await
+    .expect("a valid key is accepted");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    server.wait_for_subscribers("news", 1).await;
+    server.stop().await;
+}
+
+const INVALID_KEY: &str =
+    "Invalid Sec-WebSocket-Key: it must be the base64 encoding of 16 bytes (24 characters).";
+
+// ------------------------------------------------------------------------------------------------
+// Connection limits and the shutdown drain (issue 14.4)
+// ------------------------------------------------------------------------------------------------
+
+/// A WebSocket handshake to `path` must be refused with 503 by a connection limit.
+async fn assert_websocket_refused(server: &TestServer, path: &str, limit: &str) {
+    match ws::handshake(server.addr, path, &[]).await {
+        Err(WsError::Http(response)) => assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{limit}: {response:?}"
+        ),
+        Ok((_, response)) => {
+            panic!("{limit}: a WebSocket past the limit was accepted: {response:?}")
+        }
+        Err(other) => panic!("{limit}: expected a 503 answer, got {other}"),
+    }
+}
+
+/// Two open WebSockets fill a limit of two connections (`limit_line`, named `limit` in refusals):
+/// a third WebSocket and a streaming subscriber get 503, and closing one WebSocket frees its slot.
+async fn websockets_hold_their_connection_slots(limit_line: &str, limit: &str) {
+    let server = TestServer::start(&config_with_server(limit_line, "", &locations())).await;
+    let mut first = server.websocket("/ws/first").await;
+    let mut second = server.websocket("/ws/second").await;
+    assert_websocket_refused(&server, "/ws/third", limit).await;
+    let answer = raw::exchange(
+        server.addr,
+        b"GET /sub/third HTTP/1.1\r\nHost: t\r\n\r\n",
+        false,
+        WAIT,
+    )
+    .await;
+    assert_eq!(answer.status(), Some(503), "{limit}: {:?}", answer.shown());
+    assert!(
+        answer.text().contains(&format!("Limit: {limit}.")),
+        "{:?}",
+        answer.shown()
+    );
+    assert!(answer.closed, "the refused connection is closed");
+    ws::close(&mut first).await;
+    drain(&mut first).await;
+    // Its slot is free again: a new WebSocket gets in (the server may take a moment to see the close).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut third = loop {
+        match ws::handshake(server.addr, "/ws/third", &[]).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{limit}: closing a WebSocket did not free its slot within {WAIT:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_websocket_refused(&server, "/ws/fourth", limit).await;
+    ws::close(&mut second).await;
+    ws::close(&mut third).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_count_toward_max_connections() {
+    websockets_hold_their_connection_slots("max_connections = 2", "max_connections").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_count_toward_max_connections_per_address() {
+    websockets_hold_their_connection_slots(
+        "max_connections_per_address = 2",
+        "max_connections_per_address",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_websockets_with_1001_and_waits_for_their_close() {
+    // The drain sees WebSockets: after SIGTERM each gets a close frame 1001, and the process stays
+    // until the client answered it (the server waits up to 2s for that answer; the drain up to
+    // `shutdown_timeout`, 10s here).
+    let config = TempFile::new(
+        "websocket-drain.toml",
+        &format!(
+            "[server]\nshutdown_timeout = \"10s\"\n{}\n{}",
+            common::BASE_LOCATIONS,
+            locations()
+        ),
+    );
+    let mut herald =
+        HeraldProcess::start(&["--config", config.path(), "--listen", "127.0.0.1:0"]).await;
+    let mut ws = ws::connect(herald.addr, "/wsh/news").await;
+    ws::expect_text(&mut ws, "HELLO").await;
+    herald
+        .wait_subscribers("news", WAIT, "1", |count| count == 1)
+        .await;
+    herald.signal(libc::SIGTERM);
+    ws::expect_text(&mut ws, "BYE").await;
+    let reason = ws::expect_close(&mut ws, CloseCode::Away).await;
+    assert_eq!(reason, "Server shutting down.");
+    // Well within the server's 2s wait for the answer: the process must still be there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        herald.child.try_wait().expect("try_wait").is_none(),
+        "herald exited before the WebSocket's close handshake finished; stderr:\n{}",
+        herald.log_text()
+    );
+    // The client's protocol layer queued the close reply when it read the close frame: send it.
+    ws.flush().await.expect("answer the close frame");
+    ws::expect_end(&mut ws).await;
+    let status = herald
+        .wait_exit(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("herald did not exit once its last WebSocket closed"));
+    assert!(status.success(), "exit status {status:?}");
 }

@@ -1,9 +1,9 @@
 //! WebSocket frames from clients: the fuzzed bytes are what a client sends after the handshake, read by
-//! Herald's own WebSocket subscriber loop (`herald::transport::websocket::run`, with
-//! `websocket_allow_publish` on so text frames are published back to the subscription) over
-//! `WebSocketStream::from_raw_socket` with the server role and the limits Herald configures
-//! (`max_body_size` as message and frame limit, the default 1 MiB, unmasked frames accepted). The
-//! client side then closes; the server must answer and finish without a panic, within a bound.
+//! Herald's own WebSocket subscriber loop (`herald::transport::websocket::run` on one end of a
+//! duplex pipe, with `websocket_allow_publish` on so text frames are published back to the
+//! subscription) with the protocol settings Herald uses (the default `max_body_size`, 1 MiB, as
+//! message and frame limit; unmasked frames refused). The client side then closes; the server must
+//! answer and finish without a panic, within a bound.
 
 #![no_main]
 
@@ -18,8 +18,6 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 /// Herald's default `max_body_size`, the WebSocket message and frame limit.
 const MAX_BODY_SIZE: usize = 1 << 20;
@@ -81,16 +79,13 @@ fuzz_target!(|data: &[u8]| {
             },
             allow_publish: true,
             publish_gate: None,
+            max_message_size: MAX_BODY_SIZE,
+            message_timeout: Duration::from_secs(30),
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_BODY_SIZE))
-            .max_frame_size(Some(MAX_BODY_SIZE))
-            .accept_unmasked_frames(true);
         let (client, server_io) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = herald::shutdown::channel();
         let server = tokio::spawn(async move {
-            let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
-            websocket::run(ws, subscription, options, engine, shutdown).await;
+            websocket::run(server_io, subscription, options, engine, shutdown).await;
         });
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let reader = tokio::spawn(async move {

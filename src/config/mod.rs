@@ -123,6 +123,10 @@ pub struct ServerConfig {
     /// DELETE any channel; the dashboard's actions) that has neither `allow_addresses` nor
     /// `auth_bearer_tokens`. Default `false`: Herald refuses to start and says which location.
     pub allow_public_admin: bool,
+    /// Time a WebSocket client gets to finish a message it started (a frame still arriving, or a
+    /// fragmented message without its final frame); past it the connection is closed with 1008, so
+    /// a partial message (up to `max_body_size`) is not held forever. Default `30s`.
+    pub websocket_message_timeout: ConfDuration,
 }
 
 /// How log lines are written.
@@ -152,6 +156,7 @@ impl Default for ServerConfig {
             header_read_timeout: ConfDuration(Duration::from_secs(30)),
             max_header_size: ConfSize(16 << 10),
             allow_public_admin: false,
+            websocket_message_timeout: ConfDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -612,6 +617,10 @@ impl Config {
             ("send_timeout", self.server.send_timeout),
             ("tcp_keepalive", self.server.tcp_keepalive),
             ("header_read_timeout", self.server.header_read_timeout),
+            (
+                "websocket_message_timeout",
+                self.server.websocket_message_timeout,
+            ),
         ] {
             if value.0.is_zero() {
                 return Err((

@@ -1,6 +1,8 @@
 //! Connection liveness at the socket: `TimedIo` fails a write that cannot make progress within the
 //! send timeout (a client that stopped reading), so the connection ends and its subscriber slot is
-//! freed at once; `enable_keepalive` turns on TCP keepalive for accepted sockets.
+//! freed at once; `enable_keepalive` turns on TCP keepalive for accepted sockets. Connection
+//! admission: `ConnectionCounts` (the connection limits), the `ConnectionGuard` each connection's
+//! owner holds (its slot and its part in the shutdown drain), and the 503 refusal.
 
 use std::future::Future;
 use std::io;
@@ -170,6 +172,34 @@ impl Drop for ConnectionSlot {
             if *open == 0 {
                 per_address.remove(&self.address);
             }
+        }
+    }
+}
+
+/// One accepted connection's hold on the server: its place in `ConnectionCounts` and its part in
+/// the shutdown drain (the server waits until every drain sender is gone). The connection task
+/// holds it; on the hyper path every request carries a clone, and an upgraded WebSocket's task
+/// keeps its clone, so a WebSocket counts toward `max_connections` and `max_connections_per_address`
+/// and holds the drain until it has closed. Both are released when the last clone drops.
+#[derive(Debug, Clone)]
+pub struct ConnectionGuard {
+    _hold: std::sync::Arc<ConnectionHold>,
+}
+
+#[derive(Debug)]
+struct ConnectionHold {
+    _slot: ConnectionSlot,
+    _drain: tokio::sync::mpsc::Sender<()>,
+}
+
+impl ConnectionGuard {
+    /// Holds `slot` and `drain` until the last clone is dropped.
+    pub fn new(slot: ConnectionSlot, drain: tokio::sync::mpsc::Sender<()>) -> ConnectionGuard {
+        ConnectionGuard {
+            _hold: std::sync::Arc::new(ConnectionHold {
+                _slot: slot,
+                _drain: drain,
+            }),
         }
     }
 }

@@ -24,7 +24,6 @@ use arc_swap::ArcSwap;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
@@ -73,6 +72,8 @@ pub struct Routes {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_size: usize,
+    /// Time a WebSocket client gets to finish a message it started.
+    pub websocket_message_timeout: Duration,
 }
 
 impl Routes {
@@ -105,6 +106,7 @@ impl Routes {
             max_header_size: usize::try_from(config.server.max_header_size.0)
                 .unwrap_or(usize::MAX)
                 .max(8192),
+            websocket_message_timeout: config.server.websocket_message_timeout.0,
         })
     }
 }
@@ -247,8 +249,9 @@ impl Server {
             state,
             trigger,
         } = self;
-        // Every connection task holds a clone of `open_connections`; `closed` resolves when all
-        // have ended.
+        // Every connection's guard (`io::ConnectionGuard`, held by the connection task and by an
+        // upgraded WebSocket's task) holds a clone of `open_connections`; `closed` resolves when
+        // all have ended.
         let (open_connections, mut closed) = tokio::sync::mpsc::channel::<()>(1);
         let sweeper = tokio::spawn({
             let engine = state.engine.clone();
@@ -306,13 +309,9 @@ impl Server {
                 tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
             }
             let stream = io::TimedIo::new(stream, routes.send_timeout);
-            let open = open_connections.clone();
+            let guard = io::ConnectionGuard::new(slot, open_connections.clone());
             let state = state.clone();
-            tokio::spawn(async move {
-                serve_connection(state, stream, peer, routes).await;
-                drop(slot);
-                drop(open);
-            });
+            tokio::spawn(serve_connection(state, stream, peer, routes, guard));
         }
         drop(listener);
         tracing::info!("shutting down: closing subscriber connections");
@@ -334,11 +333,14 @@ impl Server {
 }
 
 /// Serves one accepted connection: long-lived subscribers on the lean path, the rest with hyper.
+/// `guard` is the connection's slot and drain handle; it goes with the connection (and with a
+/// WebSocket it is upgraded to).
 async fn serve_connection(
     state: Arc<AppState>,
     mut stream: io::TimedIo<tokio::net::TcpStream>,
     peer: SocketAddr,
     routes: Arc<Routes>,
+    guard: io::ConnectionGuard,
 ) {
     let mut shutdown = state.shutdown.clone();
     let first = tokio::select! {
@@ -357,21 +359,24 @@ async fn serve_connection(
         raw::FirstRequest::Other(prefix) => prefix,
     };
     // Boxed, so that the lean path's connections do not carry the size of hyper's connection state.
-    Box::pin(serve_with_hyper(state, stream, prefix, peer, routes)).await;
+    Box::pin(serve_with_hyper(state, stream, prefix, peer, routes, guard)).await;
 }
 
-/// Serves a connection with hyper, replaying the bytes the lean path already read.
+/// Serves a connection with hyper, replaying the bytes the lean path already read. Each request
+/// carries a clone of the connection's `guard` in its extensions, for a WebSocket upgrade to keep.
 async fn serve_with_hyper(
     state: Arc<AppState>,
     stream: io::TimedIo<tokio::net::TcpStream>,
     prefix: Vec<u8>,
     peer: SocketAddr,
     routes: Arc<Routes>,
+    guard: io::ConnectionGuard,
 ) {
     let mut shutdown = state.shutdown.clone();
     let service_state = state.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
         let state = service_state.clone();
+        request.extensions_mut().insert(guard.clone());
         async move { Ok::<_, Infallible>(handle(&state, request, peer.ip()).await) }
     });
     let connection = http1::Builder::new()
@@ -408,7 +413,7 @@ where
 {
     let started = std::time::Instant::now();
     let (mut parts, body) = request.into_parts();
-    let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let upgrade = subscriber::Upgrade::take(&mut parts.extensions);
     let path = parts.uri.path().to_string();
     if let Some(response) = health_response(state, &path) {
         return response;
@@ -458,7 +463,7 @@ where
                 settings,
                 (&location.access, client),
                 &parts,
-                on_upgrade,
+                upgrade,
                 &vars,
                 &channels_path,
             )

@@ -6,6 +6,7 @@
 use super::access::LocationAccess;
 use super::channels_path::{parse_subscriber_path, ChannelsPathExpr, RequestVars};
 use super::error::HttpError;
+use super::io::ConnectionGuard;
 use super::response::base_response;
 use super::response::{Body, Finish};
 use super::router::{FormatVariant, SubscriberSettings};
@@ -22,11 +23,28 @@ use hyper::{header, HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 /// The header that switches a streaming/polling/long-polling request to another mode.
 const MODE_HEADER: &str = "X-Nginx-PushStream-Mode";
+
+/// What a request needs to become a WebSocket: hyper's upgrade handle and the connection's guard
+/// (its connection slot and drain handle), which the WebSocket's task keeps until it ends.
+pub struct Upgrade {
+    on_upgrade: OnUpgrade,
+    connection: ConnectionGuard,
+}
+
+impl Upgrade {
+    /// Takes both from a request's extensions; `None` when the connection cannot be upgraded.
+    pub fn take(extensions: &mut hyper::http::Extensions) -> Option<Upgrade> {
+        let on_upgrade = extensions.remove::<OnUpgrade>()?;
+        let connection = extensions.remove::<ConnectionGuard>()?;
+        Some(Upgrade {
+            on_upgrade,
+            connection,
+        })
+    }
+}
 
 /// Handles one request to a subscriber location.
 pub async fn handle(
@@ -34,7 +52,7 @@ pub async fn handle(
     settings: &SubscriberSettings,
     (access, client): (&LocationAccess, std::net::IpAddr),
     parts: &Parts,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Option<Upgrade>,
     vars: &RequestVars<'_>,
     channels_path: &str,
 ) -> Result<Response<Body>, HttpError> {
@@ -60,7 +78,7 @@ pub async fn handle(
             settings,
             variant,
             handshake,
-            on_upgrade,
+            upgrade,
             targets,
             access.publish_gate(client, &parts.headers),
         )
@@ -409,6 +427,13 @@ fn check_websocket_handshake(headers: &HeaderMap) -> Result<Handshake, HttpError
             "Don't have at least one of the mandatory headers: Connection, Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version",
         ));
     };
+    let key = key.trim();
+    if !is_websocket_key(key) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid Sec-WebSocket-Key: it must be the base64 encoding of 16 bytes (24 characters).",
+        ));
+    }
     if !matches!(version.trim(), "8" | "13") {
         let mut err = HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -419,8 +444,17 @@ fn check_websocket_handshake(headers: &HeaderMap) -> Result<Handshake, HttpError
         return Err(err);
     }
     Ok(Handshake {
-        key: key.trim().to_string(),
+        key: key.to_string(),
     })
+}
+
+/// RFC 6455 4.2.1: `Sec-WebSocket-Key` is the base64 encoding (with padding) of 16 random bytes.
+fn is_websocket_key(key: &str) -> bool {
+    use base64::Engine;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// Answers 101 and runs the subscriber on the upgraded connection. A refused subscription is told in
@@ -430,11 +464,15 @@ async fn upgrade_websocket(
     settings: &SubscriberSettings,
     variant: FormatVariant,
     handshake: Handshake,
-    on_upgrade: Option<OnUpgrade>,
+    upgrade: Option<Upgrade>,
     targets: Result<Vec<SubscribeTo>, HttpError>,
     publish_gate: Option<crate::transport::websocket::PublishGate>,
 ) -> Response<Body> {
-    let Some(on_upgrade) = on_upgrade else {
+    let Some(Upgrade {
+        on_upgrade,
+        connection,
+    }) = upgrade
+    else {
         return HttpError::new(
             StatusCode::BAD_REQUEST,
             "This connection cannot be upgraded.",
@@ -452,22 +490,19 @@ async fn upgrade_websocket(
     let recovery = subscription
         .as_ref()
         .map_or(Recovery::NotAsked, |s| s.recovery());
+    let routes = state.routes();
     let options = WebSocketOptions {
         live: live_options(settings, &variant, SubscriberMode::WebSocket),
         allow_publish: settings.websocket_allow_publish,
         publish_gate,
+        max_message_size: usize::try_from(routes.max_body_size).unwrap_or(usize::MAX),
+        message_timeout: routes.websocket_message_timeout,
     };
-    let max = usize::try_from(state.routes().max_body_size).unwrap_or(usize::MAX);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .accept_unmasked_frames(true)
-        // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
-        .read_buffer_size(4096)
-        .write_buffer_size(16 * 1024);
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
+        // The connection's slot and drain handle stay with the WebSocket until it ends.
+        let _connection = connection;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
@@ -475,12 +510,10 @@ async fn upgrade_websocket(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
-                .await;
+        let io = TokioIo::new(upgraded);
         match subscription {
-            Ok(subscription) => websocket::run(ws, subscription, options, engine, shutdown).await,
-            Err(err) => websocket::refuse(ws, err.status.as_u16(), &err.explain).await,
+            Ok(subscription) => websocket::run(io, subscription, options, engine, shutdown).await,
+            Err(err) => websocket::refuse(io, &options, err.status.as_u16(), &err.explain).await,
         }
     });
     with_recovery(base_response(StatusCode::SWITCHING_PROTOCOLS), recovery)

@@ -2,8 +2,15 @@
 //! through the location's template), ping frames at the interval, the footer and a normal close when
 //! the server ends the connection. Text frames from the client are published to the subscribed
 //! channels when the location allows it; binary frames, invalid UTF-8 and oversized messages end the
-//! connection with the matching close code. Any failed write ends the connection and frees the
-//! subscriber.
+//! connection with the matching close code, and so does a message the client leaves unfinished for
+//! longer than `websocket_message_timeout` (`unfinished` follows the client's frames for that). Any
+//! failed write ends the connection and frees the subscriber.
+//!
+//! Outgoing data is bounded per connection: the loop reads the client only when everything queued
+//! before (frames, a pong, at most the 16 KiB write buffer plus one frame) has been written, so a
+//! client that stops reading stops being read, and `send_timeout` ends it.
+
+mod unfinished;
 
 use super::live::{connection_timers, LiveOptions};
 use crate::broker::{Event, Publish, Subscription};
@@ -17,9 +24,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+use unfinished::FrameBoundaries;
 
 /// How one WebSocket location runs its subscribers.
 #[derive(Clone)]
@@ -31,6 +39,12 @@ pub struct WebSocketOptions {
     /// Takes each publish from the client's budget (`publish_rate_limit`); a refusal closes the
     /// connection with 1008 and the refusal's text.
     pub publish_gate: Option<PublishGate>,
+    /// Largest message from the client (the sum of its fragments) and largest frame
+    /// (`max_body_size`); larger ones close the connection with 1009.
+    pub max_message_size: usize,
+    /// A message the client started must be complete within this time
+    /// (`websocket_message_timeout`); otherwise the connection is closed with 1008.
+    pub message_timeout: Duration,
 }
 
 impl std::fmt::Debug for WebSocketOptions {
@@ -39,12 +53,27 @@ impl std::fmt::Debug for WebSocketOptions {
             .field("live", &self.live)
             .field("allow_publish", &self.allow_publish)
             .field("publish_gate", &self.publish_gate.is_some())
+            .field("max_message_size", &self.max_message_size)
+            .field("message_timeout", &self.message_timeout)
             .finish()
     }
 }
 
 /// Takes one publish from a client's budget: `Err(why)` when it is spent.
 pub type PublishGate = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The protocol settings of a server-side WebSocket: `max_message_size` bounds a message (the sum
+/// of its fragments) and each frame, checked from the frame header before its payload is read;
+/// unmasked client frames fail the connection with 1002 (RFC 6455 5.1).
+fn protocol_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+        .accept_unmasked_frames(false)
+        // Clients send little: a small read buffer (the default is 128 KiB, zeroed on every read).
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+}
 
 /// A frame as a WebSocket message: text when it is UTF-8 (always, for text published over HTTP),
 /// binary otherwise.
@@ -67,20 +96,40 @@ fn close(code: CloseCode, reason: &str) -> WsMessage {
     }))
 }
 
-/// Sends the module's error close frame (`{"http_status": N, "explain": "…"}`, code 1008) for a
-/// subscription refused after the handshake, then closes.
-pub async fn refuse<S>(mut ws: WebSocketStream<S>, http_status: u16, explain: &str)
+/// The server side of the WebSocket on the upgraded connection `io`, with Herald's protocol
+/// settings; the client's frames are followed for the unfinished-message timeout.
+async fn accept<S>(
+    io: S,
+    options: &WebSocketOptions,
+) -> (
+    WebSocketStream<FrameBoundaries<S>>,
+    unfinished::UnfinishedMessage,
+)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (io, unfinished) = FrameBoundaries::new(io);
+    let config = protocol_config(options.max_message_size);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    (ws, unfinished)
+}
+
+/// Sends the module's error close frame (`{"http_status": N, "explain": "…"}`, code 1008) for a
+/// subscription refused after the handshake on the upgraded connection `io`, then closes.
+pub async fn refuse<S>(io: S, options: &WebSocketOptions, http_status: u16, explain: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ws, _) = accept(io, options).await;
     let payload = serde_json::json!({ "http_status": http_status, "explain": explain }).to_string();
     let _ = ws.send(close(CloseCode::Policy, &payload)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
 }
 
-/// Runs one WebSocket subscriber until the client leaves or the server ends the connection.
+/// Runs one WebSocket subscriber on the upgraded connection `io` until the client leaves or the
+/// server ends the connection.
 pub async fn run<S>(
-    mut ws: WebSocketStream<S>,
+    io: S,
     mut subscription: Subscription,
     options: WebSocketOptions,
     engine: Engine,
@@ -88,6 +137,7 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (mut ws, mut unfinished) = accept(io, &options).await;
     let framer = options.live.framer.clone();
     let format = options.live.format;
     let mut metrics = ConnectionMetrics::open(options.live.transport);
@@ -111,6 +161,9 @@ pub async fn run<S>(
     }
     let (ttl, mut ping) = connection_timers(&options.live);
     tokio::pin!(ttl);
+    let message_timeout = options.message_timeout;
+    let unfinished_too_long = unfinished.outlasts(message_timeout);
+    tokio::pin!(unfinished_too_long);
     let mut events = Vec::new();
     let end: Option<WsMessage> = loop {
         if subscription.is_empty() {
@@ -149,8 +202,16 @@ pub async fn run<S>(
                 Some(Ok(WsMessage::Binary(_))) => {
                     break Some(close(CloseCode::Unsupported, "Binary frames are not accepted."));
                 }
-                // Pings are answered by the protocol layer; pongs need nothing.
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                // The protocol layer queued a pong: write it out before reading on. A client that
+                // sends pings but never reads the pongs is then not read any further (TCP
+                // back-pressure) until `send_timeout` ends the connection.
+                Some(Ok(WsMessage::Ping(_))) => {
+                    if ws.flush().await.is_err() {
+                        break None;
+                    }
+                    continue;
+                }
+                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                 Some(Ok(WsMessage::Close(_))) => {
                     // The protocol layer queued the close reply: send it before leaving.
                     let _ = ws.flush().await;
@@ -160,6 +221,13 @@ pub async fn run<S>(
                 Some(Err(err)) => break error_close(&err),
             },
             _ = &mut ttl => break Some(close(CloseCode::Normal, "")),
+            _ = &mut unfinished_too_long => {
+                crate::metrics::count_limit_refusal("websocket_message_timeout");
+                break Some(close(
+                    CloseCode::Policy,
+                    &format!("Message not finished within {message_timeout:?} (websocket_message_timeout)."),
+                ));
+            }
             _ = shutdown.recv() => break Some(close(CloseCode::Away, "Server shutting down.")),
         }
         let mut lagged = false;

@@ -175,12 +175,18 @@ pub fn free_port() -> u16 {
 
 /// This process's resident set size in kB (`VmRSS` of /proc/self/status).
 pub fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status_kb("self", "VmRSS")
+}
+
+/// A kB figure (`VmRSS`, `VmHWM`, …) of /proc/PID/status; `pid` "self" is this process.
+pub fn status_kb(pid: &str, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/self/status:\n{status}"))
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"))
 }
 
 /// Calls `check` every `interval` until it returns true or `limit` elapses; returns whether it did.

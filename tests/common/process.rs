@@ -138,6 +138,16 @@ impl HeraldProcess {
         herald
     }
 
+    /// The process's resident set size in kB.
+    pub fn rss_kb(&self) -> u64 {
+        super::status_kb(&self.pid.to_string(), "VmRSS")
+    }
+
+    /// The process's peak resident set size so far in kB (`VmHWM`).
+    pub fn peak_rss_kb(&self) -> u64 {
+        super::status_kb(&self.pid.to_string(), "VmHWM")
+    }
+
     /// How many stderr lines arrived so far.
     pub fn log_len(&self) -> usize {
         self.log.lock().unwrap().len()
