@@ -1,0 +1,386 @@
+//! Publishing and deleting through Redis: one publish script per channel (concurrently, never resent
+//! once Redis may have run it), the explanation of a partial failure, and read-your-writes: the
+//! answer waits (bounded) until this node's mirror holds the message, or its follow of a deleted
+//! channel has ended.
+
+use super::conn::{refused_while_slots_move, script_may_have_run};
+use super::record;
+use super::scripts::{array, int, malformed};
+use super::RedisEngine;
+use crate::broker::{BrokerError, ChannelId, ChannelInfo, Publish, Published};
+use bytes::Bytes;
+use redis::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a publish waits for this node's mirror to take its message in (read-your-writes on
+/// the publishing node; see `await_mirror`). The announcement normally arrives with the reply.
+const MIRROR_WAIT: Duration = Duration::from_millis(500);
+
+/// Why a publish to one channel failed, and whether Redis may have taken it all the same.
+#[derive(Debug)]
+pub(super) struct PublishFailure {
+    pub(super) error: BrokerError,
+    /// The script was sent and no answer came (lost connection, timeout): it may have run.
+    pub(super) maybe_applied: bool,
+}
+
+impl PublishFailure {
+    pub(super) fn not_sent(error: BrokerError) -> PublishFailure {
+        PublishFailure {
+            error,
+            maybe_applied: false,
+        }
+    }
+}
+
+impl RedisEngine {
+    /// Publishes to each channel (concurrently; each channel's publish is atomic in Redis, the set
+    /// of channels is not: a failure names the channels that did get the message). Returns what the
+    /// publish did on each channel.
+    pub async fn publish(
+        self: &Arc<Self>,
+        channels: &[ChannelId],
+        publish: Publish,
+    ) -> Result<Vec<Published>, BrokerError> {
+        let settings = self.settings();
+        settings.check_publish(channels, &publish)?;
+        if channels.len() > 1
+            && (settings.max_number_of_channels.is_some()
+                || settings.max_number_of_wildcard_channels.is_some())
+        {
+            if let Err(err) = self.create_all(channels).await {
+                if !matches!(err, BrokerError::Unavailable(_)) {
+                    return Err(err);
+                }
+                // Only channel creation ran: no channel got the message.
+                crate::metrics::count_redis_publish_failure(false);
+                return Err(BrokerError::Unavailable(format!(
+                    "{err} Nothing was published. Try again."
+                )));
+            }
+        }
+        let tail = Bytes::from(record::tail(
+            publish.store,
+            publish.event_id.as_deref(),
+            publish.event_type.as_deref(),
+            &publish.text,
+        ));
+        let key = publish.idempotency_key.as_deref().unwrap_or("");
+        let results = futures_util::future::join_all(
+            channels
+                .iter()
+                .map(|id| self.publish_one(id, tail.clone(), publish.store, true, key)),
+        )
+        .await;
+        let failed: Vec<(&str, &PublishFailure)> = channels
+            .iter()
+            .zip(&results)
+            .filter_map(|(id, r)| r.as_ref().err().map(|f| (id.as_str(), f)))
+            .collect();
+        let Some((_, first)) = failed.first() else {
+            return Ok(results.into_iter().filter_map(Result::ok).collect());
+        };
+        let first_error = first.error.clone();
+        let published: Vec<&str> = channels
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let any_unsure = failed.iter().any(|(_, f)| f.maybe_applied);
+        if !matches!(first_error, BrokerError::Unavailable(_))
+            && published.is_empty()
+            && !any_unsure
+        {
+            // Refused as a whole (a limit): nothing went out.
+            return Err(first_error);
+        }
+        crate::metrics::count_redis_publish_failure(any_unsure);
+        let unsure: Vec<&str> = failed
+            .iter()
+            .filter(|(_, f)| f.maybe_applied)
+            .map(|(id, _)| *id)
+            .collect();
+        let not: Vec<&str> = failed
+            .iter()
+            .filter(|(_, f)| !f.maybe_applied)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut explanation = vec![first_error.to_string()];
+        if channels.len() == 1 {
+            explanation.push(if unsure.is_empty() {
+                "Nothing was published.".to_string()
+            } else {
+                "Unknown whether Redis took the publish (the failure came while it was under way)."
+                    .to_string()
+            });
+        } else {
+            if !published.is_empty() {
+                explanation.push(format!("Published to {}.", published.join(", ")));
+            }
+            if !not.is_empty() {
+                explanation.push(format!("Not published to {}.", not.join(", ")));
+            }
+            if !unsure.is_empty() {
+                explanation.push(format!(
+                    "Unknown whether Redis took the publish to {} (the failure came while it was under way).",
+                    unsure.join(", ")
+                ));
+            }
+        }
+        explanation.push(match (key.is_empty(), unsure.is_empty()) {
+            (false, _) => {
+                "Retry with the same Idempotency-Key: channels that took it are not published to again."
+            }
+            (true, true) if published.is_empty() => "Try again.",
+            (true, true) => "Retry only the channels not published to.",
+            (true, false) => {
+                "A retry may publish it twice; an Idempotency-Key header makes retries safe."
+            }
+        }
+        .to_string());
+        Err(BrokerError::Unavailable(explanation.join(" ")))
+    }
+
+    /// Publishes to one channel. `client_publish`: a client's message (counted in the published
+    /// totals, answered once this node's mirror has it); false for Herald's own events-channel
+    /// messages, which neither count nor wait.
+    pub(super) async fn publish_one(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        tail: Bytes,
+        store: bool,
+        client_publish: bool,
+        idempotency_key: &str,
+    ) -> Result<Published, PublishFailure> {
+        let settings = self.settings();
+        let shard = self.shard(id.as_str());
+        let wildcard = self.is_wildcard(id.as_str());
+        let keys = self.keys(id.as_str());
+        // Not sent yet: a failure here surely published nothing.
+        let mut conn = self
+            .conn_once(shard)
+            .await
+            .map_err(PublishFailure::not_sent)?;
+        let mut invocation = self.scripts.publish.key(&keys.meta);
+        invocation
+            .key(&keys.log)
+            .key(keys.channels(wildcard))
+            .key(keys.expiry())
+            .key(keys.published())
+            .key(keys.stored())
+            .key(&keys.subs)
+            .key(&keys.idempotency)
+            .arg(id.as_str())
+            .arg(&tail[..])
+            .arg(u8::from(store))
+            .arg(settings.max_messages_stored_per_channel.unwrap_or(0))
+            .arg(settings.message_ttl.as_millis() as u64)
+            .arg(settings.channel_inactivity_time.as_millis() as u64)
+            .arg(self.allowance(&keys.location, wildcard))
+            .arg(&keys.pubsub)
+            .arg(u8::from(client_publish))
+            .arg(self.announce_command())
+            .arg(idempotency_key)
+            .arg(settings.idempotency_keys_per_channel);
+        // Sent again only when Redis refused it before running it (a Redis Cluster moving slots).
+        let deadline = Instant::now() + self.config.command_timeout.0;
+        let mut pause = Duration::from_millis(10);
+        let reply: Value = loop {
+            let err = match self
+                .within_timeout(invocation.invoke_async(&mut conn))
+                .await
+            {
+                Ok(reply) => break reply,
+                Err(err) => err,
+            };
+            if err.as_ref().is_some_and(refused_while_slots_move)
+                && Instant::now() + pause < deadline
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+                continue;
+            }
+            return Err(PublishFailure {
+                error: self.call_error(shard, err.as_ref()),
+                maybe_applied: err.as_ref().map_or(true, script_may_have_run),
+            });
+        };
+        let items = array(&reply);
+        // The script ran; its answer is unreadable.
+        let status = items.first().and_then(int).ok_or_else(|| PublishFailure {
+            error: malformed("publish"),
+            maybe_applied: true,
+        })?;
+        if status < 0 {
+            return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)));
+        }
+        if items.get(3).and_then(int) == Some(1) {
+            self.emit("channel_created", id);
+        }
+        let epoch = items.get(7).and_then(int).map(|e| e.max(0) as u64);
+        if client_publish {
+            self.await_mirror(id, epoch, status as u64).await;
+        }
+        let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
+        let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
+        Ok(Published {
+            info: ChannelInfo {
+                channel: id.clone(),
+                published_messages: status as u64,
+                stored_messages: stored,
+                subscribers: remote.saturating_add(self.broker.local_subscribers(id.as_str())),
+            },
+            replayed: items.get(6).and_then(int) == Some(1),
+        })
+    }
+
+    /// Read-your-writes on the publishing node: when this node follows the channel, the publish
+    /// answers once the mirror holds message `message_id` of incarnation `epoch` (its announcement
+    /// normally arrives with the script's reply), so a poll or recovery here right after the answer
+    /// sees it, as on the memory engine; a follow of an older incarnation ends when the announcement
+    /// arrives. Bounded by `MIRROR_WAIT` (and the command timeout); no wait when the follow is not
+    /// live (a sync in progress delivers it). A live follow that did not get the announcement in time
+    /// has lost its feed: it is read again from Redis (so later publishes do not wait as well).
+    async fn await_mirror(self: &Arc<Self>, id: &ChannelId, epoch: Option<u64>, message_id: u64) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let has =
+            move |(e, last): (u64, u64)| epoch.map_or(true, |want| want == e) && last >= message_id;
+        let mut taken = {
+            let follows = self.follows.lock();
+            match follows.get(id) {
+                Some(f) if f.live && !has(*f.taken.borrow()) => f.taken.subscribe(),
+                _ => return,
+            }
+        };
+        let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
+        let arrived = tokio::time::timeout(wait, taken.wait_for(|seen| has(*seen)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !arrived {
+            self.read_again(id, &taken, "a publish's announcement");
+        }
+    }
+
+    /// Read-your-writes for a delete: waits (bounded like `await_mirror`) until this node's follow
+    /// of the deleted channel has ended, so its local subscribers got the channel-deleted message
+    /// and a subscribe here after the answer meets the channel afresh; if the announcement does not
+    /// come in time, the follow is read again from Redis (which ends it).
+    pub(super) async fn await_unfollowed(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        mut followed: tokio::sync::watch::Receiver<(u64, u64)>,
+    ) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
+        // The sender goes with the follow: `changed` fails once the follow is gone.
+        let ended = tokio::time::timeout(wait, async { while followed.changed().await.is_ok() {} })
+            .await
+            .is_ok();
+        if !ended {
+            self.read_again(id, &followed, "a delete's announcement");
+        }
+    }
+
+    /// The follow `feed` belongs to missed `what`: unless it changed meanwhile, it stops taking
+    /// announcements and is caught up from Redis (`spawn_resync`).
+    fn read_again(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        feed: &tokio::sync::watch::Receiver<(u64, u64)>,
+        what: &str,
+    ) {
+        let stale = {
+            let mut follows = self.follows.lock();
+            match follows.get_mut(id) {
+                Some(f) if f.live && feed.same_channel(&f.taken.subscribe()) => {
+                    f.live = false;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if stale {
+            tracing::warn!(channel = %id, "{what} did not arrive within {:?}; reading the channel again from Redis", MIRROR_WAIT.min(self.config.command_timeout.0));
+            self.spawn_resync(id.clone());
+        }
+    }
+
+    /// Creates every channel of a multi-channel publish first, so one refused by the channel limit
+    /// leaves the others unchanged.
+    async fn create_all(&self, channels: &[ChannelId]) -> Result<(), BrokerError> {
+        let inactivity = self.settings().channel_inactivity_time.as_millis() as u64;
+        for id in channels {
+            let shard = self.shard(id.as_str());
+            let wildcard = self.is_wildcard(id.as_str());
+            let keys = self.keys(id.as_str());
+            let mut conn = self.conn(shard).await?;
+            let mut invocation = self.scripts.create.key(&keys.meta);
+            invocation
+                .key(keys.channels(wildcard))
+                .key(&keys.idempotency)
+                .arg(id.as_str())
+                .arg(self.allowance(&keys.location, wildcard))
+                .arg(inactivity);
+            let created: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            match created {
+                -1 => return Err(self.too_many_channels(wildcard)),
+                1 => self.emit("channel_created", id),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes channels in Redis; every node's subscribers of them get `text` (or the configured
+    /// text) as the channel-deleted message. Returns the ids that existed.
+    pub async fn delete(
+        self: &Arc<Self>,
+        channels: &[ChannelId],
+        text: Option<Bytes>,
+    ) -> Result<Vec<ChannelId>, BrokerError> {
+        let settings = self.settings();
+        settings.check_delete(channels)?;
+        let text = text.unwrap_or_else(|| settings.channel_deleted_message_text.clone());
+        let mut deleted = Vec::new();
+        let mut ending = Vec::new();
+        for id in channels {
+            let shard = self.shard(id.as_str());
+            let keys = self.keys(id.as_str());
+            let mut conn = self.conn_once(shard).await?;
+            let mut invocation = self.scripts.delete.key(&keys.meta);
+            invocation
+                .key(&keys.log)
+                .key(keys.channels(self.is_wildcard(id.as_str())))
+                .key(keys.expiry())
+                .key(keys.stored())
+                .key(&keys.subs)
+                .key(&keys.idempotency)
+                .arg(id.as_str())
+                .arg(&keys.pubsub)
+                .arg(&text[..])
+                .arg(self.announce_command());
+            // Only a live follow hears the deletion (one still subscribing ends by its sync).
+            let followed = self
+                .follows
+                .lock()
+                .get(id)
+                .filter(|f| f.live)
+                .map(|f| f.taken.subscribe());
+            let existed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            if existed == 1 {
+                ending.extend(followed.map(|f| self.await_unfollowed(id, f)));
+                self.emit("channel_destroyed", id);
+                deleted.push(id.clone());
+            }
+        }
+        futures_util::future::join_all(ending).await;
+        Ok(deleted)
+    }
+}

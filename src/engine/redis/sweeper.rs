@@ -1,0 +1,103 @@
+//! The Redis sweeper: once a second every node drops expired stored messages and removes channels
+//! whose inactivity deadline passed, location by location, in batches.
+
+use super::conn::Shard;
+use super::keys::location_key;
+use super::{now_ms, RedisEngine};
+use crate::broker::{BrokerError, ChannelId};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Channels handled per sweep step and location.
+const SWEEP_BATCH: isize = 500;
+
+impl RedisEngine {
+    pub(super) async fn run_sweeper(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let sweeps = self
+                .locations()
+                .into_iter()
+                .map(|(shard, location)| self.sweep_location(&self.shards[shard], location));
+            for result in futures_util::future::join_all(sweeps).await {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "sweep failed");
+                }
+            }
+        }
+    }
+
+    async fn sweep_location(&self, shard: &Shard, location: String) -> Result<(), BrokerError> {
+        if !shard.is_up() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let due: Vec<String> = self
+            .query(
+                shard,
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(location_key(&location, "expiry"))
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH),
+            )
+            .await?;
+        let mut conn = self.conn(shard).await?;
+        for id in due {
+            let keys = self.keys(&id);
+            let mut invocation = self.scripts.expire.key(&keys.meta);
+            invocation
+                .key(&keys.log)
+                .key(keys.expiry())
+                .key(keys.stored())
+                .arg(&id);
+            let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            self.broker.add_to_trash(0, removed.max(0) as u64);
+        }
+        for wildcard in [false, true] {
+            let zset = location_key(&location, if wildcard { "wchannels" } else { "channels" });
+            let due: Vec<String> = self
+                .query(
+                    shard,
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&zset)
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH),
+                )
+                .await?;
+            for id in due {
+                if self.is_events_channel(&id) {
+                    continue;
+                }
+                let keys = self.keys(&id);
+                let mut invocation = self.scripts.collect.key(&keys.meta);
+                invocation
+                    .key(&keys.log)
+                    .key(&zset)
+                    .key(keys.expiry())
+                    .key(keys.stored())
+                    .key(&keys.subs)
+                    .key(&keys.idempotency)
+                    .arg(&id)
+                    .arg(&keys.pubsub)
+                    .arg(self.announce_command());
+                let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+                if removed == 1 {
+                    self.broker.add_to_trash(1, 0);
+                    self.emit("channel_destroyed", &ChannelId::new_unchecked(&id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
