@@ -5,6 +5,7 @@
 //! `herald check-config --connect`), which failures mean a script may have run, and the backoff
 //! between reconnection attempts. Knows nothing of channels.
 
+use super::scripts::ScriptError;
 use super::RedisEngine;
 use crate::broker::BrokerError;
 use crate::config::EngineConfig;
@@ -295,14 +296,36 @@ impl RedisEngine {
     }
 
     /// Runs one Redis operation within the command timeout; `Err(None)` when it timed out.
-    pub(super) async fn within_timeout<T>(
+    pub(super) async fn within_timeout<T, E>(
         &self,
-        operation: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T, Option<redis::RedisError>> {
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Option<E>> {
         match tokio::time::timeout(self.config.command_timeout.0, operation).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(Some(err)),
             Err(_) => Err(None),
+        }
+    }
+
+    /// Runs one script call on `shard` within the command timeout.
+    pub(super) async fn run_script<T>(
+        &self,
+        shard: &Shard,
+        call: impl Future<Output = Result<T, ScriptError>>,
+    ) -> Result<T, BrokerError> {
+        self.within_timeout(call)
+            .await
+            .map_err(|err| self.script_error(shard, err))
+    }
+
+    /// The 503 for a failed (`Some`) or timed-out (`None`) script call on `shard`.
+    pub(super) fn script_error(&self, shard: &Shard, err: Option<ScriptError>) -> BrokerError {
+        match err {
+            Some(ScriptError::Malformed(what)) => BrokerError::Unavailable(format!(
+                "Redis answered something Herald cannot read ({what}); are two Herald versions sharing one key_prefix?"
+            )),
+            Some(ScriptError::Redis(err)) => self.call_error(shard, Some(&err)),
+            None => self.call_error(shard, None),
         }
     }
 

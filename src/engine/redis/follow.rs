@@ -7,11 +7,10 @@
 use super::conn::{Backoff, RedisConn, Shard};
 use super::record;
 use super::record::{Announcement, Record};
-use super::scripts::{array, bytes, int, malformed};
+use super::scripts::{SyncCall, SyncFound, SyncReply};
 use super::{now_ms, RedisEngine};
 use crate::broker::{BrokerError, ChannelId, Mirrored, SubscribePolicy, SubscribeTo};
 use bytes::Bytes;
-use redis::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,59 +283,44 @@ impl RedisEngine {
         };
         let settings = self.settings();
         let mut conn = self.conn(&shard).await?;
-        let mut invocation = self.scripts.sync.key(&keys.meta);
-        invocation
-            .key(&keys.log)
-            .key(keys.channels(wildcard))
-            .key(keys.expiry())
-            .key(keys.stored())
-            .key(&keys.subs)
-            .key(&keys.idempotency)
-            .arg(id.as_str())
-            .arg(u8::from(create))
-            .arg(if create {
+        let call = SyncCall {
+            id: id.as_str(),
+            create,
+            allowance: if create {
                 self.allowance(&keys.location, wildcard)
             } else {
                 -1
-            })
-            .arg(settings.channel_inactivity_time.as_millis() as u64)
-            .arg(if known {
-                known_epoch.to_string()
-            } else {
-                String::new()
-            })
-            .arg(known_last);
-        let reply: Value = self
-            .call(&shard, invocation.invoke_async(&mut conn))
+            },
+            inactivity_ms: settings.channel_inactivity_time.as_millis() as u64,
+            known: known.then_some((known_epoch, known_last)),
+        };
+        let reply = self
+            .run_script(&shard, self.scripts.sync(&mut conn, &keys, wildcard, &call))
             .await?;
-        let items = array(&reply);
-        match items.first().and_then(int) {
-            Some(0) if known => {
+        let found = match reply {
+            SyncReply::Missing if known => {
                 self.end_channel(id, owner);
                 return Ok(SyncOutcome::Ended);
             }
-            Some(0) => return Ok(SyncOutcome::Missing),
-            Some(-1) => return Err(self.too_many_channels(wildcard)),
-            Some(1) => {}
-            _ => return Err(malformed("sync")),
-        }
-        let field = |i: usize| items.get(i).and_then(int);
-        let created = field(1) == Some(1);
-        let epoch = field(2).ok_or_else(|| malformed("sync epoch"))? as u64;
+            SyncReply::Missing => return Ok(SyncOutcome::Missing),
+            SyncReply::Refused => return Err(self.too_many_channels(wildcard)),
+            SyncReply::Found(found) => found,
+        };
+        let SyncFound {
+            created,
+            epoch,
+            last_id: redis_last_id,
+            dropped,
+            stored: stored_count,
+            records,
+            subscribers,
+        } = found;
         if known && epoch != known_epoch {
             // Deleted (or lost by Redis) and created again meanwhile.
             self.end_channel(id, owner);
             return Ok(SyncOutcome::Ended);
         }
-        let redis_last_id = field(3).unwrap_or(0).max(0) as u64;
-        let dropped = field(4).zip(field(5)).map(|(t, g)| (t as u64, g as u64));
-        let stored_count = field(6).unwrap_or(0);
-        let mut records = Vec::new();
-        for value in items.get(7).map(array).unwrap_or(&[]) {
-            let raw = bytes(value).ok_or_else(|| malformed("sync record"))?;
-            records.push(record::parse_record(&raw).map_err(|_| malformed("sync record"))?);
-        }
-        let remote = self.remote_subscribers(id.as_str(), items.get(8).map(array).unwrap_or(&[]));
+        let remote = self.remote_subscribers(id.as_str(), &subscribers);
         if need_stored && stored_count == 0 && !known {
             return Ok(SyncOutcome::Missing);
         }

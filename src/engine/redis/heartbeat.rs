@@ -5,7 +5,7 @@
 
 use super::conn::{RedisConn, Shard};
 use super::keys::location_key;
-use super::scripts::{array, bytes, hash_pairs, int};
+use super::scripts::{NodeCall, SubscriberCounts};
 use super::RedisEngine;
 use crate::broker::{BrokerError, ChannelId};
 use redis::{RedisResult, Value};
@@ -54,23 +54,22 @@ struct ShardUpdates {
 impl RedisEngine {
     /// Subscribers of other live nodes in a subscriber-count hash (this node's own entry is skipped:
     /// its exact count is local). Fields of nodes Redis forgot are removed on the way.
-    pub(super) fn remote_subscribers(&self, id: &str, pairs: &[Value]) -> u64 {
+    pub(super) fn remote_subscribers(&self, id: &str, counts: &SubscriberCounts) -> u64 {
         let mut forgotten = Vec::new();
         let total = {
             let cluster = self.cluster.lock();
-            pairs
-                .chunks(2)
-                .filter_map(|pair| {
-                    let node = bytes(pair.first()?)?;
-                    let node = std::str::from_utf8(&node).ok()?.to_string();
-                    if cluster.dead.contains(&node) {
-                        forgotten.push(node);
+            counts
+                .0
+                .iter()
+                .filter_map(|(node, count)| {
+                    if cluster.dead.contains(node) {
+                        forgotten.push(node.clone());
                         return None;
                     }
-                    if node == self.node_key || !cluster.live.contains(&node) {
+                    if *node == self.node_key || !cluster.live.contains(node) {
                         return None;
                     }
-                    int(pair.get(1)?).map(|n| n.max(0) as u64)
+                    Some(*count)
                 })
                 .fold(0, u64::saturating_add)
         };
@@ -288,16 +287,10 @@ impl RedisEngine {
         }
         for (location, channels) in by_location {
             let mut conn = conn.clone();
-            let mut invocation = self.scripts.touch.key(location_key(&location, "channels"));
-            invocation
-                .key(location_key(&location, "wchannels"))
-                .arg(keep_alive);
-            for (wildcard, id) in &channels {
-                invocation
-                    .arg(if *wildcard { "w" } else { "n" })
-                    .arg(id.as_str());
-            }
-            let _: Result<i64, _> = self.call(shard, invocation.invoke_async(&mut conn)).await;
+            let touch = self
+                .scripts
+                .touch(&mut conn, &location, keep_alive, &channels);
+            let _ = self.run_script(shard, touch).await;
         }
         if self.config.cluster {
             self.audit(shard, &conn, audit).await;
@@ -367,46 +360,40 @@ impl RedisEngine {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let (reports, seen) = self.node_keys();
         let mut conn = self.conn(shard).await?;
-        let mut invocation = self.scripts.node.key(reports);
-        invocation
-            .key(seen)
-            .arg(&self.node_key)
-            .arg(json)
-            .arg(self.config.node_timeout.0.as_millis() as u64)
-            .arg(u8::from(leaving));
-        let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-        let parts = array(&reply);
+        let call = NodeCall {
+            node_key: &self.node_key,
+            report: &json,
+            node_timeout_ms: self.config.node_timeout.0.as_millis() as u64,
+            leaving,
+        };
+        let reply = self
+            .run_script(
+                shard,
+                self.scripts.node(&mut conn, (&reports, &seen), &call),
+            )
+            .await?;
         let mut live = HashSet::new();
         let mut nodes = Vec::new();
-        for pair in parts.first().map(array).unwrap_or(&[]).chunks(2) {
-            let (Some(key), Some(report)) =
-                (pair.first().and_then(bytes), pair.get(1).and_then(bytes))
-            else {
-                continue;
-            };
-            live.insert(String::from_utf8_lossy(&key).into_owned());
+        for (key, report) in reply.live {
+            live.insert(key);
             if let Ok(report) = serde_json::from_slice::<NodeReport>(&report) {
                 nodes.push(report);
             }
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node).then(a.pid.cmp(&b.pid)));
         let mut cluster = self.cluster.lock();
-        for key in parts.get(1).map(array).unwrap_or(&[]) {
-            if let Some(key) = bytes(key) {
-                if cluster.dead.len() >= 10_000 {
-                    cluster.dead.clear();
-                }
-                cluster
-                    .dead
-                    .insert(String::from_utf8_lossy(&key).into_owned());
+        for key in reply.forgotten {
+            if cluster.dead.len() >= 10_000 {
+                cluster.dead.clear();
             }
+            cluster.dead.insert(key);
         }
         // A node back from a pause is live again, not dead.
         cluster.dead.retain(|key| !live.contains(key));
         cluster.live = live;
         cluster.nodes = nodes;
         drop(cluster);
-        if parts.get(2).and_then(int) == Some(1) && !leaving {
+        if reply.unknown && !leaving {
             // Redis did not know this node (forgotten after a long pause, or Redis lost its data):
             // other nodes may have removed its counts, so write them all again.
             for follow in self.follows.lock().values_mut() {
@@ -490,7 +477,9 @@ impl RedisEngine {
                 )
                 .await
                 .ok()
-                .map(|reply| self.remote_subscribers(id.as_str(), &hash_pairs(&reply)))
+                .map(|reply| {
+                    self.remote_subscribers(id.as_str(), &SubscriberCounts::read(Some(&reply)))
+                })
             }
         });
         let counts = futures_util::future::join_all(reads).await;

@@ -34,7 +34,7 @@ use follow::Follow;
 use heartbeat::ClusterView;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use scripts::{script, Scripts};
+use scripts::Scripts;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,17 +114,7 @@ impl RedisEngine {
             node_key: format!("{node_name}#{}#{started_ms}", std::process::id()),
             node_name,
             shards,
-            scripts: Scripts {
-                publish: script(include_str!("publish.lua")),
-                sync: script(include_str!("sync.lua")),
-                create: script(include_str!("create.lua")),
-                delete: script(include_str!("delete.lua")),
-                expire: script(include_str!("expire.lua")),
-                collect: script(include_str!("collect.lua")),
-                touch: script(include_str!("touch.lua")),
-                info: script(include_str!("info.lua")),
-                node: script(include_str!("node.lua")),
-            },
+            scripts: Scripts::new(),
             follows: Mutex::new(HashMap::new()),
             cluster: Mutex::new(ClusterView::default()),
             started: Instant::now(),

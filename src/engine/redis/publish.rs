@@ -5,11 +5,10 @@
 
 use super::conn::{refused_while_slots_move, script_may_have_run};
 use super::record;
-use super::scripts::{array, int, malformed};
+use super::scripts::{CreateReply, PublishCall, PublishReply, ScriptError};
 use super::RedisEngine;
 use crate::broker::{BrokerError, ChannelId, ChannelInfo, Publish, Published};
 use bytes::Bytes;
-use redis::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,76 +163,68 @@ impl RedisEngine {
             .conn_once(shard)
             .await
             .map_err(PublishFailure::not_sent)?;
-        let mut invocation = self.scripts.publish.key(&keys.meta);
-        invocation
-            .key(&keys.log)
-            .key(keys.channels(wildcard))
-            .key(keys.expiry())
-            .key(keys.published())
-            .key(keys.stored())
-            .key(&keys.subs)
-            .key(&keys.idempotency)
-            .arg(id.as_str())
-            .arg(&tail[..])
-            .arg(u8::from(store))
-            .arg(settings.max_messages_stored_per_channel.unwrap_or(0))
-            .arg(settings.message_ttl.as_millis() as u64)
-            .arg(settings.channel_inactivity_time.as_millis() as u64)
-            .arg(self.allowance(&keys.location, wildcard))
-            .arg(&keys.pubsub)
-            .arg(u8::from(client_publish))
-            .arg(self.announce_command())
-            .arg(idempotency_key)
-            .arg(settings.idempotency_keys_per_channel);
+        let call = PublishCall {
+            id: id.as_str(),
+            tail: &tail,
+            store,
+            max_stored: settings.max_messages_stored_per_channel.unwrap_or(0),
+            message_ttl_ms: settings.message_ttl.as_millis() as u64,
+            inactivity_ms: settings.channel_inactivity_time.as_millis() as u64,
+            allowance: self.allowance(&keys.location, wildcard),
+            counted: client_publish,
+            announce_command: self.announce_command(),
+            idempotency_key,
+            keys_remembered: settings.idempotency_keys_per_channel,
+        };
         // Sent again only when Redis refused it before running it (a Redis Cluster moving slots).
         let deadline = Instant::now() + self.config.command_timeout.0;
         let mut pause = Duration::from_millis(10);
-        let reply: Value = loop {
-            let err = match self
-                .within_timeout(invocation.invoke_async(&mut conn))
-                .await
-            {
+        let reply = loop {
+            let answer = self
+                .within_timeout(self.scripts.publish(&mut conn, &keys, wildcard, &call))
+                .await;
+            let err = match answer {
                 Ok(reply) => break reply,
                 Err(err) => err,
             };
-            if err.as_ref().is_some_and(refused_while_slots_move)
-                && Instant::now() + pause < deadline
+            let redis_err = match &err {
+                Some(ScriptError::Redis(err)) => Some(err),
+                _ => None,
+            };
+            if redis_err.is_some_and(refused_while_slots_move) && Instant::now() + pause < deadline
             {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
                 continue;
             }
+            // A malformed answer: the script ran.
+            let maybe_applied = redis_err.map_or(true, script_may_have_run);
             return Err(PublishFailure {
-                error: self.call_error(shard, err.as_ref()),
-                maybe_applied: err.as_ref().map_or(true, script_may_have_run),
+                error: self.script_error(shard, err),
+                maybe_applied,
             });
         };
-        let items = array(&reply);
-        // The script ran; its answer is unreadable.
-        let status = items.first().and_then(int).ok_or_else(|| PublishFailure {
-            error: malformed("publish"),
-            maybe_applied: true,
-        })?;
-        if status < 0 {
-            return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)));
-        }
-        if items.get(3).and_then(int) == Some(1) {
+        let done = match reply {
+            PublishReply::Refused => {
+                return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)))
+            }
+            PublishReply::Done(done) => done,
+        };
+        if done.created {
             self.emit("channel_created", id);
         }
-        let epoch = items.get(7).and_then(int).map(|e| e.max(0) as u64);
         if client_publish {
-            self.await_mirror(id, epoch, status as u64).await;
+            self.await_mirror(id, done.epoch, done.id).await;
         }
-        let stored = items.get(4).and_then(int).unwrap_or(0).max(0) as u64;
-        let remote = self.remote_subscribers(id.as_str(), items.get(5).map(array).unwrap_or(&[]));
+        let remote = self.remote_subscribers(id.as_str(), &done.subscribers);
         Ok(Published {
             info: ChannelInfo {
                 channel: id.clone(),
-                published_messages: status as u64,
-                stored_messages: stored,
+                published_messages: done.id,
+                stored_messages: done.stored,
                 subscribers: remote.saturating_add(self.broker.local_subscribers(id.as_str())),
             },
-            replayed: items.get(6).and_then(int) == Some(1),
+            replayed: done.replayed,
         })
     }
 
@@ -321,18 +312,23 @@ impl RedisEngine {
             let wildcard = self.is_wildcard(id.as_str());
             let keys = self.keys(id.as_str());
             let mut conn = self.conn(shard).await?;
-            let mut invocation = self.scripts.create.key(&keys.meta);
-            invocation
-                .key(keys.channels(wildcard))
-                .key(&keys.idempotency)
-                .arg(id.as_str())
-                .arg(self.allowance(&keys.location, wildcard))
-                .arg(inactivity);
-            let created: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
+            let allowance = self.allowance(&keys.location, wildcard);
+            let created = self
+                .run_script(
+                    shard,
+                    self.scripts.create(
+                        &mut conn,
+                        &keys,
+                        (id.as_str(), wildcard),
+                        allowance,
+                        inactivity,
+                    ),
+                )
+                .await?;
             match created {
-                -1 => return Err(self.too_many_channels(wildcard)),
-                1 => self.emit("channel_created", id),
-                _ => {}
+                CreateReply::Refused => return Err(self.too_many_channels(wildcard)),
+                CreateReply::Created => self.emit("channel_created", id),
+                CreateReply::Existed => {}
             }
         }
         Ok(())
@@ -354,18 +350,7 @@ impl RedisEngine {
             let shard = self.shard(id.as_str());
             let keys = self.keys(id.as_str());
             let mut conn = self.conn_once(shard).await?;
-            let mut invocation = self.scripts.delete.key(&keys.meta);
-            invocation
-                .key(&keys.log)
-                .key(keys.channels(self.is_wildcard(id.as_str())))
-                .key(keys.expiry())
-                .key(keys.stored())
-                .key(&keys.subs)
-                .key(&keys.idempotency)
-                .arg(id.as_str())
-                .arg(&keys.pubsub)
-                .arg(&text[..])
-                .arg(self.announce_command());
+            let wildcard = self.is_wildcard(id.as_str());
             // Only a live follow hears the deletion (one still subscribing ends by its sync).
             let followed = self
                 .follows
@@ -373,8 +358,14 @@ impl RedisEngine {
                 .get(id)
                 .filter(|f| f.live)
                 .map(|f| f.taken.subscribe());
-            let existed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-            if existed == 1 {
+            let delete = self.scripts.delete(
+                &mut conn,
+                &keys,
+                (id.as_str(), wildcard),
+                &text,
+                self.announce_command(),
+            );
+            if self.run_script(shard, delete).await? {
                 ending.extend(followed.map(|f| self.await_unfollowed(id, f)));
                 self.emit("channel_destroyed", id);
                 deleted.push(id.clone());

@@ -3,11 +3,9 @@
 
 use super::heartbeat::NodeReport;
 use super::keys::location_key;
-use super::scripts::{array, int};
 use super::RedisEngine;
 use crate::broker::{BrokerError, ChannelId, ChannelInfo, Summary};
 use futures_util::StreamExt;
-use redis::Value;
 
 impl RedisEngine {
     /// One channel's cluster-wide counters, `None` if it does not exist.
@@ -15,24 +13,17 @@ impl RedisEngine {
         let shard = self.shard(id);
         let keys = self.keys(id);
         let mut conn = self.conn(shard).await?;
-        let mut invocation = self.scripts.info.key(&keys.meta);
-        invocation
-            .key(&keys.log)
-            .key(&keys.subs)
-            .key(keys.expiry())
-            .key(keys.stored())
-            .arg(id);
-        let reply: Value = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-        let items = array(&reply);
-        let Some(last_id) = items.first().and_then(int) else {
+        let Some(info) = self
+            .run_script(shard, self.scripts.info(&mut conn, &keys, id))
+            .await?
+        else {
             return Ok(None);
         };
-        let stored = items.get(1).and_then(int).unwrap_or(0).max(0) as u64;
-        let remote = self.remote_subscribers(id, items.get(2).map(array).unwrap_or(&[]));
+        let remote = self.remote_subscribers(id, &info.subscribers);
         Ok(Some(ChannelInfo {
             channel: ChannelId::new_unchecked(id),
-            published_messages: last_id.max(0) as u64,
-            stored_messages: stored,
+            published_messages: info.last_id,
+            stored_messages: info.stored,
             subscribers: remote.saturating_add(self.broker.local_subscribers(id)),
         }))
     }

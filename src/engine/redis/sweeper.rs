@@ -37,67 +37,50 @@ impl RedisEngine {
             return Ok(());
         }
         let now = now_ms();
-        let due: Vec<String> = self
-            .query(
-                shard,
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(location_key(&location, "expiry"))
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(SWEEP_BATCH),
-            )
+        let due = self
+            .due(shard, &location_key(&location, "expiry"), now)
             .await?;
         let mut conn = self.conn(shard).await?;
         for id in due {
             let keys = self.keys(&id);
-            let mut invocation = self.scripts.expire.key(&keys.meta);
-            invocation
-                .key(&keys.log)
-                .key(keys.expiry())
-                .key(keys.stored())
-                .arg(&id);
-            let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-            self.broker.add_to_trash(0, removed.max(0) as u64);
+            let removed = self
+                .run_script(shard, self.scripts.expire(&mut conn, &keys, &id))
+                .await?;
+            self.broker.add_to_trash(0, removed);
         }
         for wildcard in [false, true] {
             let zset = location_key(&location, if wildcard { "wchannels" } else { "channels" });
-            let due: Vec<String> = self
-                .query(
-                    shard,
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&zset)
-                        .arg("-inf")
-                        .arg(now)
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(SWEEP_BATCH),
-                )
-                .await?;
+            let due = self.due(shard, &zset, now).await?;
             for id in due {
                 if self.is_events_channel(&id) {
                     continue;
                 }
                 let keys = self.keys(&id);
-                let mut invocation = self.scripts.collect.key(&keys.meta);
-                invocation
-                    .key(&keys.log)
-                    .key(&zset)
-                    .key(keys.expiry())
-                    .key(keys.stored())
-                    .key(&keys.subs)
-                    .key(&keys.idempotency)
-                    .arg(&id)
-                    .arg(&keys.pubsub)
-                    .arg(self.announce_command());
-                let removed: i64 = self.call(shard, invocation.invoke_async(&mut conn)).await?;
-                if removed == 1 {
+                let collect =
+                    self.scripts
+                        .collect(&mut conn, &keys, (&id, &zset), self.announce_command());
+                if self.run_script(shard, collect).await? {
                     self.broker.add_to_trash(1, 0);
                     self.emit("channel_destroyed", &ChannelId::new_unchecked(&id));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The first `SWEEP_BATCH` members of the zset `key` whose score (a deadline in ms) is at or
+    /// before `now`.
+    async fn due(&self, shard: &Shard, key: &str, now: u64) -> Result<Vec<String>, BrokerError> {
+        self.query(
+            shard,
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH),
+        )
+        .await
     }
 }
