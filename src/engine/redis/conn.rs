@@ -5,9 +5,9 @@
 //! `herald check-config --connect`), which failures mean a script may have run, and the backoff
 //! between reconnection attempts. Knows nothing of channels.
 
+use super::error::{Applied, Failure, FailureKind};
 use super::scripts::ScriptError;
 use super::RedisEngine;
-use crate::broker::BrokerError;
 use crate::config::EngineConfig;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, PubSubSink};
@@ -240,17 +240,28 @@ impl RedisEngine {
         })
     }
 
-    pub(super) fn unavailable(&self, shard: &Shard, reason: impl std::fmt::Display) -> BrokerError {
-        let what = if self.config.cluster {
+    /// How failures name `shard`: `Redis shard 0 (url)`, or `Redis Cluster (seeds)`.
+    pub(super) fn shard_name(&self, shard: &Shard) -> String {
+        if self.config.cluster {
             format!("Redis Cluster ({})", shard.url)
         } else {
             format!("Redis shard {} ({})", shard.index, shard.url)
-        };
-        BrokerError::Unavailable(format!("{what} is unavailable: {reason}."))
+        }
+    }
+
+    /// `shard` cannot serve (nothing was sent).
+    pub(super) fn unavailable(&self, shard: &Shard, reason: impl std::fmt::Display) -> Failure {
+        Failure {
+            kind: FailureKind::Unavailable {
+                shard: self.shard_name(shard),
+                reason: reason.to_string(),
+            },
+            applied: Applied::No,
+        }
     }
 
     /// The shard's command connection; on a cluster, waits (bounded) for the first connection.
-    pub(super) async fn conn(&self, shard: &Shard) -> Result<RedisConn, BrokerError> {
+    pub(super) async fn conn(&self, shard: &Shard) -> Result<RedisConn, Failure> {
         if let Some(conn) = shard.conn.lock().clone() {
             return Ok(conn);
         }
@@ -261,7 +272,7 @@ impl RedisEngine {
 
     /// The connection for scripts that must not run twice (publish, delete): on a Redis Cluster the
     /// one that never resends; standalone connections never resend anyway.
-    pub(super) async fn conn_once(&self, shard: &Shard) -> Result<RedisConn, BrokerError> {
+    pub(super) async fn conn_once(&self, shard: &Shard) -> Result<RedisConn, Failure> {
         if !self.config.cluster {
             return self.conn(shard).await;
         }
@@ -289,7 +300,7 @@ impl RedisEngine {
         &self,
         shard: &Shard,
         operation: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T, BrokerError> {
+    ) -> Result<T, Failure> {
         self.within_timeout(operation)
             .await
             .map_err(|err| self.call_error(shard, err.as_ref()))
@@ -312,34 +323,42 @@ impl RedisEngine {
         &self,
         shard: &Shard,
         call: impl Future<Output = Result<T, ScriptError>>,
-    ) -> Result<T, BrokerError> {
+    ) -> Result<T, Failure> {
         self.within_timeout(call)
             .await
             .map_err(|err| self.script_error(shard, err))
     }
 
-    /// The 503 for a failed (`Some`) or timed-out (`None`) script call on `shard`.
-    pub(super) fn script_error(&self, shard: &Shard, err: Option<ScriptError>) -> BrokerError {
+    /// The failure of a failed (`Some`) or timed-out (`None`) script call on `shard`.
+    pub(super) fn script_error(&self, shard: &Shard, err: Option<ScriptError>) -> Failure {
         match err {
-            Some(ScriptError::Malformed(what)) => BrokerError::Unavailable(format!(
-                "Redis answered something Herald cannot read ({what}); are two Herald versions sharing one key_prefix?"
-            )),
+            Some(ScriptError::Malformed(what)) => Failure {
+                kind: FailureKind::Malformed(what),
+                applied: Applied::Yes,
+            },
             Some(ScriptError::Redis(err)) => self.call_error(shard, Some(&err)),
             None => self.call_error(shard, None),
         }
     }
 
-    /// The 503 for a failed (`Some`) or timed-out (`None`) operation on `shard`.
-    pub(super) fn call_error(&self, shard: &Shard, err: Option<&redis::RedisError>) -> BrokerError {
+    /// The failure of a failed (`Some`) or timed-out (`None`) operation on `shard`.
+    pub(super) fn call_error(&self, shard: &Shard, err: Option<&redis::RedisError>) -> Failure {
         match err {
-            Some(err) => self.unavailable(shard, err),
-            None => self.unavailable(
-                shard,
-                format!(
-                    "no answer within command_timeout = {:?}",
-                    self.config.command_timeout.0
-                ),
-            ),
+            Some(err) => Failure {
+                applied: if script_may_have_run(err) {
+                    Applied::Maybe
+                } else {
+                    Applied::No
+                },
+                ..self.unavailable(shard, err)
+            },
+            None => Failure {
+                kind: FailureKind::Timeout {
+                    shard: self.shard_name(shard),
+                    limit: self.config.command_timeout.0,
+                },
+                applied: Applied::Maybe,
+            },
         }
     }
 
@@ -348,7 +367,7 @@ impl RedisEngine {
         &self,
         shard: &Shard,
         cmd: &Cmd,
-    ) -> Result<T, BrokerError> {
+    ) -> Result<T, Failure> {
         let mut conn = self.conn(shard).await?;
         self.call(shard, cmd.query_async(&mut conn)).await
     }

@@ -43,7 +43,7 @@ impl RedisEngine {
             let text = lifecycle_event_text(name, &channel);
             let tail = Bytes::from(record::tail(true, None, None, &text));
             if let Err(failure) = self.publish_one(&events, tail, true, false, "").await {
-                tracing::debug!(error = %failure.error, "could not publish to the events channel");
+                tracing::debug!(error = %failure, "could not publish to the events channel");
             }
         }
     }

@@ -5,6 +5,7 @@
 //! deleted, collected or gone from Redis.
 
 use super::conn::{Backoff, RedisConn, Shard};
+use super::error::Failure;
 use super::record;
 use super::record::{Announcement, Record};
 use super::scripts::{SyncCall, SyncFound, SyncReply};
@@ -176,7 +177,7 @@ impl RedisEngine {
                 }
                 Err(err) => {
                     self.forget_unused(id);
-                    return Err(err);
+                    return Err(err.into());
                 }
             }
         }
@@ -220,7 +221,7 @@ impl RedisEngine {
     }
 
     /// Subscribes to the channel's pub/sub name on its shard (confirmed before this returns).
-    async fn subscribe_announcements(&self, shard: &Shard, name: &str) -> Result<(), BrokerError> {
+    async fn subscribe_announcements(&self, shard: &Shard, name: &str) -> Result<(), Failure> {
         if self.config.cluster {
             let RedisConn::Cluster(mut conn) = self.conn(shard).await? else {
                 return Err(self.unavailable(shard, "not a cluster connection"));
@@ -245,7 +246,7 @@ impl RedisEngine {
         id: &ChannelId,
         purpose: SyncPurpose,
         owner: &Arc<tokio::sync::Mutex<()>>,
-    ) -> Result<SyncOutcome, BrokerError> {
+    ) -> Result<SyncOutcome, Failure> {
         let (known_epoch, known_last, wildcard) = {
             let follows = self.follows.lock();
             match follows.get(id) {
@@ -303,7 +304,7 @@ impl RedisEngine {
                 return Ok(SyncOutcome::Ended);
             }
             SyncReply::Missing => return Ok(SyncOutcome::Missing),
-            SyncReply::Refused => return Err(self.too_many_channels(wildcard)),
+            SyncReply::Refused => return Err(Failure::refused(self.too_many_channels(wildcard))),
             SyncReply::Found(found) => found,
         };
         let SyncFound {

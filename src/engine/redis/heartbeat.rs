@@ -4,10 +4,11 @@
 //! limits and statistics), and on a Redis Cluster the audit that catches follows that fell behind.
 
 use super::conn::{RedisConn, Shard};
+use super::error::Failure;
 use super::keys::location_key;
 use super::scripts::{NodeCall, SubscriberCounts};
 use super::RedisEngine;
-use crate::broker::{BrokerError, ChannelId};
+use crate::broker::ChannelId;
 use redis::{RedisResult, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -347,7 +348,7 @@ impl RedisEngine {
     }
 
     /// Writes this node's report and reads the live nodes.
-    pub(super) async fn report_node(&self, leaving: bool) -> Result<(), BrokerError> {
+    pub(super) async fn report_node(&self, leaving: bool) -> Result<(), Failure> {
         let Some(shard) = self.shards.first() else {
             return Ok(());
         };

@@ -10,6 +10,7 @@
 //! (`events`) and statistics (`stats`). `record` is the wire form of a message in Redis.
 
 mod conn;
+mod error;
 mod events;
 mod follow;
 mod heartbeat;

@@ -3,7 +3,8 @@
 //! answer waits (bounded) until this node's mirror holds the message, or its follow of a deleted
 //! channel has ended.
 
-use super::conn::{refused_while_slots_move, script_may_have_run};
+use super::conn::refused_while_slots_move;
+use super::error::{Failure, FailureKind, PartialPublish};
 use super::record;
 use super::scripts::{CreateReply, PublishCall, PublishReply, ScriptError};
 use super::RedisEngine;
@@ -16,23 +17,6 @@ use std::time::{Duration, Instant};
 /// How long a publish waits for this node's mirror to take its message in (read-your-writes on
 /// the publishing node; see `await_mirror`). The announcement normally arrives with the reply.
 const MIRROR_WAIT: Duration = Duration::from_millis(500);
-
-/// Why a publish to one channel failed, and whether Redis may have taken it all the same.
-#[derive(Debug)]
-pub(super) struct PublishFailure {
-    pub(super) error: BrokerError,
-    /// The script was sent and no answer came (lost connection, timeout): it may have run.
-    pub(super) maybe_applied: bool,
-}
-
-impl PublishFailure {
-    pub(super) fn not_sent(error: BrokerError) -> PublishFailure {
-        PublishFailure {
-            error,
-            maybe_applied: false,
-        }
-    }
-}
 
 impl RedisEngine {
     /// Publishes to each channel (concurrently; each channel's publish is atomic in Redis, the set
@@ -49,14 +33,14 @@ impl RedisEngine {
             && (settings.max_number_of_channels.is_some()
                 || settings.max_number_of_wildcard_channels.is_some())
         {
-            if let Err(err) = self.create_all(channels).await {
-                if !matches!(err, BrokerError::Unavailable(_)) {
-                    return Err(err);
+            if let Err(failure) = self.create_all(channels).await {
+                if let FailureKind::Refused(error) = failure.kind {
+                    return Err(error);
                 }
                 // Only channel creation ran: no channel got the message.
                 crate::metrics::count_redis_publish_failure(false);
                 return Err(BrokerError::Unavailable(format!(
-                    "{err} Nothing was published. Try again."
+                    "{failure} Nothing was published. Try again."
                 )));
             }
         }
@@ -73,74 +57,30 @@ impl RedisEngine {
                 .map(|id| self.publish_one(id, tail.clone(), publish.store, true, key)),
         )
         .await;
-        let failed: Vec<(&str, &PublishFailure)> = channels
-            .iter()
-            .zip(&results)
-            .filter_map(|(id, r)| r.as_ref().err().map(|f| (id.as_str(), f)))
-            .collect();
-        let Some((_, first)) = failed.first() else {
+        let Some(first) = results.iter().find_map(|r| r.as_ref().err()) else {
             return Ok(results.into_iter().filter_map(Result::ok).collect());
         };
-        let first_error = first.error.clone();
-        let published: Vec<&str> = channels
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(id, _)| id.as_str())
-            .collect();
-        let any_unsure = failed.iter().any(|(_, f)| f.maybe_applied);
-        if !matches!(first_error, BrokerError::Unavailable(_))
-            && published.is_empty()
-            && !any_unsure
-        {
+        let mut partial = PartialPublish {
+            first: first.clone(),
+            channels,
+            published: Vec::new(),
+            not_published: Vec::new(),
+            unsure: Vec::new(),
+            keyed: !key.is_empty(),
+        };
+        for (id, result) in channels.iter().zip(&results) {
+            match result {
+                Ok(_) => partial.published.push(id.as_str()),
+                Err(failure) if failure.maybe_applied() => partial.unsure.push(id.as_str()),
+                Err(_) => partial.not_published.push(id.as_str()),
+            }
+        }
+        if let Some(error) = partial.refused_whole() {
             // Refused as a whole (a limit): nothing went out.
-            return Err(first_error);
+            return Err(error.clone());
         }
-        crate::metrics::count_redis_publish_failure(any_unsure);
-        let unsure: Vec<&str> = failed
-            .iter()
-            .filter(|(_, f)| f.maybe_applied)
-            .map(|(id, _)| *id)
-            .collect();
-        let not: Vec<&str> = failed
-            .iter()
-            .filter(|(_, f)| !f.maybe_applied)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut explanation = vec![first_error.to_string()];
-        if channels.len() == 1 {
-            explanation.push(if unsure.is_empty() {
-                "Nothing was published.".to_string()
-            } else {
-                "Unknown whether Redis took the publish (the failure came while it was under way)."
-                    .to_string()
-            });
-        } else {
-            if !published.is_empty() {
-                explanation.push(format!("Published to {}.", published.join(", ")));
-            }
-            if !not.is_empty() {
-                explanation.push(format!("Not published to {}.", not.join(", ")));
-            }
-            if !unsure.is_empty() {
-                explanation.push(format!(
-                    "Unknown whether Redis took the publish to {} (the failure came while it was under way).",
-                    unsure.join(", ")
-                ));
-            }
-        }
-        explanation.push(match (key.is_empty(), unsure.is_empty()) {
-            (false, _) => {
-                "Retry with the same Idempotency-Key: channels that took it are not published to again."
-            }
-            (true, true) if published.is_empty() => "Try again.",
-            (true, true) => "Retry only the channels not published to.",
-            (true, false) => {
-                "A retry may publish it twice; an Idempotency-Key header makes retries safe."
-            }
-        }
-        .to_string());
-        Err(BrokerError::Unavailable(explanation.join(" ")))
+        crate::metrics::count_redis_publish_failure(!partial.unsure.is_empty());
+        Err(BrokerError::Unavailable(partial.to_string()))
     }
 
     /// Publishes to one channel. `client_publish`: a client's message (counted in the published
@@ -153,16 +93,13 @@ impl RedisEngine {
         store: bool,
         client_publish: bool,
         idempotency_key: &str,
-    ) -> Result<Published, PublishFailure> {
+    ) -> Result<Published, Failure> {
         let settings = self.settings();
         let shard = self.shard(id.as_str());
         let wildcard = self.is_wildcard(id.as_str());
         let keys = self.keys(id.as_str());
         // Not sent yet: a failure here surely published nothing.
-        let mut conn = self
-            .conn_once(shard)
-            .await
-            .map_err(PublishFailure::not_sent)?;
+        let mut conn = self.conn_once(shard).await?;
         let call = PublishCall {
             id: id.as_str(),
             tail: &tail,
@@ -197,16 +134,11 @@ impl RedisEngine {
                 pause = (pause * 2).min(Duration::from_millis(200));
                 continue;
             }
-            // A malformed answer: the script ran.
-            let maybe_applied = redis_err.map_or(true, script_may_have_run);
-            return Err(PublishFailure {
-                error: self.script_error(shard, err),
-                maybe_applied,
-            });
+            return Err(self.script_error(shard, err));
         };
         let done = match reply {
             PublishReply::Refused => {
-                return Err(PublishFailure::not_sent(self.too_many_channels(wildcard)))
+                return Err(Failure::refused(self.too_many_channels(wildcard)))
             }
             PublishReply::Done(done) => done,
         };
@@ -305,7 +237,7 @@ impl RedisEngine {
 
     /// Creates every channel of a multi-channel publish first, so one refused by the channel limit
     /// leaves the others unchanged.
-    async fn create_all(&self, channels: &[ChannelId]) -> Result<(), BrokerError> {
+    async fn create_all(&self, channels: &[ChannelId]) -> Result<(), Failure> {
         let inactivity = self.settings().channel_inactivity_time.as_millis() as u64;
         for id in channels {
             let shard = self.shard(id.as_str());
@@ -326,7 +258,9 @@ impl RedisEngine {
                 )
                 .await?;
             match created {
-                CreateReply::Refused => return Err(self.too_many_channels(wildcard)),
+                CreateReply::Refused => {
+                    return Err(Failure::refused(self.too_many_channels(wildcard)))
+                }
                 CreateReply::Created => self.emit("channel_created", id),
                 CreateReply::Existed => {}
             }

@@ -1,6 +1,7 @@
 //! Statistics and health read from Redis: one channel's counters, channels by prefix, cluster-wide
 //! totals with the live nodes, and readiness (every shard up).
 
+use super::error::Failure;
 use super::heartbeat::NodeReport;
 use super::keys::location_key;
 use super::RedisEngine;
@@ -94,7 +95,7 @@ impl RedisEngine {
                         redis::cmd("GET").arg(location_key(&location, "stored")),
                     )
                     .await?;
-                Ok::<_, BrokerError>((
+                Ok::<_, Failure>((
                     channels,
                     wildcard,
                     published.unwrap_or(0),
@@ -154,11 +155,7 @@ impl RedisEngine {
     pub fn readiness(&self) -> Result<(), String> {
         for shard in &self.shards {
             if !shard.is_up() {
-                let what = if self.config.cluster {
-                    format!("Redis Cluster ({})", shard.url)
-                } else {
-                    format!("Redis shard {} ({})", shard.index, shard.url)
-                };
+                let what = self.shard_name(shard);
                 return Err(format!("{what} is unavailable: {}", shard.problem.lock()));
             }
         }

@@ -2,9 +2,10 @@
 //! whose inactivity deadline passed, location by location, in batches.
 
 use super::conn::Shard;
+use super::error::Failure;
 use super::keys::location_key;
 use super::{now_ms, RedisEngine};
-use crate::broker::{BrokerError, ChannelId};
+use crate::broker::ChannelId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ impl RedisEngine {
         }
     }
 
-    async fn sweep_location(&self, shard: &Shard, location: String) -> Result<(), BrokerError> {
+    async fn sweep_location(&self, shard: &Shard, location: String) -> Result<(), Failure> {
         if !shard.is_up() {
             return Ok(());
         }
@@ -70,7 +71,7 @@ impl RedisEngine {
 
     /// The first `SWEEP_BATCH` members of the zset `key` whose score (a deadline in ms) is at or
     /// before `now`.
-    async fn due(&self, shard: &Shard, key: &str, now: u64) -> Result<Vec<String>, BrokerError> {
+    async fn due(&self, shard: &Shard, key: &str, now: u64) -> Result<Vec<String>, Failure> {
         self.query(
             shard,
             redis::cmd("ZRANGEBYSCORE")
