@@ -6,9 +6,11 @@
 //! between reconnection attempts. Knows nothing of channels.
 
 use super::error::{Applied, Failure, FailureKind};
+use super::follow::MAX_CATCH_UPS;
 use super::scripts::ScriptError;
 use super::RedisEngine;
 use crate::config::EngineConfig;
+use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, PubSubSink};
 use redis::cluster_async::ClusterConnection;
@@ -70,6 +72,8 @@ pub(super) struct Shard {
     pub(super) up_watch: tokio::sync::watch::Sender<bool>,
     /// Why the shard is down (for `/readyz` and 503 answers).
     pub(super) problem: Mutex<String>,
+    /// Bounds the catch-ups (history reads) running at once on this shard (`MAX_CATCH_UPS`).
+    pub(super) catch_ups: Arc<tokio::sync::Semaphore>,
     /// Asks the listener to drop its pub/sub connection and make a new one (a ping went unanswered).
     pub(super) reconnect: tokio::sync::Notify,
 }
@@ -213,14 +217,11 @@ impl Backoff {
     }
 }
 
-/// Sleeps `delay` unless `stop` fires first; false when stopping.
-pub(super) async fn sleep_unless_stopped(
-    delay: Duration,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> bool {
+/// Sleeps `delay` unless `shutdown` fires first; false when shutting down.
+pub(super) async fn sleep_unless_stopped(delay: Duration, shutdown: &mut Shutdown) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
-        _ = stop.changed() => false,
+        _ = shutdown.recv() => false,
     }
 }
 
@@ -237,6 +238,7 @@ impl RedisEngine {
             up_watch: tokio::sync::watch::channel(false).0,
             problem: Mutex::new("not connected yet".into()),
             reconnect: tokio::sync::Notify::new(),
+            catch_ups: Arc::new(tokio::sync::Semaphore::new(MAX_CATCH_UPS)),
         })
     }
 

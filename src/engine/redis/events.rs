@@ -5,6 +5,7 @@
 use super::record;
 use super::RedisEngine;
 use crate::broker::{lifecycle_event_text, ChannelId};
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ impl RedisEngine {
     pub(super) async fn run_events(
         self: Arc<Self>,
         mut rx: tokio::sync::mpsc::Receiver<(&'static str, ChannelId)>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut shutdown: Shutdown,
     ) {
         loop {
             let (name, channel) = tokio::select! {
@@ -35,7 +36,7 @@ impl RedisEngine {
                     Some(event) => event,
                     None => return,
                 },
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             };
             let Some(events) = self.settings().events_channel_id.clone() else {
                 continue;

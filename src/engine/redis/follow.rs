@@ -1,11 +1,14 @@
 //! Following channels: a node follows a channel in Redis while it has (or recently had) local
 //! subscribers. It subscribes to the channel's pub/sub name first, then reads its history into the
 //! mirror (`sync`), then takes announcements as they come (`on_announcement`); a gap or a lost
-//! connection sends it back to a history read (`spawn_resync`). The follow ends when the channel is
-//! deleted, collected or gone from Redis.
+//! connection sends it back to a history read (`spawn_resync`, at most `MAX_CATCH_UPS` at once per
+//! shard). The follow ends when the channel is deleted, collected or gone from Redis. The decisions
+//! are `follow_state`'s pure transitions, taken under the follow table's shard lock; messages go into
+//! the mirror after that lock is released, under the channel's own feed lock.
 
-use super::conn::{Backoff, RedisConn, Shard};
+use super::conn::{sleep_unless_stopped, Backoff, RedisConn, Shard};
 use super::error::Failure;
+use super::follow_state::{Drained, Follow, Step};
 use super::record;
 use super::record::{Announcement, Record};
 use super::scripts::{SyncCall, SyncFound, SyncReply};
@@ -14,45 +17,6 @@ use crate::broker::{BrokerError, ChannelId, Mirrored, SubscribePolicy, Subscribe
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Most announcements kept for a channel while it is being (re)synchronised; beyond this the oldest
-/// go, and the history read fills them in.
-const MAX_PENDING: usize = 10_000;
-
-/// A channel this node follows in Redis (it has, or recently had, local subscribers).
-pub(super) struct Follow {
-    pub(super) shard: usize,
-    pub(super) wildcard: bool,
-    /// (incarnation of the channel in Redis — its creation time in ms, 0 before the first sync —,
-    /// last Redis message id taken in): read with `epoch()` / `last_id()`, and watched by
-    /// publishes waiting until the mirror holds their message.
-    pub(super) taken: tokio::sync::watch::Sender<(u64, u64)>,
-    /// Announcements go straight to the mirror; otherwise they wait in `pending` for a sync.
-    pub(super) live: bool,
-    pub(super) pending: std::collections::VecDeque<(u64, Record)>,
-    pub(super) sync_lock: Arc<tokio::sync::Mutex<()>>,
-    /// A catch-up task is running for it.
-    pub(super) resyncing: bool,
-    /// When the last local subscriber left (unfollowed `unsubscribe_after` later).
-    pub(super) idle_since: Option<Instant>,
-    pub(super) touched: Instant,
-    /// Subscribers on other live nodes, as last read.
-    pub(super) remote_subscribers: u64,
-    /// Local subscriber count last written to Redis.
-    pub(super) flushed: Option<u64>,
-    /// Redis was seen ahead of this follow at the last audit (Redis Cluster).
-    pub(super) behind: bool,
-}
-
-impl Follow {
-    pub(super) fn epoch(&self) -> u64 {
-        self.taken.borrow().0
-    }
-
-    pub(super) fn last_id(&self) -> u64 {
-        self.taken.borrow().1
-    }
-}
 
 /// Why a sync runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -89,6 +53,11 @@ impl Drop for ForgetOnDrop {
         }
     }
 }
+
+/// Catch-ups (history reads after a gap or a lost connection) running at once per shard; the
+/// others wait, so a reconnect with many followed channels does not send Redis one read per channel
+/// at the same moment.
+pub(super) const MAX_CATCH_UPS: usize = 64;
 
 impl RedisEngine {
     /// Makes sure this node follows every requested channel in Redis and that its mirror holds the
@@ -129,13 +98,13 @@ impl RedisEngine {
     ) -> Result<Option<u64>, BrokerError> {
         for _ in 0..3 {
             let lock = {
-                let mut follows = self.follows.lock();
-                let follow = follows
-                    .entry(id.clone())
-                    .or_insert_with(|| self.new_follow(id));
+                let mut follows = self.follows.of(id.as_str());
+                let follow = follows.entry(id.clone()).or_insert_with(|| {
+                    Follow::new(self.shard_index(id.as_str()), self.is_wildcard(id.as_str()))
+                });
                 follow.touched = Instant::now();
                 follow.idle_since = None;
-                if follow.live && (!need_stored || self.broker.has_stored(id.as_str())) {
+                if follow.is_live() && (!need_stored || self.broker.has_stored(id.as_str())) {
                     return Ok(Some(follow.remote_subscribers));
                 }
                 follow.sync_lock.clone()
@@ -151,7 +120,7 @@ impl RedisEngine {
             // Ended or forgotten while we waited: start over with the current entry.
             let same = self
                 .follows
-                .lock()
+                .of(id.as_str())
                 .get(id)
                 .is_some_and(|f| Arc::ptr_eq(&f.sync_lock, &lock));
             if !same {
@@ -184,33 +153,16 @@ impl RedisEngine {
         Err(BrokerError::ChannelChanged)
     }
 
-    fn new_follow(&self, id: &ChannelId) -> Follow {
-        Follow {
-            shard: self.shard_index(id.as_str()),
-            wildcard: self.is_wildcard(id.as_str()),
-            taken: tokio::sync::watch::Sender::new((0, 0)),
-            live: false,
-            pending: std::collections::VecDeque::new(),
-            sync_lock: Arc::new(tokio::sync::Mutex::new(())),
-            resyncing: false,
-            idle_since: None,
-            touched: Instant::now(),
-            remote_subscribers: 0,
-            flushed: None,
-            behind: false,
-        }
-    }
-
     /// Drops a follow that never went live and serves no local subscriber.
     fn forget_unused(self: &Arc<Self>, id: &ChannelId) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let mut follows = self.follows.lock();
+        let mut follows = self.follows.of(id.as_str());
         // Not while another request syncs it.
         let unused = follows
             .get(id)
-            .is_some_and(|f| !f.live && f.epoch() == 0 && f.sync_lock.try_lock().is_ok())
+            .is_some_and(|f| !f.is_live() && f.epoch == 0 && f.sync_lock.try_lock().is_ok())
             && self.broker.local_subscribers(id.as_str()) == 0;
         if unused {
             follows.remove(id);
@@ -248,11 +200,11 @@ impl RedisEngine {
         owner: &Arc<tokio::sync::Mutex<()>>,
     ) -> Result<SyncOutcome, Failure> {
         let (known_epoch, known_last, wildcard) = {
-            let follows = self.follows.lock();
-            match follows.get(id) {
+            let mut follows = self.follows.of(id.as_str());
+            match follows.get_mut(id) {
                 // Another follow of the same id replaced this one: not ours to sync.
                 Some(f) if !Arc::ptr_eq(&f.sync_lock, owner) => return Ok(SyncOutcome::Ended),
-                Some(f) if f.live => {
+                Some(f) if f.is_live() => {
                     let enough = match purpose {
                         SyncPurpose::CatchUp => true,
                         SyncPurpose::Subscribe { need_stored, .. } => {
@@ -262,9 +214,11 @@ impl RedisEngine {
                     if enough {
                         return Ok(SyncOutcome::Followed(f.remote_subscribers));
                     }
-                    (f.epoch(), f.last_id(), f.wildcard)
+                    // Read the history again; announcements wait meanwhile.
+                    f.stale();
+                    (f.epoch, f.last_id, f.wildcard)
                 }
-                Some(f) => (f.epoch(), f.last_id(), f.wildcard),
+                Some(f) => (f.epoch, f.last_id, f.wildcard),
                 None => return Ok(SyncOutcome::Ended),
             }
         };
@@ -325,18 +279,27 @@ impl RedisEngine {
         if need_stored && stored_count == 0 && !known {
             return Ok(SyncOutcome::Missing);
         }
-        let mut gap = false;
-        {
-            let mut follows = self.follows.lock();
+        let (synced, feed, taken) = {
+            let mut follows = self.follows.of(id.as_str());
             let Some(follow) = follows
                 .get_mut(id)
                 .filter(|f| Arc::ptr_eq(&f.sync_lock, owner))
             else {
                 return Ok(SyncOutcome::Ended);
             };
+            follow.remote_subscribers = remote;
+            // Redis may have lost this node's count (a restart without data): write it again.
+            follow.flushed = None;
+            let synced = follow.synced(epoch, redis_last_id, records);
+            (synced, follow.feed.clone(), follow.taken.clone())
+        };
+        let catch_up = known;
+        {
+            // While the follow syncs, only this sync (holding the sync lock) feeds the mirror.
+            let _feeding = feed.lock();
             // The incarnation changes only from 0 (a known one that changed has ended above):
             // nobody waits on it yet.
-            follow.taken.send_if_modified(|(followed, _)| {
+            taken.send_if_modified(|(followed, _)| {
                 *followed = epoch;
                 false
             });
@@ -344,34 +307,34 @@ impl RedisEngine {
             if let Some(point) = dropped {
                 self.broker.mirror_dropped(id.as_str(), point);
             }
-            let catch_up = known;
-            for record in records {
-                self.take_in(id, follow, record, catch_up);
+            for record in synced.records {
+                self.take_in(id, record, catch_up, &taken);
             }
             // Messages not stored and published before we subscribed are not ours to deliver.
-            follow
-                .taken
-                .send_modify(|(_, last)| *last = (*last).max(redis_last_id));
-            let mut pending = std::mem::take(&mut follow.pending);
-            while let Some((pending_epoch, record)) = pending.pop_front() {
-                if pending_epoch != epoch {
-                    continue;
-                }
-                if record.id > follow.last_id().saturating_add(1) {
-                    // Announcements were dropped (the pending list overflowed): read again.
-                    pending.push_front((pending_epoch, record));
-                    gap = true;
-                    break;
-                }
-                self.take_in(id, follow, record, catch_up);
-            }
-            follow.pending = pending;
-            follow.live = !gap;
-            follow.behind = false;
-            follow.remote_subscribers = remote;
-            // Redis may have lost this node's count (a restart without data): write it again.
-            follow.flushed = None;
+            taken.send_modify(|(_, last)| *last = (*last).max(redis_last_id));
         }
+        // Then what was announced meanwhile, batch by batch, until none is left: live.
+        let gap = loop {
+            let drained = match self
+                .follows
+                .of(id.as_str())
+                .get_mut(id)
+                .filter(|f| Arc::ptr_eq(&f.sync_lock, owner))
+            {
+                Some(follow) => follow.drain(),
+                None => return Ok(SyncOutcome::Ended),
+            };
+            match drained {
+                Drained::Records(records) => {
+                    let _feeding = feed.lock();
+                    for record in records {
+                        self.take_in(id, record, catch_up, &taken);
+                    }
+                }
+                Drained::Live => break false,
+                Drained::Gap => break true,
+            }
+        };
         if created {
             self.emit("channel_created", id);
         }
@@ -384,8 +347,8 @@ impl RedisEngine {
     /// Ends a followed channel that is gone from Redis: local subscribers get the channel-deleted
     /// message, and the node stops following it.
     fn end_channel(self: &Arc<Self>, id: &ChannelId, owner: &Arc<tokio::sync::Mutex<()>>) {
-        {
-            let mut follows = self.follows.lock();
+        let ended = {
+            let mut follows = self.follows.of(id.as_str());
             // A newer follow of the same id owns the mirror now.
             if !follows
                 .get(id)
@@ -393,10 +356,13 @@ impl RedisEngine {
             {
                 return;
             }
-            follows.remove(id);
+            follows.remove(id)
+        };
+        if let Some(ended) = ended {
+            let _feeding = ended.feed.lock();
+            self.broker
+                .mirror_deleted(id, self.settings().channel_deleted_message_text.clone());
         }
-        self.broker
-            .mirror_deleted(id, self.settings().channel_deleted_message_text.clone());
         self.forget_count(id.clone());
         self.spawn_unsubscribe(id.clone());
     }
@@ -404,7 +370,7 @@ impl RedisEngine {
     /// Removes this node's subscriber count of a channel it no longer follows.
     pub(super) fn forget_count(self: &Arc<Self>, id: ChannelId) {
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let shard = engine.shard(id.as_str()).clone();
             let subs = engine.keys(id.as_str()).subs;
             let _: Result<i64, _> = engine
@@ -413,12 +379,16 @@ impl RedisEngine {
         });
     }
 
-    /// Hands one Redis message to the mirror (skipping ids it has).
-    fn take_in(&self, id: &ChannelId, follow: &mut Follow, record: Record, catch_up: bool) {
-        if record.id <= follow.last_id() {
-            return;
-        }
-        follow.taken.send_modify(|(_, last)| *last = record.id);
+    /// Hands one Redis message to the mirror (the caller holds the follow's feed lock), then records
+    /// that the mirror holds it (`taken`, which publishes wait on).
+    fn take_in(
+        &self,
+        id: &ChannelId,
+        record: Record,
+        catch_up: bool,
+        taken: &tokio::sync::watch::Sender<(u64, u64)>,
+    ) {
+        let message_id = record.id;
         let left = Duration::from_millis(record.expires_ms.saturating_sub(now_ms()))
             .min(Duration::from_secs(10 * 365 * 24 * 3600));
         let now = Instant::now();
@@ -436,6 +406,7 @@ impl RedisEngine {
                 catch_up,
             },
         );
+        taken.send_modify(|(_, last)| *last = (*last).max(message_id));
     }
 
     /// Handles one announcement from a shard's pub/sub connection.
@@ -451,50 +422,48 @@ impl RedisEngine {
             }
         };
         let channel = ChannelId::new_unchecked(id);
-        let mut follows = self.follows.lock();
-        let Some(follow) = follows.get_mut(id) else {
-            return;
-        };
         match announcement {
             Announcement::Message { epoch, record } => {
-                if !follow.live {
-                    if follow.pending.len() >= MAX_PENDING {
-                        follow.pending.pop_front();
-                    }
-                    follow.pending.push_back((epoch, record));
-                    return;
-                }
-                if epoch != follow.epoch() {
-                    // The channel was deleted or collected and created again.
+                let (step, feed, taken, owner) = {
+                    let mut follows = self.follows.of(id);
+                    let Some(follow) = follows.get_mut(id) else {
+                        return;
+                    };
+                    let step = follow.on_message(epoch, record);
                     let owner = follow.sync_lock.clone();
-                    drop(follows);
-                    self.end_channel(&channel, &owner);
-                    return;
-                }
-                if record.id > follow.last_id().saturating_add(1) {
+                    (step, follow.feed.clone(), follow.taken.clone(), owner)
+                };
+                match step {
+                    Step::TakeIn(record) => {
+                        let _feeding = feed.lock();
+                        self.take_in(&channel, record, false, &taken);
+                    }
+                    Step::Buffered | Step::Duplicate => {}
                     // Missed something (a lost connection): read the history, then go on.
-                    follow.live = false;
-                    follow.pending.push_back((epoch, record));
-                    drop(follows);
-                    self.spawn_resync(channel);
-                    return;
+                    Step::Gap => self.spawn_resync(channel),
+                    // The channel was deleted or collected and created again.
+                    Step::Restart { .. } => self.end_channel(&channel, &owner),
                 }
-                self.take_in(&channel, follow, record, false);
             }
             Announcement::Deleted(text) => {
                 // Dropped after the mirror ended, so a waiting delete (`await_unfollowed`) answers
                 // only then.
-                let ended = follows.remove(id);
-                drop(follows);
-                self.broker.mirror_deleted(&channel, text);
+                let Some(ended) = self.follows.of(id).remove(id) else {
+                    return;
+                };
+                {
+                    let _feeding = ended.feed.lock();
+                    self.broker.mirror_deleted(&channel, text);
+                }
                 drop(ended);
                 self.spawn_unsubscribe(channel);
             }
             Announcement::Collected => {
-                let owner = follow.sync_lock.clone();
-                drop(follows);
+                let Some(owner) = self.follows.of(id).get(id).map(|f| f.sync_lock.clone()) else {
+                    return;
+                };
                 if self.broker.drop_mirror(id) {
-                    self.follows.lock().remove(id);
+                    self.follows.of(id).remove(id);
                     self.forget_count(channel.clone());
                     self.spawn_unsubscribe(channel);
                 } else {
@@ -504,22 +473,32 @@ impl RedisEngine {
         }
     }
 
-    /// Catches a channel up from history, retrying (backoff up to 1 s) until it is live again or
-    /// no longer followed. At most one such task per channel.
+    /// Catches a channel up from history, retrying (backoff up to 1 s) until it is live again, no
+    /// longer followed, or the engine stops. At most one such task per channel, and at most
+    /// `MAX_CATCH_UPS` reading at once per shard.
     pub(super) fn spawn_resync(self: &Arc<Self>, id: ChannelId) {
-        {
-            let mut follows = self.follows.lock();
+        let shard = {
+            let mut follows = self.follows.of(id.as_str());
             match follows.get_mut(&id) {
-                Some(f) if !f.resyncing => f.resyncing = true,
+                Some(f) if !f.catching_up => {
+                    f.catching_up = true;
+                    f.shard
+                }
                 _ => return,
             }
-        }
+        };
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
+            let permits = engine.shards[shard].catch_ups.clone();
+            let mut shutdown = engine.shutdown();
             let mut delay = Backoff::from(Duration::from_millis(50));
             loop {
-                let lock = match engine.follows.lock().get(&id) {
-                    Some(f) if !f.live => f.sync_lock.clone(),
+                let permit = tokio::select! {
+                    permit = permits.acquire() => permit,
+                    _ = shutdown.recv() => break,
+                };
+                let lock = match engine.follows.of(id.as_str()).get(&id) {
+                    Some(f) if !f.is_live() => f.sync_lock.clone(),
                     _ => break,
                 };
                 let guard = lock.lock().await;
@@ -529,11 +508,13 @@ impl RedisEngine {
                         tracing::debug!(channel = %id.as_str(), error = %err, "catch-up failed; retrying")
                     }
                 }
-                drop(guard);
-                tokio::time::sleep(delay.next()).await;
+                drop((guard, permit));
+                if !sleep_unless_stopped(delay.next(), &mut shutdown).await {
+                    break;
+                }
             }
-            if let Some(f) = engine.follows.lock().get_mut(&id) {
-                f.resyncing = false;
+            if let Some(f) = engine.follows.of(id.as_str()).get_mut(&id) {
+                f.catching_up = false;
             }
         });
     }
@@ -542,9 +523,9 @@ impl RedisEngine {
         let shard = self.shard(id.as_str()).clone();
         let name = self.keys(id.as_str()).pubsub;
         let engine = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // Followed again meanwhile: keep the subscription.
-            if engine.follows.lock().contains_key(&id) {
+            if engine.follows.of(id.as_str()).contains_key(&id) {
                 return;
             }
             if engine.config.cluster {

@@ -9,6 +9,7 @@ use super::keys::location_key;
 use super::scripts::{NodeCall, SubscriberCounts};
 use super::RedisEngine;
 use crate::broker::ChannelId;
+use crate::shutdown::Shutdown;
 use redis::{RedisResult, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -79,7 +80,7 @@ impl RedisEngine {
             let subs = self.keys(id).subs;
             let conn = shard.conn.lock().clone();
             if let Some(mut conn) = conn {
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let _: RedisResult<i64> = redis::cmd("HDEL")
                         .arg(&subs)
                         .arg(&forgotten)
@@ -92,16 +93,13 @@ impl RedisEngine {
     }
 
     /// Reports this node every heartbeat, on its own timer (slow shards do not delay it).
-    pub(super) async fn run_node_reports(
-        self: Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run_node_reports(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(self.config.heartbeat_interval.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             }
             let reported = self.report_node(false).await;
             if self.config.cluster {
@@ -122,16 +120,13 @@ impl RedisEngine {
         }
     }
 
-    pub(super) async fn run_heartbeat(
-        self: Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run_heartbeat(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(self.config.heartbeat_interval.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             }
             let (updates, unfollow) = self.collect_follow_updates();
             for id in unfollow {
@@ -147,7 +142,7 @@ impl RedisEngine {
         }
     }
 
-    /// Under the follows lock: changed local subscriber counts, channels to renew, idle channels
+    /// Shard by shard of the follow table: changed local subscriber counts, channels to renew, idle channels
     /// to stop following, follows that need a catch-up.
     fn collect_follow_updates(self: &Arc<Self>) -> (HashMap<usize, ShardUpdates>, Vec<ChannelId>) {
         let linger = self.config.unsubscribe_after.0;
@@ -155,29 +150,30 @@ impl RedisEngine {
         let mut unfollow = Vec::new();
         let mut resync = Vec::new();
         let mut abandoned = Vec::new();
-        {
-            let mut follows = self.follows.lock();
+        for mut follows in self.follows.each_shard() {
+            let mut leaving = Vec::new();
             for (id, follow) in follows.iter_mut() {
                 let entry = updates.entry(follow.shard).or_default();
                 let local = self.broker.local_subscribers(id.as_str());
-                if follow.live && follow.flushed != Some(local) {
+                let live = follow.is_live();
+                if live && follow.flushed != Some(local) {
                     entry.counts.push((id.clone(), local));
                     follow.flushed = Some(local);
                 }
-                if !follow.live && !follow.resyncing && follow.epoch() != 0 {
+                if !live && !follow.catching_up && follow.epoch != 0 {
                     resync.push(id.clone());
                 }
                 // Never went live and nobody is syncing it (its request went away).
-                if !follow.live
-                    && follow.epoch() == 0
+                if !live
+                    && follow.epoch == 0
                     && local == 0
                     && follow.touched.elapsed() >= linger
                     && follow.sync_lock.try_lock().is_ok()
                 {
                     abandoned.push(id.clone());
                 }
-                if follow.live {
-                    entry.audit.push((id.clone(), follow.last_id()));
+                if live {
+                    entry.audit.push((id.clone(), follow.last_id));
                 }
                 if local > 0 {
                     follow.idle_since = None;
@@ -187,21 +183,27 @@ impl RedisEngine {
                     if since.elapsed() >= linger
                         && follow.touched.elapsed() >= linger.max(Duration::from_secs(1))
                     {
-                        unfollow.push(id.clone());
+                        leaving.push(id.clone());
                     }
                 }
             }
-            unfollow.retain(|id| {
+            for id in leaving {
+                // Not while a sync feeds the mirror (its messages would make the mirror again).
+                let Some(feed) = follows.get(&id).map(|f| f.feed.clone()) else {
+                    continue;
+                };
+                let Some(_feeding) = feed.try_lock() else {
+                    continue;
+                };
                 if self.broker.drop_mirror(id.as_str()) {
-                    follows.remove(id);
-                    true
-                } else {
-                    false
+                    follows.remove(&id);
+                    unfollow.push(id);
                 }
-            });
+            }
             for id in &abandoned {
-                follows.remove(id);
-                self.broker.drop_mirror(id.as_str());
+                if follows.remove(id).is_some() {
+                    self.broker.drop_mirror(id.as_str());
+                }
             }
         }
         unfollow.extend(abandoned);
@@ -266,9 +268,8 @@ impl RedisEngine {
             .map(|((id, _), _)| id)
             .collect();
         if !failed.is_empty() {
-            let mut follows = self.follows.lock();
             for id in failed {
-                if let Some(follow) = follows.get_mut(id) {
+                if let Some(follow) = self.follows.of(id.as_str()).get_mut(id) {
                     follow.flushed = None;
                 }
             }
@@ -326,17 +327,16 @@ impl RedisEngine {
         let answers = futures_util::future::join_all(reads).await;
         let mut resync = Vec::new();
         {
-            let mut follows = self.follows.lock();
             for ((id, seen), answer) in audit.iter().zip(answers) {
                 let Ok(Some(in_redis)) = answer else {
                     continue;
                 };
+                let mut follows = self.follows.of(id.as_str());
                 let Some(follow) = follows.get_mut(id) else {
                     continue;
                 };
-                let behind = in_redis > *seen && follow.last_id() < in_redis;
-                if behind && follow.behind && follow.live {
-                    follow.live = false;
+                let behind = in_redis > *seen && follow.last_id < in_redis;
+                if behind && follow.behind && follow.stale() {
                     resync.push(id.clone());
                 }
                 follow.behind = behind;
@@ -397,8 +397,10 @@ impl RedisEngine {
         if reply.unknown && !leaving {
             // Redis did not know this node (forgotten after a long pause, or Redis lost its data):
             // other nodes may have removed its counts, so write them all again.
-            for follow in self.follows.lock().values_mut() {
-                follow.flushed = None;
+            for mut follows in self.follows.each_shard() {
+                for follow in follows.values_mut() {
+                    follow.flushed = None;
+                }
             }
         }
         Ok(())
@@ -408,10 +410,14 @@ impl RedisEngine {
     pub(super) async fn forget_own_counts(&self) {
         let ids: Vec<(usize, ChannelId)> = self
             .follows
-            .lock()
-            .iter()
-            .filter(|(_, f)| f.flushed.is_some_and(|n| n > 0))
-            .map(|(id, f)| (f.shard, id.clone()))
+            .each_shard()
+            .flat_map(|follows| {
+                follows
+                    .iter()
+                    .filter(|(_, f)| f.flushed.is_some_and(|n| n > 0))
+                    .map(|(id, f)| (f.shard, id.clone()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let removals = ids.iter().map(|(shard, id)| {
             let shard = &self.shards[*shard];
@@ -459,13 +465,7 @@ impl RedisEngine {
     }
 
     async fn refresh_remote_counts(&self, shard: &Shard, conn: &RedisConn) {
-        let ids: Vec<ChannelId> = self
-            .follows
-            .lock()
-            .iter()
-            .filter(|(_, f)| f.shard == shard.index)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let ids = self.follows.on_shard(shard.index);
         let reads = ids.iter().map(|id| {
             let mut conn = conn.clone();
             let subs = self.keys(id.as_str()).subs;
@@ -484,9 +484,8 @@ impl RedisEngine {
             }
         });
         let counts = futures_util::future::join_all(reads).await;
-        let mut follows = self.follows.lock();
         for (id, count) in ids.iter().zip(counts) {
-            if let (Some(follow), Some(count)) = (follows.get_mut(id), count) {
+            if let (Some(follow), Some(count)) = (self.follows.of(id.as_str()).get_mut(id), count) {
                 follow.remote_subscribers = count;
             }
         }

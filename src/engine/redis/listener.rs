@@ -7,6 +7,7 @@ use super::conn::{check_server_version, sleep_unless_stopped, Backoff, RedisConn
 use super::scripts::bytes;
 use super::RedisEngine;
 use crate::broker::ChannelId;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::PushKind;
@@ -21,11 +22,7 @@ const MAX_QUEUED_PUSHES: usize = 65_536;
 impl RedisEngine {
     /// Standalone shard: keeps a pub/sub connection, resubscribes after a loss and catches every
     /// followed channel up from history.
-    pub(super) async fn run_listener(
-        self: Arc<Self>,
-        shard: Arc<Shard>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run_listener(self: Arc<Self>, shard: Arc<Shard>, mut shutdown: Shutdown) {
         let client = match redis::Client::open(shard.url.as_str()) {
             Ok(client) => client,
             Err(err) => {
@@ -36,26 +33,24 @@ impl RedisEngine {
         let mut connected_before = false;
         let mut backoff = Backoff::from(Duration::from_millis(100));
         loop {
-            if *stop.borrow() {
+            if shutdown.is_shutdown() {
                 return;
             }
             let connect =
                 tokio::time::timeout(self.config.command_timeout.0, client.get_async_pubsub());
             let pubsub = tokio::select! {
                 result = connect => result,
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             };
             match pubsub {
                 Ok(Ok(pubsub)) => {
                     let (mut sink, mut stream) = pubsub.split();
-                    let names: Vec<String> = {
-                        let follows = self.follows.lock();
-                        follows
-                            .iter()
-                            .filter(|(_, f)| f.shard == shard.index)
-                            .map(|(id, _)| self.keys(id.as_str()).pubsub)
-                            .collect()
-                    };
+                    let names: Vec<String> = self
+                        .follows
+                        .on_shard(shard.index)
+                        .iter()
+                        .map(|id| self.keys(id.as_str()).pubsub)
+                        .collect();
                     let mut subscribed = true;
                     for chunk in names.chunks(512) {
                         if self.call(&shard, sink.subscribe(chunk)).await.is_err() {
@@ -97,7 +92,7 @@ impl RedisEngine {
                                     None => break,
                                 },
                                 _ = shard.reconnect.notified() => break,
-                                _ = stop.changed() => return,
+                                _ = shutdown.recv() => return,
                             }
                         }
                         tracing::warn!(shard = shard.index, url = %shard.url, "lost the Redis pub/sub connection; reconnecting");
@@ -109,7 +104,7 @@ impl RedisEngine {
                 Ok(Err(err)) => shard.set_up(false, &err.to_string()),
                 Err(_) => shard.set_up(false, "connecting timed out"),
             }
-            if !sleep_unless_stopped(backoff.next(), &mut stop).await {
+            if !sleep_unless_stopped(backoff.next(), &mut shutdown).await {
                 return;
             }
         }
@@ -144,7 +139,7 @@ impl RedisEngine {
     pub(super) async fn run_cluster_listener(
         self: Arc<Self>,
         shard: Arc<Shard>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut shutdown: Shutdown,
     ) {
         // A bounded queue: when this node cannot keep up, pushes are dropped and every followed
         // channel is read again from history (as after a lost connection) instead of the queue
@@ -194,7 +189,7 @@ impl RedisEngine {
             });
             let result = tokio::select! {
                 result = connect => result,
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             };
             match result {
                 Ok(Ok((conn, once))) => {
@@ -207,7 +202,7 @@ impl RedisEngine {
                 Ok(Err(err)) => shard.set_up(false, &err.to_string()),
                 Err(_) => shard.set_up(false, "connecting timed out"),
             }
-            if !sleep_unless_stopped(backoff.next(), &mut stop).await {
+            if !sleep_unless_stopped(backoff.next(), &mut shutdown).await {
                 return;
             }
         }
@@ -217,7 +212,7 @@ impl RedisEngine {
                     Some(push) => push,
                     None => return,
                 },
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             };
             if overflowed.swap(false, Ordering::AcqRel) {
                 tracing::warn!("Redis Cluster announcements came faster than this node took them in; catching up from history");
@@ -249,15 +244,12 @@ impl RedisEngine {
                     else {
                         continue;
                     };
-                    let followed = {
-                        let mut follows = self.follows.lock();
-                        match follows.get_mut(&id) {
-                            Some(f) => {
-                                f.live = false;
-                                true
-                            }
-                            None => false,
+                    let followed = match self.follows.of(id.as_str()).get_mut(&id) {
+                        Some(f) => {
+                            f.stale();
+                            true
                         }
+                        None => false,
                     };
                     if followed {
                         self.spawn_resync(id);
@@ -278,15 +270,14 @@ impl RedisEngine {
     /// Marks every followed channel of a shard as needing a history read (announcements may have
     /// been missed); returns their ids.
     fn mark_stale(&self, shard: usize) -> Vec<ChannelId> {
-        let mut follows = self.follows.lock();
-        follows
-            .iter_mut()
-            .filter(|(_, f)| f.shard == shard)
-            .map(|(id, f)| {
-                f.live = false;
+        let mut stale = Vec::new();
+        for mut follows in self.follows.each_shard() {
+            for (id, f) in follows.iter_mut().filter(|(_, f)| f.shard == shard) {
+                f.stale();
                 f.flushed = None;
-                id.clone()
-            })
-            .collect()
+                stale.push(id.clone());
+            }
+        }
+        stale
     }
 }

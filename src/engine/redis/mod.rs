@@ -13,6 +13,7 @@ mod conn;
 mod error;
 mod events;
 mod follow;
+mod follow_state;
 mod heartbeat;
 mod keys;
 mod listener;
@@ -28,19 +29,22 @@ pub use keys::{fnv1a64, shard_of};
 
 use crate::broker::{Broker, BrokerError, BrokerSettings, ChannelId};
 use crate::config::EngineConfig;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use arc_swap::ArcSwap;
 use conn::{RedisConn, Shard};
 use events::MAX_QUEUED_EVENTS;
-use follow::Follow;
+use follow_state::Follows;
 use heartbeat::ClusterView;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use scripts::Scripts;
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for the engine's tasks to end (each Redis call inside them is bounded
+/// by `command_timeout`; loops stop at the signal).
+const TASKS_WAIT: Duration = Duration::from_secs(5);
 
 /// The engine. Shared as `Arc<RedisEngine>`.
 pub struct RedisEngine {
@@ -52,13 +56,16 @@ pub struct RedisEngine {
     node_name: String,
     shards: Vec<Arc<Shard>>,
     scripts: Scripts,
-    follows: Mutex<HashMap<ChannelId, Follow>>,
+    follows: Follows,
     cluster: Mutex<ClusterView>,
     started: Instant,
     events: tokio::sync::mpsc::Sender<(&'static str, ChannelId)>,
     events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<(&'static str, ChannelId)>>>,
-    /// Set when shutdown begins: listeners stop, so publishes no longer wait for announcements.
-    stopping: AtomicBool,
+    /// Every task the engine spawns; `run` waits for them when shutting down.
+    tasks: TaskTracker,
+    /// Fired (by `run`) when the server shuts down: every engine task stops on `stop`.
+    stop_trigger: ShutdownTrigger,
+    stop: Shutdown,
 }
 
 fn now_ms() -> u64 {
@@ -108,6 +115,7 @@ impl RedisEngine {
             .clone()
             .unwrap_or_else(|| format!("{hostname}:{}", std::process::id()));
         let (events, events_rx) = tokio::sync::mpsc::channel(MAX_QUEUED_EVENTS);
+        let (stop_trigger, stop) = crate::shutdown::channel();
         let engine = Arc::new(RedisEngine {
             broker,
             settings: ArcSwap::from_pointee(settings),
@@ -116,12 +124,14 @@ impl RedisEngine {
             node_name,
             shards,
             scripts: Scripts::new(),
-            follows: Mutex::new(HashMap::new()),
+            follows: Follows::new(),
             cluster: Mutex::new(ClusterView::default()),
             started: Instant::now(),
             events,
             events_rx: Mutex::new(Some(events_rx)),
-            stopping: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            stop_trigger,
+            stop,
         });
         let sink_engine = Arc::downgrade(&engine);
         engine.broker.set_event_sink(Box::new(move |name, channel| {
@@ -132,37 +142,52 @@ impl RedisEngine {
         Ok(engine)
     }
 
-    /// Runs the engine's background work until `shutdown` resolves: a pub/sub listener per shard,
-    /// the heartbeat, the sweeper and the events publisher. Then this node leaves the cluster view.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
+    /// Runs the engine's background work until `shutdown` fires: a pub/sub listener per shard, the
+    /// node reports, the heartbeat, the sweeper and the events publisher. Then every task the engine
+    /// started (these, catch-ups, unsubscribes, count removals) ends, waited for at most
+    /// `TASKS_WAIT`, and this node leaves the cluster view.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         for shard in &self.shards {
-            let listener = if self.config.cluster {
-                tokio::spawn(
+            if self.config.cluster {
+                self.tasks.spawn(
                     self.clone()
-                        .run_cluster_listener(shard.clone(), stop_rx.clone()),
-                )
+                        .run_cluster_listener(shard.clone(), self.shutdown()),
+                );
             } else {
-                tokio::spawn(self.clone().run_listener(shard.clone(), stop_rx.clone()))
-            };
-            tasks.push(listener);
+                self.tasks
+                    .spawn(self.clone().run_listener(shard.clone(), self.shutdown()));
+            }
         }
-        tasks.push(tokio::spawn(self.clone().run_node_reports(stop_rx.clone())));
-        tasks.push(tokio::spawn(self.clone().run_heartbeat(stop_rx.clone())));
-        tasks.push(tokio::spawn(self.clone().run_sweeper(stop_rx.clone())));
+        self.tasks
+            .spawn(self.clone().run_node_reports(self.shutdown()));
+        self.tasks
+            .spawn(self.clone().run_heartbeat(self.shutdown()));
+        self.tasks.spawn(self.clone().run_sweeper(self.shutdown()));
         if let Some(rx) = self.events_rx.lock().take() {
-            tasks.push(tokio::spawn(self.clone().run_events(rx, stop_rx.clone())));
+            self.tasks
+                .spawn(self.clone().run_events(rx, self.shutdown()));
         }
-        shutdown.await;
-        self.stopping.store(true, Ordering::Release);
-        let _ = stop_tx.send(true);
-        for task in tasks {
-            let _ = task.await;
+        shutdown.recv().await;
+        // Listeners stop, so publishes no longer wait for announcements.
+        self.stop_trigger.trigger();
+        self.tasks.close();
+        if tokio::time::timeout(TASKS_WAIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "Redis engine tasks still running {TASKS_WAIT:?} after shutdown; leaving them"
+            );
         }
         // Leave the cluster view at once rather than after node_timeout.
         let _ = self.report_node(true).await;
         self.forget_own_counts().await;
+    }
+
+    /// The signal the engine's tasks stop on (fired when `run`'s shutdown fires).
+    pub(super) fn shutdown(&self) -> Shutdown {
+        self.stop.clone()
     }
 
     /// The settings now (with limits).

@@ -10,7 +10,6 @@ use super::scripts::{CreateReply, PublishCall, PublishReply, ScriptError};
 use super::RedisEngine;
 use crate::broker::{BrokerError, ChannelId, ChannelInfo, Publish, Published};
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,15 +167,15 @@ impl RedisEngine {
     /// live (a sync in progress delivers it). A live follow that did not get the announcement in time
     /// has lost its feed: it is read again from Redis (so later publishes do not wait as well).
     async fn await_mirror(self: &Arc<Self>, id: &ChannelId, epoch: Option<u64>, message_id: u64) {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.stop.is_shutdown() {
             return;
         }
         let has =
             move |(e, last): (u64, u64)| epoch.map_or(true, |want| want == e) && last >= message_id;
         let mut taken = {
-            let follows = self.follows.lock();
+            let follows = self.follows.of(id.as_str());
             match follows.get(id) {
-                Some(f) if f.live && !has(*f.taken.borrow()) => f.taken.subscribe(),
+                Some(f) if f.is_live() && !has(*f.taken.borrow()) => f.taken.subscribe(),
                 _ => return,
             }
         };
@@ -198,7 +197,7 @@ impl RedisEngine {
         id: &ChannelId,
         mut followed: tokio::sync::watch::Receiver<(u64, u64)>,
     ) {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.stop.is_shutdown() {
             return;
         }
         let wait = MIRROR_WAIT.min(self.config.command_timeout.0);
@@ -220,10 +219,10 @@ impl RedisEngine {
         what: &str,
     ) {
         let stale = {
-            let mut follows = self.follows.lock();
+            let mut follows = self.follows.of(id.as_str());
             match follows.get_mut(id) {
-                Some(f) if f.live && feed.same_channel(&f.taken.subscribe()) => {
-                    f.live = false;
+                Some(f) if f.is_live() && feed.same_channel(&f.taken.subscribe()) => {
+                    f.stale();
                     true
                 }
                 _ => false,
@@ -288,9 +287,9 @@ impl RedisEngine {
             // Only a live follow hears the deletion (one still subscribing ends by its sync).
             let followed = self
                 .follows
-                .lock()
+                .of(id.as_str())
                 .get(id)
-                .filter(|f| f.live)
+                .filter(|f| f.is_live())
                 .map(|f| f.taken.subscribe());
             let delete = self.scripts.delete(
                 &mut conn,

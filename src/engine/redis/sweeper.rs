@@ -6,6 +6,7 @@ use super::error::Failure;
 use super::keys::location_key;
 use super::{now_ms, RedisEngine};
 use crate::broker::ChannelId;
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +14,13 @@ use std::time::Duration;
 const SWEEP_BATCH: isize = 500;
 
 impl RedisEngine {
-    pub(super) async fn run_sweeper(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(super) async fn run_sweeper(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.changed() => return,
+                _ = shutdown.recv() => return,
             }
             let sweeps = self
                 .locations()
