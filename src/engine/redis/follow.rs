@@ -34,8 +34,8 @@ pub(super) enum SyncOutcome {
     Followed(u64),
     /// The channel does not exist (or holds no stored message when that was needed).
     Missing,
-    /// The channel this node followed is gone (deleted, collected, or lost by Redis): its local
-    /// subscribers got the channel-deleted message and the follow ended.
+    /// The channel this node followed is gone (deleted, or collected): its local subscribers got
+    /// the channel-deleted message and the follow ended.
     Ended,
 }
 
@@ -52,6 +52,13 @@ impl Drop for ForgetOnDrop {
             self.engine.forget_unused(&self.id);
         }
     }
+}
+
+/// The (time, tag) at which incarnation `epoch` (its creation time in ms) began, in the terms of
+/// message stamps (seconds, microseconds): a recovery point before it may have missed messages of
+/// a history Redis lost.
+fn incarnation_start(epoch: u64) -> (u64, u64) {
+    (epoch / 1000, (epoch % 1000) * 1000)
 }
 
 /// Catch-ups (history reads after a gap or a lost connection) running at once per shard; the
@@ -227,7 +234,8 @@ impl RedisEngine {
         // Subscribe first: everything published from now on is announced to us (and kept in
         // `pending` until the history read below is in).
         self.subscribe_announcements(&shard, &keys.pubsub).await?;
-        // A channel this node already followed is never re-created here: if it is gone, it ended.
+        // A channel this node already followed is created again only when Redis lost it (sync.lua
+        // tells a deleted incarnation from a lost one).
         let known = known_epoch != 0;
         let (create, need_stored) = match purpose {
             SyncPurpose::Subscribe {
@@ -241,7 +249,7 @@ impl RedisEngine {
         let call = SyncCall {
             id: id.as_str(),
             create,
-            allowance: if create {
+            allowance: if create || known {
                 self.allowance(&keys.location, wildcard)
             } else {
                 -1
@@ -254,7 +262,11 @@ impl RedisEngine {
             .await?;
         let found = match reply {
             SyncReply::Missing if known => {
-                self.end_channel(id, owner);
+                self.end_channel(id, owner, None);
+                return Ok(SyncOutcome::Ended);
+            }
+            SyncReply::Deleted(text) => {
+                self.end_channel(id, owner, Some(text));
                 return Ok(SyncOutcome::Ended);
             }
             SyncReply::Missing => return Ok(SyncOutcome::Missing),
@@ -269,12 +281,8 @@ impl RedisEngine {
             stored: stored_count,
             records,
             subscribers,
+            lost,
         } = found;
-        if known && epoch != known_epoch {
-            // Deleted (or lost by Redis) and created again meanwhile.
-            self.end_channel(id, owner);
-            return Ok(SyncOutcome::Ended);
-        }
         let remote = self.remote_subscribers(id.as_str(), &subscribers);
         if need_stored && stored_count == 0 && !known {
             return Ok(SyncOutcome::Missing);
@@ -297,12 +305,24 @@ impl RedisEngine {
         {
             // While the follow syncs, only this sync (holding the sync lock) feeds the mirror.
             let _feeding = feed.lock();
-            // The incarnation changes only from 0 (a known one that changed has ended above):
-            // nobody waits on it yet.
-            taken.send_if_modified(|(followed, _)| {
-                *followed = epoch;
-                false
-            });
+            if synced.restart || (lost && !known) {
+                // Redis lost the incarnation this node followed (or, for a node that starts
+                // following, an earlier one): the mirror goes on with the new history.
+                if synced.restart {
+                    tracing::warn!(channel = %id, "Redis lost the channel (restarted without its data?); its subscribers stay, on its new history");
+                }
+                self.broker
+                    .mirror_history_lost(id, incarnation_start(epoch));
+            }
+            if synced.restart {
+                taken.send_replace((epoch, 0));
+            } else {
+                // The incarnation changes only from 0 here: nobody waits on it yet.
+                taken.send_if_modified(|(followed, _)| {
+                    *followed = epoch;
+                    false
+                });
+            }
             self.broker.mirror_channel(id);
             if let Some(point) = dropped {
                 self.broker.mirror_dropped(id.as_str(), point);
@@ -345,8 +365,13 @@ impl RedisEngine {
     }
 
     /// Ends a followed channel that is gone from Redis: local subscribers get the channel-deleted
-    /// message, and the node stops following it.
-    fn end_channel(self: &Arc<Self>, id: &ChannelId, owner: &Arc<tokio::sync::Mutex<()>>) {
+    /// message (`text`, or the configured one), and the node stops following it.
+    fn end_channel(
+        self: &Arc<Self>,
+        id: &ChannelId,
+        owner: &Arc<tokio::sync::Mutex<()>>,
+        text: Option<Bytes>,
+    ) {
         let ended = {
             let mut follows = self.follows.of(id.as_str());
             // A newer follow of the same id owns the mirror now.
@@ -360,8 +385,8 @@ impl RedisEngine {
         };
         if let Some(ended) = ended {
             let _feeding = ended.feed.lock();
-            self.broker
-                .mirror_deleted(id, self.settings().channel_deleted_message_text.clone());
+            let text = text.unwrap_or_else(|| self.settings().channel_deleted_message_text.clone());
+            self.broker.mirror_deleted(id, text);
         }
         self.forget_count(id.clone());
         self.spawn_unsubscribe(id.clone());
@@ -424,25 +449,35 @@ impl RedisEngine {
         let channel = ChannelId::new_unchecked(id);
         match announcement {
             Announcement::Message { epoch, record } => {
-                let (step, feed, taken, owner) = {
+                let (step, feed, taken) = {
                     let mut follows = self.follows.of(id);
                     let Some(follow) = follows.get_mut(id) else {
                         return;
                     };
                     let step = follow.on_message(epoch, record);
-                    let owner = follow.sync_lock.clone();
-                    (step, follow.feed.clone(), follow.taken.clone(), owner)
+                    (step, follow.feed.clone(), follow.taken.clone())
+                };
+                let step = match step {
+                    // A new incarnation, and no deletion was heard before it: Redis lost the
+                    // channel (a delete is announced before anything of the next incarnation).
+                    Step::Restart { then } => {
+                        tracing::warn!(channel = %channel, "Redis lost the channel (flushed or evicted?); its subscribers stay, on its new history");
+                        let _feeding = feed.lock();
+                        self.broker
+                            .mirror_history_lost(&channel, incarnation_start(epoch));
+                        taken.send_replace((epoch, 0));
+                        *then
+                    }
+                    step => step,
                 };
                 match step {
                     Step::TakeIn(record) => {
                         let _feeding = feed.lock();
                         self.take_in(&channel, record, false, &taken);
                     }
-                    Step::Buffered | Step::Duplicate => {}
+                    Step::Buffered | Step::Duplicate | Step::Restart { .. } => {}
                     // Missed something (a lost connection): read the history, then go on.
                     Step::Gap => self.spawn_resync(channel),
-                    // The channel was deleted or collected and created again.
-                    Step::Restart { .. } => self.end_channel(&channel, &owner),
                 }
             }
             Announcement::Deleted(text) => {
@@ -467,7 +502,7 @@ impl RedisEngine {
                     self.forget_count(channel.clone());
                     self.spawn_unsubscribe(channel);
                 } else {
-                    self.end_channel(&channel, &owner);
+                    self.end_channel(&channel, &owner, None);
                 }
             }
         }

@@ -4,8 +4,8 @@
 //! Key layout (`P` = `key_prefix`). Standalone shards: a channel lives on shard `fnv1a64(id) % shards`;
 //! its keys `P:{id}:m` (hash: epoch, last_id, time, tag, dropped_time, dropped_tag), `P:{id}:l` (list
 //! of stored records, oldest first), `P:{id}:s` (hash: node → local subscribers), `P:{id}:k` (zset:
-//! idempotency key → message id, the latest `idempotency_keys_per_channel`), pub/sub name
-//! `P:{id}:p`; per shard ("location" `P`): `P:channels` / `P:wchannels` (zsets: channel → deadline
+//! idempotency key → message id, the latest `idempotency_keys_per_channel`), `P:{id}:d` (the removal
+//! mark a delete leaves for `REMOVAL_KEPT`: "{epoch} d{text}"), pub/sub name `P:{id}:p`; per shard ("location" `P`): `P:channels` / `P:wchannels` (zsets: channel → deadline
 //! ms), `P:expiry` (zset: channel → expiry of its oldest stored message), `P:published`, `P:stored`.
 //! Redis Cluster: a channel belongs to bucket `fnv1a64(id) % 128`; every key of the channel and of its
 //! bucket carries the hash tag `{b}` so each script touches one slot: `P:{b}:id:m`, …, pub/sub name
@@ -41,6 +41,9 @@ pub(super) struct Keys {
     pub(super) subs: String,
     /// Idempotency keys of recent publishes (zset: key → message id).
     pub(super) idempotency: String,
+    /// The mark a delete leaves ("{epoch} d{text}"), so that a catch-up tells a deleted
+    /// incarnation from one Redis lost.
+    pub(super) removed: String,
     pub(super) pubsub: String,
     /// Prefix of the location's keys (`P` on a standalone shard, `P:{b}` on a cluster).
     pub(super) location: String,
@@ -83,6 +86,7 @@ impl RedisEngine {
                 log: format!("{channel}:l"),
                 subs: format!("{channel}:s"),
                 idempotency: format!("{channel}:k"),
+                removed: format!("{channel}:d"),
                 pubsub: format!("{channel}:p"),
                 location: format!("{p}:{{{bucket}}}"),
             }
@@ -92,6 +96,7 @@ impl RedisEngine {
                 log: format!("{p}:{{{id}}}:l"),
                 subs: format!("{p}:{{{id}}}:s"),
                 idempotency: format!("{p}:{{{id}}}:k"),
+                removed: format!("{p}:{{{id}}}:d"),
                 pubsub: format!("{p}:{{{id}}}:p"),
                 location: p.to_string(),
             }

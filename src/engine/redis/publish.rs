@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 /// the publishing node; see `await_mirror`). The announcement normally arrives with the reply.
 const MIRROR_WAIT: Duration = Duration::from_millis(500);
 
+/// How long Redis keeps the mark a delete leaves: a node cut off from its shard for less learns on
+/// its catch-up that the channel it followed was deleted (its subscribers get the channel-deleted
+/// message); after longer it takes the channel for one Redis lost (its subscribers stay, on the
+/// channel's new history).
+pub(super) const REMOVAL_KEPT: Duration = Duration::from_secs(3600);
+
 impl RedisEngine {
     /// Publishes to each channel (concurrently; each channel's publish is atomic in Redis, the set
     /// of channels is not: a failure names the channels that did get the message). Returns what the
@@ -295,7 +301,7 @@ impl RedisEngine {
                 &mut conn,
                 &keys,
                 (id.as_str(), wildcard),
-                &text,
+                (&text, REMOVAL_KEPT.as_millis() as u64),
                 self.announce_command(),
             );
             if self.run_script(shard, delete).await? {

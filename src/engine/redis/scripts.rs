@@ -139,6 +139,9 @@ pub(super) enum SyncReply {
     Refused,
     /// The channel does not exist (and was not to be created).
     Missing,
+    /// The incarnation this node followed was deleted (while it was cut off); the text of the
+    /// channel-deleted message.
+    Deleted(Bytes),
     Found(SyncFound),
 }
 
@@ -158,6 +161,8 @@ pub(super) struct SyncFound {
     /// The stored messages after the known id (all of them for another incarnation).
     pub(super) records: Vec<Record>,
     pub(super) subscribers: SubscriberCounts,
+    /// History of the channel was lost before this incarnation (Redis forgot an earlier one).
+    pub(super) lost: bool,
 }
 
 impl SyncReply {
@@ -167,6 +172,10 @@ impl SyncReply {
         match field(0) {
             Some(-1) => return Ok(SyncReply::Refused),
             Some(0) => return Ok(SyncReply::Missing),
+            Some(2) => {
+                let text = items.get(1).and_then(bytes).ok_or("sync deleted text")?;
+                return Ok(SyncReply::Deleted(text));
+            }
             Some(1) => {}
             _ => return Err("sync"),
         }
@@ -184,6 +193,7 @@ impl SyncReply {
             stored: count(items.get(6)),
             records,
             subscribers: SubscriberCounts::read(items.get(8)),
+            lost: field(9) == Some(1),
         }))
     }
 }
@@ -431,6 +441,7 @@ impl Scripts {
             .key(keys.stored())
             .key(&keys.subs)
             .key(&keys.idempotency)
+            .key(&keys.removed)
             .arg(call.id)
             .arg(u8::from(call.create))
             .arg(call.allowance)
@@ -459,13 +470,13 @@ impl Scripts {
         run(invocation, conn, CreateReply::read).await
     }
 
-    /// delete.lua: true when the channel existed.
+    /// delete.lua: true when the channel existed; its removal mark stays `mark_kept_ms`.
     pub(super) async fn delete(
         &self,
         conn: &mut RedisConn,
         keys: &Keys,
         (id, wildcard): (&str, bool),
-        text: &[u8],
+        (text, mark_kept_ms): (&[u8], u64),
         announce_command: &str,
     ) -> Result<bool, ScriptError> {
         let mut invocation = self.delete.key(&keys.meta);
@@ -476,10 +487,12 @@ impl Scripts {
             .key(keys.stored())
             .key(&keys.subs)
             .key(&keys.idempotency)
+            .key(&keys.removed)
             .arg(id)
             .arg(&keys.pubsub)
             .arg(text)
-            .arg(announce_command);
+            .arg(announce_command)
+            .arg(mark_kept_ms);
         run(invocation, conn, read_deleted).await
     }
 
@@ -681,6 +694,35 @@ mod tests {
             found.subscribers,
             SubscriberCounts(vec![("node-a".into(), 3)])
         );
+        assert!(!found.lost, "no lost flag: nothing was lost");
+    }
+
+    #[test]
+    fn sync_reply_tells_deleted_from_lost() {
+        assert_eq!(
+            SyncReply::read(&arr(vec![int(2), text(b"Channel deleted")])),
+            Ok(SyncReply::Deleted(Bytes::from_static(b"Channel deleted")))
+        );
+        assert_eq!(
+            SyncReply::read(&arr(vec![int(2)])),
+            Err("sync deleted text")
+        );
+        let lost = arr(vec![
+            int(1),
+            int(1),
+            int(9),
+            int(0),
+            text(b""),
+            text(b""),
+            int(0),
+            arr(vec![]),
+            arr(vec![]),
+            text(b"1"),
+        ]);
+        let Ok(SyncReply::Found(found)) = SyncReply::read(&lost) else {
+            panic!("a lost channel reads");
+        };
+        assert!(found.lost && found.created);
     }
 
     #[test]
