@@ -2,8 +2,9 @@
 //! subscribers. It subscribes to the channel's pub/sub name first, then reads its history into the
 //! mirror (`sync`), then takes announcements as they come (`on_announcement`); a gap or a lost
 //! connection sends it back to a history read (`spawn_resync`, at most `MAX_CATCH_UPS` at once per
-//! shard). The follow ends when the channel is deleted, collected or gone from Redis. The decisions
-//! are `follow_state`'s pure transitions, taken under the follow table's shard lock; messages go into
+//! shard). The follow ends when the channel is deleted or collected; a channel Redis lost (restarted
+//! without its data) goes on from its new history, its subscribers staying. The decisions are
+//! `follow_state`'s pure transitions, taken under the follow table's shard lock; messages go into
 //! the mirror after that lock is released, under the channel's own feed lock.
 
 use super::conn::{sleep_unless_stopped, Backoff, RedisConn, Shard};
