@@ -1628,11 +1628,12 @@ async fn redis_cluster_shares_channels_across_nodes() {
     assert!(rest.contains("Channel deleted"), "{rest:?}");
 }
 
-/// Redis restarts *without* its data: the channels a node followed are gone, so their subscribers
-/// get the channel-deleted message (their stream ends and clients reconnect to a fresh channel)
-/// rather than silently waiting on a channel that no longer exists; publishing works again at once.
+/// Redis restarts *without* its data: the channels a node followed are gone from Redis, but nobody
+/// deleted them, so their subscribers stay subscribed and receive what is published after the
+/// restart on the same connection (the channel starts again from id 1); publishing works again at
+/// once, and a DELETE still ends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_without_data_ends_followed_channels() {
+async fn redis_restart_without_data_keeps_followed_channels() {
     let mut redis = RedisServer::start();
     let cluster = Cluster::new("lost", &[&redis]);
     let (a, b) = cluster.two_nodes().await;
@@ -1645,21 +1646,55 @@ async fn redis_restart_without_data_ends_followed_channels() {
         redis.kill();
         redis.restart();
     });
-    let rest = sub.read_to_end(Duration::from_secs(10)).await;
-    assert!(
-        rest.contains("Channel deleted"),
-        "B's subscriber after Redis lost its data: {rest:?}"
-    );
-    // The channel starts afresh, on both nodes.
     let ready = poll_until(WAIT, Duration::from_millis(50), || async {
         a.get("/readyz").await.0 == StatusCode::OK && b.get("/readyz").await.0 == StatusCode::OK
     })
     .await;
     assert!(ready, "nodes not ready again after the restart");
-    let mut sub = b.subscribe_ok("/sub/lost").await;
-    b.wait_subscribers("lost", WAIT, "1", |n| n == 1).await;
-    a.publish_ok("lost", "after", None).await;
-    assert_eq!(sub.read_until("after\n", WAIT).await, "after\n");
+    let accepted = poll_until(WAIT, Duration::from_millis(50), || async {
+        a.publish("lost", "after", &[]).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(accepted, "publish after the restart");
+    assert_eq!(
+        sub.read_until("after\n", WAIT).await,
+        "after\n",
+        "B's subscriber after Redis lost its data"
+    );
+    let info = a
+        .channel_info("lost")
+        .await
+        .expect("the channel exists again");
+    assert_eq!(info["published_messages"], 1, "{info}");
+    // A delete is still a delete.
+    let (status, _, body) = a.delete("lost", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rest = sub.read_to_end(WAIT).await;
+    assert!(rest.contains("Channel deleted"), "{rest:?}");
+}
+
+/// A channel deleted while a node's pub/sub connection was down is still a delete, not a loss: the
+/// node's catch-up finds the mark the delete left in Redis, and its subscribers get the DELETE's
+/// channel-deleted text (their stream ends) instead of staying on a channel nobody publishes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_missed_while_cut_off_still_ends_subscribers() {
+    let redis = RedisServer::start();
+    let cluster = Cluster::new("missed-delete", &[&redis]);
+    let (a, b) = cluster.two_nodes().await;
+    let mut sub = b.subscribe_ok("/sub/gone").await;
+    b.wait_subscribers("gone", WAIT, "1", |n| n == 1).await;
+    a.publish_ok("gone", "before", None).await;
+    assert_eq!(sub.read_until("before\n", WAIT).await, "before\n");
+    // Every pub/sub connection drops; the nodes wait (100 ms at least) before they connect again,
+    // and the delete lands meanwhile: B does not hear its announcement.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let (status, _, body) = a.delete("gone", "Gone for good").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rest = sub.read_to_end(Duration::from_secs(10)).await;
+    assert!(
+        rest.contains("Gone for good"),
+        "B's subscriber after a delete it did not hear: {rest:?}"
+    );
 }
 
 /// Concurrent publishes share round trips to Redis: the node writes them to its shard connection
@@ -1753,4 +1788,263 @@ async fn abandoned_subscribe_leaves_no_subscription() {
         "still subscribed after the request went away: {:?}",
         redis.cli(&["PUBSUB", "CHANNELS", "*"])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Redis restarted without its data (no AOF, no RDB)
+
+/// One publish of the attack: its number, when it was answered and how.
+#[derive(Debug, Clone)]
+struct Attempt {
+    n: usize,
+    answered: Instant,
+    status: Option<StatusCode>,
+}
+
+/// How many times each text came.
+fn counts(texts: &[String]) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for text in texts {
+        *counts.entry(text.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A long-poll chain on `/lp/flow` that goes on through 503s and lost connections (asking again
+/// with the same point) until it receives `last`, or `deadline`; returns every text received.
+async fn long_poll_until(base: String, last: &'static str, deadline: Instant) -> Vec<String> {
+    let client = client();
+    let url = format!("{base}/lp/flow");
+    let mut point = Cursor::default();
+    let mut got: Vec<String> = Vec::new();
+    while !got.iter().any(|t| t == last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "long-poll on A: no {last:?} before the deadline; received {got:?}"
+        );
+        let mut request = client.get(&url).timeout(left.min(Duration::from_secs(10)));
+        if !point.last_modified.is_empty() {
+            for (name, value) in point.headers() {
+                request = request.header(name, value);
+            }
+        }
+        match request.send().await {
+            Ok(answer) if answer.status() == StatusCode::OK => {
+                let cursor = Cursor {
+                    last_modified: header(answer.headers(), "Last-Modified"),
+                    etag: header(answer.headers(), "Etag"),
+                };
+                let body = answer.text().await.unwrap_or_default();
+                got.extend(json_lines(&body).iter().map(text_of));
+                point = cursor;
+            }
+            Ok(answer) if answer.status() == StatusCode::NOT_MODIFIED => {}
+            // Redis down: 503 within command_timeout; ask again with the same point.
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    got
+}
+
+/// Reads a WebSocket's text frames until `last` (bounded by `deadline`).
+async fn websocket_until(mut ws: common::ws::Ws, last: &str, deadline: Instant) -> Vec<String> {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut got: Vec<String> = Vec::new();
+    while !got.iter().any(|t| t == last) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("WebSocket on B: no {last:?} before the deadline; received {got:?}"),
+            Ok(None) => panic!("WebSocket on B ended; received {got:?}"),
+            Ok(Some(Err(e))) => panic!("WebSocket on B failed: {e}; received {got:?}"),
+            Ok(Some(Ok(Message::Text(text)))) => got.push(text.as_str().to_string()),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                panic!("WebSocket on B closed ({frame:?}); received {got:?}")
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    got
+}
+
+/// Issue 14, item 5, as it was attacked: two nodes on one Redis, a publisher at 100/s with
+/// Event-Id, EventSource subscribers on both nodes (and a WebSocket and a long-poll chain), Redis
+/// killed and restarted *without its data* 2 s later, an EventSource client reconnecting with the
+/// Last-Event-ID it had before. A channel Redis forgot is not a channel the publisher deleted:
+/// every subscriber stays subscribed and receives every message answered 200 after the restart
+/// exactly once; the EventSource streams are told that the history before was lost (a
+/// `: history-lost flow` comment), and the reconnecting client gets the new history from its start
+/// with `X-Herald-Recovery: truncated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_empty_keeps_subscribers_and_loses_nothing_answered_after() {
+    const N: usize = 400;
+    const END: &str = "end";
+    let mut redis = RedisServer::start();
+    let cluster = Cluster::new("emptied", &[&redis]);
+    let (a, b) = cluster.two_nodes().await;
+    let mut ev_a = a.subscribe_ok("/ev/flow").await;
+    let mut ev_b = b.subscribe_ok("/ev/flow").await;
+    let mut leaving = b.subscribe_ok("/ev/flow").await;
+    let ws_b = b.websocket("/ws/flow").await;
+    a.wait_subscribers("flow", WAIT, "4", |n| n >= 4).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let long_poll = Background::spawn(long_poll_until(a.base(), END, deadline));
+    let websocket = Background::spawn(websocket_until(ws_b, END, deadline));
+
+    // The publisher: N publishes at 100/s, each sent once (no retry), each with an Event-Id.
+    let attempts = Arc::new(Mutex::new(Vec::<Attempt>::new()));
+    let publisher = {
+        let (attempts, base) = (attempts.clone(), a.base());
+        Background::spawn(async move {
+            let client = client();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut sent = tokio::task::JoinSet::new();
+            for n in 1..=N {
+                tick.tick().await;
+                let (client, attempts) = (client.clone(), attempts.clone());
+                let url = format!("{base}/pub?id=flow");
+                sent.spawn(async move {
+                    let answer = client
+                        .post(url)
+                        .header("Event-Id", format!("e{n}"))
+                        .timeout(COMMAND_TIMEOUT * 3)
+                        .body(format!("m{n}"))
+                        .send()
+                        .await;
+                    attempts.lock().unwrap().push(Attempt {
+                        n,
+                        answered: Instant::now(),
+                        status: answer.ok().map(|r| r.status()),
+                    });
+                });
+            }
+            while sent.join_next().await.is_some() {}
+        })
+    };
+    let accepted_after = |attempts: &Mutex<Vec<Attempt>>, since: Option<Instant>| {
+        attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.status == Some(StatusCode::OK) && since.is_none_or(|s| a.answered > s))
+            .count()
+    };
+
+    // The client that will come back reads a while, then goes away with its Last-Event-ID.
+    let before_kill = poll_until(WAIT, Duration::from_millis(5), || async {
+        accepted_after(&attempts, None) >= N / 4
+    })
+    .await;
+    assert!(before_kill, "publisher: {:?}", attempts.lock().unwrap());
+    let seen = sse_until(&mut leaving, "m20", WAIT).await;
+    let last_event_id = seen
+        .last()
+        .and_then(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("no Event-Id in {seen:?}"));
+    drop(leaving);
+
+    let killed_at = Instant::now();
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let restarted_at = Instant::now();
+
+    // It comes back once the new incarnation holds messages answered after the restart.
+    let some_after = poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        || async { accepted_after(&attempts, Some(restarted_at)) >= 20 },
+    )
+    .await;
+    assert!(
+        some_after,
+        "no publish accepted after the restart: {:?}",
+        attempts.lock().unwrap()
+    );
+    let mut back = b
+        .subscribe_ok_with("/ev/flow", &[("Last-Event-ID", last_event_id.as_str())])
+        .await;
+    let recovery = header(&back.headers, RECOVERY);
+
+    publisher
+        .join(Duration::from_secs(60), "the publisher on A")
+        .await;
+    let end_published = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { a.publish("flow", END, &[("Event-Id", END)]).await.0 == StatusCode::OK },
+    )
+    .await;
+    assert!(end_published, "the end marker was never accepted");
+
+    let attempts = std::mem::take(&mut *attempts.lock().unwrap());
+    let ok: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.status == Some(StatusCode::OK))
+        .collect();
+    let must: Vec<String> = ok
+        .iter()
+        .filter(|a| a.answered > restarted_at)
+        .map(|a| format!("m{}", a.n))
+        .collect();
+    println!(
+        "redis_restarted_empty: {} publishes, {} answered 200 ({} after the restart), {} not; Redis down {:?}",
+        attempts.len(),
+        ok.len(),
+        must.len(),
+        attempts.len() - ok.len(),
+        restarted_at - killed_at
+    );
+
+    let data =
+        |raw: &str| -> Vec<String> { sse::events(raw).into_iter().map(|e| e.data).collect() };
+    let limit = Duration::from_secs(30);
+    let raw_a = ev_a.read_until("data: end\n\n", limit).await;
+    let raw_b = ev_b.read_until("data: end\n\n", limit).await;
+    let raw_back = back.read_until("data: end\n\n", limit).await;
+    let streams = [
+        ("EventSource on A", data(&raw_a)),
+        ("EventSource on B", data(&raw_b)),
+        ("EventSource on B, back with Last-Event-ID", data(&raw_back)),
+        (
+            "WebSocket on B",
+            websocket.join(limit, "WebSocket on B").await,
+        ),
+        (
+            "long-poll on A",
+            long_poll.join(limit, "long-poll on A").await,
+        ),
+    ];
+    for (name, texts) in &streams {
+        let counts = counts(texts);
+        let missing: Vec<&String> = must.iter().filter(|t| !counts.contains_key(*t)).collect();
+        let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        println!(
+            "redis_restarted_empty: {name}: {} messages; of the {} answered after the restart {} missing; {} twice",
+            texts.len(),
+            must.len(),
+            missing.len(),
+            twice.len()
+        );
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "{name}: missing {missing:?}, twice {twice:?}; received {texts:?}"
+        );
+        assert!(
+            !texts.iter().any(|t| t == "Channel deleted"),
+            "{name}: told the channel was deleted: {texts:?}"
+        );
+    }
+    // The gap is told: in band on the EventSource streams that stayed, and in the recovery header
+    // of the client that came back with a Last-Event-ID from before the restart.
+    for (name, raw) in [("EventSource on A", &raw_a), ("EventSource on B", &raw_b)] {
+        assert!(
+            raw.contains(": history-lost flow\n"),
+            "{name}: no history-lost comment in {raw:?}"
+        );
+    }
+    assert_eq!(
+        recovery, "truncated",
+        "X-Herald-Recovery of the client back with Last-Event-ID {last_event_id}"
+    );
+    drop((a, b));
 }

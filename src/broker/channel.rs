@@ -100,6 +100,9 @@ pub(crate) enum ReadStatus {
     Lagged { missed: u64 },
     /// The channel was deleted; this is the message announcing it.
     Deleted(Arc<Message>),
+    /// Messages were appended to the output, and the channel's history restarted (its engine lost
+    /// it) after the first `before` of them.
+    Restarted { before: usize },
 }
 
 /// How stored messages changed: counts and bytes added and dropped.
@@ -127,11 +130,20 @@ struct ChannelState {
     /// (time, tag) of the newest message that left `stored` (evicted or expired): a client whose
     /// recovery point is older missed something.
     dropped_up_to: Option<(u64, u64)>,
-    /// Messages published while subscribers were attached, in id order, for their cursors.
+    /// Messages taken in so far (publishes and mirrored messages): the positions cursors count in.
+    /// Equal to `last_id` on the memory engine; a mirror's ids may skip numbers, and start again
+    /// when its history restarts, positions never do.
+    pushed: u64,
+    /// Messages published while subscribers were attached, in order, for their cursors.
     recent: VecDeque<Arc<Message>>,
-    /// `recent` holds every message with an id above this one (ids may skip numbers when a channel
-    /// mirrors another engine); a cursor below it has lagged.
+    /// `recent` holds every message at a position above this one; a cursor below it has lagged.
     recent_floor: u64,
+    /// Times the channel's history restarted (`restart_history`), and the position it last did at.
+    restarts: u64,
+    restarted_at: u64,
+    /// The engine lost history of this channel before its current one: a `Last-Event-ID` not found
+    /// gets every stored message (`Recovery::Truncated`) rather than none.
+    history_lost: bool,
     /// (time, tag) of the newest message, so mirrored messages keep the log in (time, tag) order.
     last_stamp: (u64, u64),
     /// Subscribers attached now.
@@ -179,7 +191,11 @@ impl Channel {
             wildcard,
             state: RwLock::new(ChannelState {
                 last_id: 0,
+                pushed: 0,
                 recent_floor: 0,
+                restarts: 0,
+                restarted_at: 0,
+                history_lost: false,
                 last_stamp: (0, 0),
                 stored: VecDeque::new(),
                 dropped_up_to: None,
@@ -318,6 +334,7 @@ impl Channel {
     ) -> StoredDelta {
         let mut delta = StoredDelta::default();
         state.last_id = message.id as u64;
+        state.pushed += 1;
         state.last_stamp = (message.time, message.tag);
         if store {
             state.stored.push_back(message.clone());
@@ -335,12 +352,11 @@ impl Channel {
         if state.subscribers > 0 {
             state.recent.push_back(message);
             while state.recent.len() > limits.lag_limit {
-                if let Some(old) = state.recent.pop_front() {
-                    state.recent_floor = old.id as u64;
-                }
+                state.recent.pop_front();
+                state.recent_floor += 1;
             }
         } else {
-            state.recent_floor = state.last_id;
+            state.recent_floor = state.pushed;
         }
         delta
     }
@@ -367,11 +383,17 @@ impl Channel {
             }
         }
         state.subscribers += 1;
-        let (backlog, recovery) = select_stored(&state.stored, state.dropped_up_to, start);
+        let (backlog, recovery) = select_stored(
+            &state.stored,
+            state.dropped_up_to,
+            state.history_lost,
+            start,
+        );
         let mut wake = self.head.subscribe();
         wake.mark_unchanged();
         Ok(Attached {
-            cursor: state.last_id,
+            cursor: state.pushed,
+            restarts: state.restarts,
             backlog,
             wake,
             recovery,
@@ -386,30 +408,73 @@ impl Channel {
         let last = state.subscribers == 0;
         if last {
             state.recent.clear();
-            state.recent_floor = state.last_id;
+            state.recent_floor = state.pushed;
         }
         drop(state);
         self.touch(now_ms);
         last
     }
 
-    /// Reads every recent message with an id above `cursor` into `out`, advancing the cursor.
-    pub(crate) fn read_after(&self, cursor: &mut u64, out: &mut Vec<Arc<Message>>) -> ReadStatus {
+    /// Reads every recent message past position `cursor` into `out`, advancing the cursor; `restarts`
+    /// is the history restarts the reader knows of (brought up to date).
+    pub(crate) fn read_after(
+        &self,
+        cursor: &mut u64,
+        restarts: &mut u64,
+        out: &mut Vec<Arc<Message>>,
+    ) -> ReadStatus {
         let state = self.state.read();
         if let Some(deleted) = &state.deleted {
             return ReadStatus::Deleted(deleted.clone());
         }
-        if *cursor >= state.last_id {
-            return ReadStatus::Ok;
-        }
-        if *cursor < state.recent_floor {
+        if *cursor < state.recent_floor && *cursor < state.pushed {
             let missed = state.recent_floor - *cursor;
             return ReadStatus::Lagged { missed };
         }
-        let skip = state.recent.partition_point(|m| m.id as u64 <= *cursor);
-        out.extend(state.recent.iter().skip(skip).cloned());
-        *cursor = state.last_id;
-        ReadStatus::Ok
+        let from = *cursor;
+        if from < state.pushed {
+            let skip = (from - state.recent_floor) as usize;
+            out.extend(state.recent.iter().skip(skip).cloned());
+            *cursor = state.pushed;
+        }
+        if *restarts == state.restarts {
+            return ReadStatus::Ok;
+        }
+        *restarts = state.restarts;
+        let before = state.restarted_at.saturating_sub(from) as usize;
+        ReadStatus::Restarted {
+            before: before.min(out.len()),
+        }
+    }
+
+    /// The engine this channel mirrors lost its history (Redis restarted without its data) and the
+    /// channel goes on from a new one whose ids start again at 1: stored messages go, a recovery
+    /// point before `lost_up_to` (and before the last message) reports `Truncated`, and subscribers
+    /// attached now stay, reading `Restarted` before the new history's first message.
+    pub(crate) fn restart_history(&self, lost_up_to: (u64, u64)) -> StoredDelta {
+        let mut delta = StoredDelta::default();
+        let restarted = {
+            let mut state = self.state.write();
+            state.history_lost = true;
+            let point = lost_up_to.max(state.last_stamp);
+            if state.dropped_up_to.is_none_or(|old| old < point) {
+                state.dropped_up_to = Some(point);
+            }
+            let had_history = state.last_id > 0 || !state.stored.is_empty();
+            if had_history {
+                for old in state.stored.drain(..) {
+                    delta.drop_message(&old);
+                }
+                state.last_id = 0;
+                state.restarts += 1;
+                state.restarted_at = state.pushed;
+            }
+            had_history
+        };
+        if restarted {
+            self.head.send_replace(());
+        }
+        delta
     }
 
     /// Marks the channel deleted: stored messages go, subscribers receive `message` and are woken.
@@ -494,6 +559,7 @@ impl Channel {
 fn select_stored(
     stored: &VecDeque<Arc<Message>>,
     dropped_up_to: Option<(u64, u64)>,
+    history_lost: bool,
     start: &StartAt,
 ) -> (Vec<Arc<Message>>, Recovery) {
     match start {
@@ -526,13 +592,21 @@ fn select_stored(
                     Recovery::Complete,
                 )
             })
-            .unwrap_or((Vec::new(), Recovery::UnknownEventId)),
+            .unwrap_or_else(|| {
+                if history_lost {
+                    // Most likely an id of the history the engine lost: everything there is.
+                    (stored.iter().cloned().collect(), Recovery::Truncated)
+                } else {
+                    (Vec::new(), Recovery::UnknownEventId)
+                }
+            }),
     }
 }
 
 /// A subscriber's start in one channel.
 pub(crate) struct Attached {
     pub cursor: u64,
+    pub restarts: u64,
     pub backlog: Vec<Arc<Message>>,
     pub wake: watch::Receiver<()>,
     pub recovery: Recovery,

@@ -1052,6 +1052,18 @@ impl Broker {
         true
     }
 
+    /// The shared engine lost the channel's history (Redis restarted without its data) and the
+    /// channel goes on from a new history whose ids start again at 1: the mirror (made if needed)
+    /// drops its stored messages, a recovery point before `lost_up_to` reports `Truncated`, and its
+    /// subscribers stay, told by `Event::HistoryLost`.
+    pub fn mirror_history_lost(&self, id: &ChannelId, lost_up_to: (u64, u64)) {
+        let Ok(channel) = self.get_or_create(id) else {
+            return;
+        };
+        let dropped = channel.restart_history(lost_up_to);
+        self.apply(dropped);
+    }
+
     /// Deletes the mirror of a channel the shared engine deleted: local subscribers receive `text`
     /// as the channel-deleted message and are detached.
     pub fn mirror_deleted(&self, id: &ChannelId, text: Bytes) {

@@ -83,6 +83,13 @@ pub enum Event {
     /// A channel of the subscription was deleted; this is the channel-deleted message. The
     /// subscription no longer follows that channel.
     ChannelDeleted(Arc<Message>),
+    /// The shared engine lost the channel's history (Redis restarted without its data): what follows
+    /// is the channel's new history, its ids starting again at 1; messages published before may be
+    /// missing. The subscription goes on.
+    HistoryLost {
+        /// The channel.
+        channel: ChannelId,
+    },
     /// The subscriber fell so far behind that `missed` messages of `channel` are no longer in the
     /// recent window: a slow consumer. Transports end the connection.
     Lagged {
@@ -96,6 +103,7 @@ pub enum Event {
 struct Cursor {
     channel: Arc<Channel>,
     last_read: u64,
+    restarts: u64,
     wake: watch::Receiver<()>,
 }
 
@@ -135,6 +143,7 @@ impl Subscription {
         self.cursors.push(Cursor {
             channel,
             last_read: attached.cursor,
+            restarts: attached.restarts,
             wake: attached.wake,
         });
     }
@@ -198,12 +207,22 @@ impl Subscription {
             let cursor = &mut self.cursors[index];
             cursor.wake.mark_unchanged();
             self.read_buf.clear();
-            match cursor
-                .channel
-                .read_after(&mut cursor.last_read, &mut self.read_buf)
-            {
+            match cursor.channel.read_after(
+                &mut cursor.last_read,
+                &mut cursor.restarts,
+                &mut self.read_buf,
+            ) {
                 ReadStatus::Ok => {
                     out.extend(self.read_buf.drain(..).map(Event::Message));
+                    index += 1;
+                }
+                ReadStatus::Restarted { before } => {
+                    let mut read = self.read_buf.drain(..);
+                    out.extend(read.by_ref().take(before).map(Event::Message));
+                    out.push(Event::HistoryLost {
+                        channel: cursor.channel.id.clone(),
+                    });
+                    out.extend(read.map(Event::Message));
                     index += 1;
                 }
                 ReadStatus::Lagged { missed } => {

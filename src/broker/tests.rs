@@ -61,6 +61,7 @@ fn texts(events: &[Event]) -> Vec<String> {
             Event::Message(m) => String::from_utf8_lossy(&m.text).into_owned(),
             Event::ChannelDeleted(m) => format!("deleted:{}", String::from_utf8_lossy(&m.text)),
             Event::Lagged { missed, .. } => format!("lagged:{missed}"),
+            Event::HistoryLost { .. } => "history-lost".to_string(),
         })
         .collect()
 }
@@ -704,4 +705,58 @@ fn a_replay_is_answered_when_the_memory_budget_is_full() {
     // The retry of k1 needs no room.
     let again = broker.publish(&[id("a")], keyed("m", "k1")).unwrap();
     assert!(again[0].replayed, "{again:?}");
+}
+
+#[tokio::test]
+async fn a_mirror_whose_history_was_lost_keeps_its_subscribers_and_tells_them() {
+    let broker = Broker::new(settings().mirroring());
+    let news = id("news");
+    let with_event_id = |n: u64, time: u64| Mirrored {
+        event_id: Some(format!("e{n}").into()),
+        ..mirrored(n, time, "x")
+    };
+    broker.mirror_message(&news, with_event_id(1, 100));
+    broker.mirror_message(&news, with_event_id(2, 101));
+    let mut sub = broker
+        .subscribe(&[to("news", 0)], &SubscribePolicy::default())
+        .expect("subscribe");
+    broker.mirror_message(&news, mirrored(3, 102, "old"));
+    // Redis lost the channel; a publish made it again: ids start at 1.
+    broker.mirror_history_lost(&news, (200, 0));
+    broker.mirror_message(&news, mirrored(1, 200, "new1"));
+    broker.mirror_message(&news, mirrored(2, 201, "new2"));
+    let mut events = Vec::new();
+    sub.poll_events(&mut events);
+    assert_eq!(texts(&events), ["old", "history-lost", "new1", "new2"]);
+    assert_eq!(broker.local_subscribers("news"), 1, "the subscriber stays");
+    let info = broker.channel_info("news").expect("channel");
+    assert_eq!((info.published_messages, info.stored_messages), (2, 2));
+    // A Last-Event-ID of the lost history: everything of the new one, reported truncated.
+    let back = broker
+        .subscribe(
+            &[SubscribeTo {
+                channel: news.clone(),
+                start: StartAt::AfterEventId("e2".into()),
+            }],
+            &SubscribePolicy::default(),
+        )
+        .expect("subscribe");
+    assert_eq!(back.recovery(), Recovery::Truncated);
+    let mut back = back;
+    assert_eq!(texts_of(&mut back), ["new1", "new2"]);
+    // A time point before the new history is truncated too; one inside it is complete.
+    let at = |time: u64| {
+        broker
+            .subscribe(
+                &[SubscribeTo {
+                    channel: news.clone(),
+                    start: StartAt::After { time, tag: Some(0) },
+                }],
+                &SubscribePolicy::default(),
+            )
+            .expect("subscribe")
+            .recovery()
+    };
+    assert_eq!(at(150), Recovery::Truncated);
+    assert_eq!(at(200), Recovery::Complete);
 }

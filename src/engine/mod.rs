@@ -87,11 +87,7 @@ impl Engine {
             async move { shutdown.recv().await }
         }));
         if let Some(redis) = &self.redis {
-            let mut shutdown = shutdown.clone();
-            redis
-                .clone()
-                .run(async move { shutdown.recv().await })
-                .await;
+            redis.clone().run(shutdown).await;
         }
         let _ = sweeper.await;
     }

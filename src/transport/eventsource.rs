@@ -1,11 +1,11 @@
 //! EventSource (server-sent events) mode: `text/event-stream`. The header and footer templates become
 //! comment lines; a message is an optional `id:` line (its Event-Id), an optional `event:` line (its
 //! Event-Type), each line of the formatted message as its own `data:` line, and a blank line. Pings
-//! are the comment `: -1`.
+//! are the comment `: -1`; a channel whose history was lost is the comment `: history-lost <id>`.
 
 use super::template::Template;
 use super::Framer;
-use crate::broker::Message;
+use crate::broker::{ChannelId, Message};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Templates of one EventSource location.
@@ -89,6 +89,10 @@ impl Framer for EventSourceFramer {
 
     fn ping(&self) -> Bytes {
         Bytes::from_static(PING)
+    }
+
+    fn history_lost(&self, channel: &ChannelId) -> Bytes {
+        Bytes::from(format!(": history-lost {}\n\n", one_line(channel.as_str())))
     }
 
     fn footer(&self) -> Bytes {

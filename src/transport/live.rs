@@ -104,6 +104,12 @@ pub fn live_body(
                         tracing::info!(%channel, missed, "slow subscriber cut off: it fell behind the recent-message window");
                         lagged = true;
                     }
+                    Event::HistoryLost { channel } => {
+                        let notice = framer.history_lost(&channel);
+                        if !notice.is_empty() {
+                            yield Ok(notice);
+                        }
+                    }
                 }
             }
             if lagged {

@@ -58,6 +58,8 @@ pub async fn poll(
                 Event::Message(message) | Event::ChannelDeleted(message) => pending.push(message),
                 // A long-poll lives for one batch; a lag only means some messages went by unseen.
                 Event::Lagged { .. } => {}
+                // One batch per request: the next request's recovery point tells what was lost.
+                Event::HistoryLost { .. } => {}
             }
         }
         let (ready, later): (Vec<_>, Vec<_>) = if single_channel {

@@ -11,7 +11,7 @@ pub mod padding;
 pub mod template;
 pub mod websocket;
 
-use crate::broker::Message;
+use crate::broker::{ChannelId, Message};
 use bytes::Bytes;
 
 /// Turns messages into the bytes one subscriber location writes.
@@ -20,6 +20,12 @@ pub trait Framer: Send + Sync + std::fmt::Debug {
     fn header(&self) -> Bytes;
     /// One message (published or channel-deleted), fully framed.
     fn message(&self, message: &Message) -> Bytes;
+    /// Tells a live subscriber that `channel`'s history was lost (its engine restarted without its
+    /// data) and what follows is its new history; empty where the framing has no way to say it
+    /// apart from a message (the default).
+    fn history_lost(&self, _channel: &ChannelId) -> Bytes {
+        Bytes::new()
+    }
     /// One keepalive ping.
     fn ping(&self) -> Bytes;
     /// Sent just before the server ends the connection.

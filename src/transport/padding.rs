@@ -130,6 +130,10 @@ impl Framer for PaddedFramer {
         self.inner.ping()
     }
 
+    fn history_lost(&self, channel: &crate::broker::ChannelId) -> Bytes {
+        self.inner.history_lost(channel)
+    }
+
     fn footer(&self) -> Bytes {
         self.inner.footer()
     }

@@ -246,6 +246,8 @@ pub async fn run<S>(
                     tracing::info!(%channel, missed, "slow websocket subscriber cut off");
                     lagged = true;
                 }
+                // A text frame would read as a message: the new history simply follows.
+                Event::HistoryLost { .. } => {}
             }
         }
         if failed || ws.flush().await.is_err() {
