@@ -119,6 +119,15 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers); larger ones get 431. Default `16k`
     /// (at least 8k).
     pub max_header_size: ConfSize,
+    /// Longest wait for the next piece of a request body (nginx `client_body_timeout`: the time
+    /// between two successive reads, not for the whole body); past it the request gets 408 and the
+    /// connection is closed. Default `60s`.
+    pub body_read_timeout: ConfDuration,
+    /// Most request-body bytes buffered at once by the whole server (bodies are read whole before they
+    /// are published). A body reserves its bytes as they are read; one whose declared length does not
+    /// fit in what is left, or that would grow past it, gets 503 and the connection is closed. A body
+    /// larger than this can never be accepted (413). Default `64m`.
+    pub max_buffered_body_size: ConfSize,
 }
 
 /// How log lines are written.
@@ -147,6 +156,8 @@ impl Default for ServerConfig {
             max_connections_per_address: None,
             header_read_timeout: ConfDuration(Duration::from_secs(30)),
             max_header_size: ConfSize(16 << 10),
+            body_read_timeout: ConfDuration(Duration::from_secs(60)),
+            max_buffered_body_size: ConfSize(64 << 20),
         }
     }
 }
@@ -536,10 +547,20 @@ impl Config {
                 ));
             }
         }
+        if self.server.max_buffered_body_size.0 == 0 {
+            return Err((
+                key(&[
+                    KeySeg::Name("server"),
+                    KeySeg::Name("max_buffered_body_size"),
+                ]),
+                "must be at least 1 byte".into(),
+            ));
+        }
         for (name, value) in [
             ("send_timeout", self.server.send_timeout),
             ("tcp_keepalive", self.server.tcp_keepalive),
             ("header_read_timeout", self.server.header_read_timeout),
+            ("body_read_timeout", self.server.body_read_timeout),
         ] {
             if value.0.is_zero() {
                 return Err((

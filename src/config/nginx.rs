@@ -7,8 +7,8 @@
 //!    with `include` (relative to the including file, glob patterns allowed) expanded in place.
 //! 2. **Meaning** (`Importer`): the `http`/`server`/`location` tree, every `push_stream_*` directive
 //!    (legacy names too) applied at its level with the module's inheritance, the few other nginx
-//!    directives Herald honours (`listen`, `client_max_body_size`, `default_type`, `set
-//!    $push_stream_channel_id`), and one warning for everything else.
+//!    directives Herald honours (`listen`, `client_max_body_size`, `client_body_timeout`,
+//!    `default_type`, `set $push_stream_channel_id`), and one warning for everything else.
 //! 3. **Output** (`render`): a TOML document built with `toml_edit`, with every value the module defaults
 //!    differently from Herald written out, validated by [`Config::from_toml`] like any TOML file; its
 //!    errors are mapped back to the nginx file and line of the directive at fault.
@@ -30,6 +30,9 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// nginx's `client_max_body_size` when none is set.
 const NGINX_DEFAULT_BODY_SIZE: u64 = 1 << 20;
+
+/// nginx's `client_body_timeout` when none is set (Herald's `body_read_timeout` default too).
+const NGINX_DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The content type nginx gives responses when no `default_type` is set.
 const NGINX_DEFAULT_TYPE: &str = "text/plain";
@@ -675,6 +678,8 @@ struct Level {
     any: BTreeMap<&'static str, Setting>,
     /// `client_max_body_size` in bytes (0 = unlimited).
     body_size: Option<Setting>,
+    /// `client_body_timeout`.
+    body_timeout: Option<Setting>,
     /// `default_type`.
     default_type: Option<Setting>,
     /// `allow`/`deny` rules in order; a level with none inherits its parent's list whole (nginx's merge).
@@ -698,6 +703,10 @@ impl Level {
         Level {
             any,
             body_size: self.body_size.clone().or_else(|| parent.body_size.clone()),
+            body_timeout: self
+                .body_timeout
+                .clone()
+                .or_else(|| parent.body_timeout.clone()),
             default_type: self
                 .default_type
                 .clone()
@@ -1121,6 +1130,14 @@ impl Importer {
                 let size = parse_size(arg)
                     .map_err(|m| error_at(&d.origin, format!("invalid value \"{arg}\" in \"client_max_body_size\" directive: {m}")))?;
                 set_once(&mut level.body_size, d, Value::Size(size))?;
+            }
+            "client_body_timeout" if in_http && d.block.is_none() => {
+                let [arg] = d.args.as_slice() else {
+                    return Err(arg_count(d, "one time"));
+                };
+                let time = parse_duration(arg)
+                    .map_err(|m| error_at(&d.origin, format!("invalid value \"{arg}\" in \"client_body_timeout\" directive: {m}")))?;
+                set_once(&mut level.body_timeout, d, Value::Time(time))?;
             }
             "default_type" if in_http && d.block.is_none() => {
                 let [arg] = d.args.as_slice() else {
@@ -1694,6 +1711,14 @@ fn render(
     server_table.insert("listen", value(listen));
     let max_body = body_size(server, &mut sources);
     server_table.insert("max_body_size", size_item(max_body));
+    // nginx's default client_body_timeout (60s) is Herald's: written only when set.
+    if let Some(setting) = body_reader_setting(server, |level| &level.body_timeout) {
+        server_table.insert("body_read_timeout", value_item(&setting.value));
+        sources.insert(
+            "server.body_read_timeout".into(),
+            (setting.origin.clone(), setting.directive.clone()),
+        );
+    }
     doc.insert("server", Item::Table(server_table));
 
     let mut channels = Table::new();
@@ -1762,50 +1787,51 @@ fn render(
     Ok(Rendered { toml, sources })
 }
 
-/// The `[server] max_body_size`: what the locations that read bodies (publishers, WebSocket locations
-/// that publish) agree on, else the server's value.
-fn body_size(server: &ServerPlan, sources: &mut BTreeMap<String, (Origin, String)>) -> u64 {
-    let value_of = |s: &Setting| match s.value {
-        Value::Size(size) => size,
-        _ => NGINX_DEFAULT_BODY_SIZE,
-    };
-    let server_value = server
-        .level
-        .body_size
-        .as_ref()
-        .map_or(NGINX_DEFAULT_BODY_SIZE, value_of);
-    let readers: Vec<(u64, Option<&Setting>)> = server
+/// Whether a location reads request bodies: publishers, and WebSocket locations that publish.
+fn reads_bodies(loc: &LocationPlan) -> bool {
+    match loc.role {
+        RoleSpec::Publisher { .. } => true,
+        RoleSpec::Subscriber(super::SubscriberMode::WebSocket) => matches!(
+            loc.merged.any.get("websocket_allow_publish"),
+            Some(Setting {
+                value: Value::Flag(true),
+                ..
+            })
+        ),
+        _ => false,
+    }
+}
+
+/// A body directive (`client_max_body_size`, `client_body_timeout`) for Herald's one server-wide
+/// value: what the locations that read bodies agree on, else the server's (`None`: nginx's default).
+fn body_reader_setting(
+    server: &ServerPlan,
+    pick: fn(&Level) -> &Option<Setting>,
+) -> Option<&Setting> {
+    let mut readers = server
         .locations
         .iter()
-        .filter(|l| match l.role {
-            RoleSpec::Publisher { .. } => true,
-            RoleSpec::Subscriber(super::SubscriberMode::WebSocket) => {
-                matches!(
-                    l.merged.any.get("websocket_allow_publish"),
-                    Some(Setting {
-                        value: Value::Flag(true),
-                        ..
-                    })
-                )
-            }
-            _ => false,
-        })
-        .map(|l| {
-            let setting = l.merged.body_size.as_ref();
-            (setting.map_or(NGINX_DEFAULT_BODY_SIZE, value_of), setting)
-        })
-        .collect();
-    let chosen = match readers.split_first() {
-        Some((first, rest)) if rest.iter().all(|r| r.0 == first.0) => *first,
-        _ => (server_value, server.level.body_size.as_ref()),
-    };
-    if let Some(setting) = chosen.1 {
+        .filter(|l| reads_bodies(l))
+        .map(|l| pick(&l.merged).as_ref());
+    match readers.next() {
+        Some(first) if readers.all(|r| r.map(|s| &s.value) == first.map(|s| &s.value)) => first,
+        _ => pick(&server.level).as_ref(),
+    }
+}
+
+/// The `[server] max_body_size` (see `body_reader_setting`).
+fn body_size(server: &ServerPlan, sources: &mut BTreeMap<String, (Origin, String)>) -> u64 {
+    let chosen = body_reader_setting(server, |level| &level.body_size);
+    if let Some(setting) = chosen {
         sources.insert(
             "server.max_body_size".into(),
             (setting.origin.clone(), setting.directive.clone()),
         );
     }
-    chosen.0
+    match chosen.map(|s| &s.value) {
+        Some(Value::Size(size)) => *size,
+        _ => NGINX_DEFAULT_BODY_SIZE,
+    }
 }
 
 /// Warnings about a location's own directives that do not apply to it, computed before rendering.
@@ -1813,6 +1839,12 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
     use super::SubscriberMode as Mode;
     let mut warnings = Vec::new();
     let body = body_size(server, &mut BTreeMap::new());
+    let body_timeout = body_reader_setting(server, |level| &level.body_timeout)
+        .map_or(Value::Time(NGINX_DEFAULT_BODY_TIMEOUT), |s| s.value.clone());
+    let body_timeout_text = match &body_timeout {
+        Value::Time(time) => format_duration(*time),
+        _ => String::new(),
+    };
     for loc in &server.locations {
         let applies = |key: &str| -> bool {
             match loc.role {
@@ -1854,24 +1886,26 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
                 ),
             });
         }
-        if let Some(setting) = &loc.own.body_size {
-            let reads_body = matches!(loc.role, RoleSpec::Publisher { .. })
-                || (loc.role == RoleSpec::Subscriber(Mode::WebSocket)
-                    && matches!(
-                        loc.merged.any.get("websocket_allow_publish"),
-                        Some(Setting {
-                            value: Value::Flag(true),
-                            ..
-                        })
-                    ));
-            if reads_body && setting.value != Value::Size(body) {
-                warnings.push(Warning {
-                    file: setting.origin.file.to_path_buf(),
-                    line: setting.origin.line,
-                    message: format!(
-                        "client_max_body_size differs between locations; Herald has one limit for the server and uses the server's ({body} bytes)"
-                    ),
-                });
+        let server_wide = [
+            (&loc.own.body_size, Value::Size(body), format!("{body} bytes")),
+            (
+                &loc.own.body_timeout,
+                body_timeout.clone(),
+                body_timeout_text.clone(),
+            ),
+        ];
+        for (own, chosen, shown) in server_wide {
+            if let Some(setting) = own.as_ref().filter(|_| reads_bodies(loc)) {
+                if setting.value != chosen {
+                    warnings.push(Warning {
+                        file: setting.origin.file.to_path_buf(),
+                        line: setting.origin.line,
+                        message: format!(
+                            "{} differs between locations; Herald has one value for the server and uses the server's ({shown})",
+                            setting.directive
+                        ),
+                    });
+                }
             }
         }
         if let Some(rules) = &loc.merged.access {
@@ -2650,6 +2684,29 @@ line" ${arg_id}tail"#,
         assert_eq!(two.warnings.len(), 2, "{:?}", two.warnings);
         let unlimited = import(&conf("client_max_body_size 0;", PUB));
         assert_eq!(unlimited.config.server.max_body_size.0, i64::MAX as u64);
+    }
+
+    #[test]
+    fn client_body_timeout_becomes_body_read_timeout() {
+        let none = import(&conf("", PUB));
+        assert_eq!(none.config.server.body_read_timeout.0, Duration::from_secs(60));
+        assert!(!none.toml.contains("body_read_timeout"), "{}", none.toml);
+        let set = import(&conf("client_body_timeout 15s;", PUB));
+        assert_eq!(set.config.server.body_read_timeout.0, Duration::from_secs(15));
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let differ = import(&conf(
+            "client_body_timeout 15s;",
+            "location /pub { push_stream_publisher; push_stream_channels_path $arg_id; client_body_timeout 5s; }\n\
+             location /pub2 { push_stream_publisher; push_stream_channels_path $arg_id; }",
+        ));
+        assert_eq!(differ.config.server.body_read_timeout.0, Duration::from_secs(15));
+        assert!(
+            differ.warnings.iter().any(|w| w.message.contains("client_body_timeout differs")),
+            "{:?}",
+            differ.warnings
+        );
+        let zero = import_err(&conf("client_body_timeout 0;", PUB));
+        assert!(zero.contains("body_read_timeout") || zero.contains("client_body_timeout"), "{zero}");
     }
 
     #[test]

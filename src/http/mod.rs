@@ -3,6 +3,7 @@
 //! `broker` and `transport` together and holds no channel state of its own.
 
 pub mod access;
+mod body;
 pub mod channels_path;
 mod error;
 mod io;
@@ -71,6 +72,10 @@ pub struct Routes {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_size: usize,
+    /// Longest wait between two reads of a request body.
+    pub body_read_timeout: Duration,
+    /// Most request-body bytes buffered at once by the server.
+    pub max_buffered_body_size: u64,
 }
 
 impl Routes {
@@ -102,6 +107,8 @@ impl Routes {
             max_header_size: usize::try_from(config.server.max_header_size.0)
                 .unwrap_or(usize::MAX)
                 .max(8192),
+            body_read_timeout: config.server.body_read_timeout.0,
+            max_buffered_body_size: config.server.max_buffered_body_size.0,
         })
     }
 }
@@ -118,6 +125,8 @@ pub struct AppState {
     pub hostname: String,
     /// Ends live subscriber streams on shutdown.
     pub shutdown: Shutdown,
+    /// Request-body bytes being buffered now (bounded by `max_buffered_body_size`).
+    buffered_bodies: body::BufferedBodies,
 }
 
 impl AppState {
@@ -205,6 +214,7 @@ impl Server {
             formats: Mutex::new(formats),
             hostname,
             shutdown,
+            buffered_bodies: body::BufferedBodies::default(),
         });
         Ok(Server {
             listener,
