@@ -5,6 +5,7 @@
 pub mod access;
 mod body;
 pub mod channels_path;
+mod descriptors;
 mod error;
 mod io;
 mod publisher;
@@ -177,6 +178,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     trigger: ShutdownTrigger,
+    /// Connections the open-file limit leaves room for.
+    capacity: descriptors::ConnectionCapacity,
 }
 
 impl Server {
@@ -207,6 +210,7 @@ impl Server {
                 addr: addr.to_string(),
                 source,
             })?;
+        let capacity = descriptors::ConnectionCapacity::at_start(config.server.max_connections);
         let (trigger, shutdown) = shutdown::channel();
         let state = Arc::new(AppState {
             engine,
@@ -220,6 +224,7 @@ impl Server {
             listener,
             state,
             trigger,
+            capacity,
         })
     }
 
@@ -240,7 +245,10 @@ impl Server {
             listener,
             state,
             trigger,
+            capacity,
         } = self;
+        let mut spare_descriptor = descriptors::SpareDescriptor::open();
+        let out_of_descriptors_refusal = io::refusal_bytes("the open-file limit");
         // Every connection task holds a clone of `open_connections`; `closed` resolves when all
         // have ended.
         let (open_connections, mut closed) = tokio::sync::mpsc::channel::<()>(1);
@@ -273,6 +281,14 @@ impl Server {
                         pair
                     }
                     Err(err) => {
+                        // Out of descriptors: the spare lets one waiting client get its 503.
+                        if descriptors::out_of_descriptors(&err)
+                            && spare_descriptor
+                                .answer_one(&listener, &out_of_descriptors_refusal)
+                                .await
+                        {
+                            continue;
+                        }
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %err, "accept failed");
                         tokio::time::sleep(accept_backoff).await;
@@ -285,7 +301,7 @@ impl Server {
             let slot = match io::ConnectionCounts::admit(
                 &connection_counts,
                 peer.ip(),
-                routes.max_connections,
+                capacity.limit(routes.max_connections),
                 routes.max_connections_per_address,
             ) {
                 Ok(slot) => slot,
@@ -469,7 +485,7 @@ where
 /// `/healthz` (the process answers) and `/readyz` (accepting subscribers: 503 once shutdown began).
 fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
     let (status, text) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/healthz" => return Some(liveness_response()),
         "/readyz" if state.shutdown.is_shutdown() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_string(),
@@ -489,6 +505,14 @@ fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
             .body(Body::from(text))
             .unwrap_or_default(),
     )
+}
+
+/// The answer to `/healthz`: 200, the process answers (also given at the connection limit).
+fn liveness_response() -> Response<Body> {
+    response::base_response(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from("ok\n"))
+        .unwrap_or_default()
 }
 
 /// The metrics location: Prometheus text exposition.

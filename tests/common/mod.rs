@@ -175,12 +175,18 @@ pub fn free_port() -> u16 {
 
 /// This process's resident set size in kB (`VmRSS` of /proc/self/status).
 pub fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    rss_kb_of("/proc/self/status")
+}
+
+/// The resident set size in kB in a `/proc/PID/status` file.
+pub fn rss_kb_of(status_path: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(status_path).unwrap_or_else(|e| panic!("{status_path}: {e}"));
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/self/status:\n{status}"))
+        .unwrap_or_else(|| panic!("no VmRSS in {status_path}:\n{status}"))
 }
 
 /// Calls `check` every `interval` until it returns true or `limit` elapses; returns whether it did.
