@@ -10,6 +10,7 @@ pub mod config;
 pub mod digest;
 pub mod engine;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod shutdown;
 pub mod transport;
