@@ -1199,7 +1199,9 @@ async fn at_the_open_file_limit_new_clients_get_503_and_healthz_still_answers() 
     );
     herald
         .wait_for_log(
-            &format!("server.max_connections = 1000 is more than the connection capacity {capacity}"),
+            &format!(
+                "server.max_connections = 1000 is more than the connection capacity {capacity}"
+            ),
             0,
             WAIT,
         )
@@ -1223,7 +1225,11 @@ async fn at_the_open_file_limit_new_clients_get_503_and_healthz_still_answers() 
     };
     assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
     assert!(refusal.contains("Limit: max_connections."), "{refusal}");
-    assert_eq!(held.len() as u64, capacity, "refusals start at the capacity");
+    assert_eq!(
+        held.len() as u64,
+        capacity,
+        "refusals start at the capacity"
+    );
     // At the limit: new clients keep getting 503, a client that sends nothing too, and /healthz
     // answers 200.
     for i in 0..40 {
@@ -1234,12 +1240,20 @@ async fn at_the_open_file_limit_new_clients_get_503_and_healthz_still_answers() 
     }
     let mut silent = TcpStream::connect(herald.addr).await.expect("connect");
     let reply = raw::read_to_close(&mut silent, Vec::new(), WAIT).await;
-    assert_eq!(reply.status(), Some(503), "a silent client: {:?}", reply.shown());
+    assert_eq!(
+        reply.status(),
+        Some(503),
+        "a silent client: {:?}",
+        reply.shown()
+    );
     for _ in 0..5 {
         let (head, _) = head_of_new_request(herald.addr, "/healthz")
             .await
             .unwrap_or_else(|e| panic!("/healthz at the limit: {e}"));
-        assert!(head.starts_with("HTTP/1.1 200"), "/healthz at the limit: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "/healthz at the limit: {head}"
+        );
     }
     // Two leave: a publish gets through (on one freed slot) to the subscribers still held, and a
     // new subscriber is admitted (on the other).

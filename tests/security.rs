@@ -1166,7 +1166,9 @@ async fn max_connections_refuses_the_sixth_with_503() {
     // One leaves: a new connection is served again.
     held.pop();
     let served = common::poll_until(WAIT, Duration::from_millis(50), || async {
-        get_line(server.addr, "/readyz").await.starts_with("HTTP/1.1 200")
+        get_line(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
     })
     .await;
     assert!(served, "a freed slot must admit a new connection");
@@ -1206,7 +1208,9 @@ async fn max_connections_per_address_counts_each_peer_address() {
     }
     drop(held);
     let served = common::poll_until(WAIT, Duration::from_millis(50), || async {
-        get_line(server.addr, "/readyz").await.starts_with("HTTP/1.1 200")
+        get_line(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
     })
     .await;
     assert!(served);

@@ -1887,7 +1887,11 @@ fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
             });
         }
         let server_wide = [
-            (&loc.own.body_size, Value::Size(body), format!("{body} bytes")),
+            (
+                &loc.own.body_size,
+                Value::Size(body),
+                format!("{body} bytes"),
+            ),
             (
                 &loc.own.body_timeout,
                 body_timeout.clone(),
@@ -2689,24 +2693,39 @@ line" ${arg_id}tail"#,
     #[test]
     fn client_body_timeout_becomes_body_read_timeout() {
         let none = import(&conf("", PUB));
-        assert_eq!(none.config.server.body_read_timeout.0, Duration::from_secs(60));
+        assert_eq!(
+            none.config.server.body_read_timeout.0,
+            Duration::from_secs(60)
+        );
         assert!(!none.toml.contains("body_read_timeout"), "{}", none.toml);
         let set = import(&conf("client_body_timeout 15s;", PUB));
-        assert_eq!(set.config.server.body_read_timeout.0, Duration::from_secs(15));
+        assert_eq!(
+            set.config.server.body_read_timeout.0,
+            Duration::from_secs(15)
+        );
         assert!(set.warnings.is_empty(), "{:?}", set.warnings);
         let differ = import(&conf(
             "client_body_timeout 15s;",
             "location /pub { push_stream_publisher; push_stream_channels_path $arg_id; client_body_timeout 5s; }\n\
              location /pub2 { push_stream_publisher; push_stream_channels_path $arg_id; }",
         ));
-        assert_eq!(differ.config.server.body_read_timeout.0, Duration::from_secs(15));
+        assert_eq!(
+            differ.config.server.body_read_timeout.0,
+            Duration::from_secs(15)
+        );
         assert!(
-            differ.warnings.iter().any(|w| w.message.contains("client_body_timeout differs")),
+            differ
+                .warnings
+                .iter()
+                .any(|w| w.message.contains("client_body_timeout differs")),
             "{:?}",
             differ.warnings
         );
         let zero = import_err(&conf("client_body_timeout 0;", PUB));
-        assert!(zero.contains("body_read_timeout") || zero.contains("client_body_timeout"), "{zero}");
+        assert!(
+            zero.contains("body_read_timeout") || zero.contains("client_body_timeout"),
+            "{zero}"
+        );
     }
 
     #[test]

@@ -102,9 +102,7 @@ impl BodyLimits {
                 self.max_buffered
             ),
         );
-        refusal
-            .headers
-            .push((header::RETRY_AFTER, "5".to_string()));
+        refusal.headers.push((header::RETRY_AFTER, "5".to_string()));
         refusal
             .headers
             .push((header::CONNECTION, "close".to_string()));

@@ -124,11 +124,8 @@ impl SpareDescriptor {
             *self = SpareDescriptor::open();
             return false;
         }
-        let accepted = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            listener.accept(),
-        )
-        .await;
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept()).await;
         let answered = match accepted {
             Ok(Ok((stream, peer))) => {
                 crate::metrics::count_connection_refusal("open_files");
