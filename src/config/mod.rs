@@ -110,7 +110,9 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed (CIDR list); the client address of a request is
     /// then the last address in that header that is not a trusted proxy. Default: none.
     pub trusted_proxies: Vec<String>,
-    /// Most open connections; one more is answered 503 and closed. Default 50000.
+    /// Most open connections; one more is answered 503 and closed (its `GET /healthz` is still
+    /// answered 200). Lowered to the connection capacity the open-file limit leaves, which is
+    /// logged at start. Default 50000.
     pub max_connections: Option<u64>,
     /// Most open connections from one client address (TCP peer). Default: unlimited.
     pub max_connections_per_address: Option<u64>,
