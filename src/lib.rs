@@ -11,6 +11,7 @@ pub mod digest;
 pub mod engine;
 mod forward_write;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod shutdown;
 pub mod transport;

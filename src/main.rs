@@ -181,6 +181,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    herald::memory::give_back_freed_memory();
     runtime.block_on(serve(config, source, cli.listen))
 }
 

@@ -47,7 +47,8 @@ pub const LIMIT_REFUSALS: &str = "herald_limit_refusals_total";
 
 /// Requests refused by access rules, by reason.
 pub const AUTH_REFUSALS: &str = "herald_auth_refusals_total";
-/// Connections refused at accept time by `max_connections` / `max_connections_per_address`.
+/// Connections refused at accept time by `max_connections` / `max_connections_per_address`, or
+/// `open_files` (accept ran out of file descriptors).
 pub const CONNECTION_REFUSALS: &str = "herald_connection_refusals_total";
 
 /// Publishes a channel answered as a replay of an `Idempotency-Key` it already took (one per
@@ -102,7 +103,7 @@ fn describe() {
     );
     describe_counter!(
         CONNECTION_REFUSALS,
-        "Connections refused at accept time by max_connections / max_connections_per_address, by limit."
+        "Connections refused at accept time by max_connections / max_connections_per_address, or open_files when accept ran out of descriptors, by limit."
     );
     describe_counter!(
         REDIS_RECONNECTS,

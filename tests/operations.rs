@@ -1173,3 +1173,130 @@ async fn sighup_and_herald_reload_apply_a_new_config_to_new_connections_only() {
         herald.log_text()
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// The open-file limit (issue 14)
+
+/// `GET path` on a new connection: the response head, or why there is none within `WAIT` (a
+/// client left hanging).
+async fn head_of_new_request(addr: SocketAddr, path: &str) -> Result<(String, TcpStream), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(get_request(path).as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    match tokio::time::timeout(WAIT, raw::read_head(&mut stream)).await {
+        Err(_) => Err(format!("no answer to GET {path} within {WAIT:?}")),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((head, _))) => Ok((head, stream)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_file_limit_new_clients_get_503_and_healthz_still_answers() {
+    const OPEN_FILES: u64 = 256;
+    let config = TempFile::new(
+        "open-files.toml",
+        &child_config(
+            "max_connections = 1000\nheader_read_timeout = \"60s\"",
+            "",
+            &streaming_location("/sub/", "~text~\n", ""),
+        ),
+    );
+    let mut herald = HeraldProcess::start_with_open_file_limit(
+        &["--config", config.path(), "--listen", "127.0.0.1:0"],
+        OPEN_FILES,
+    )
+    .await;
+    // The start log states the capacity the limit leaves and warns that max_connections is more.
+    let line = herald.wait_for_log("connection capacity", 0, WAIT).await;
+    let capacity: u64 = line
+        .split("connection capacity ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no capacity in {line:?}"));
+    assert!(
+        capacity > 100 && capacity < OPEN_FILES,
+        "capacity {capacity} with {OPEN_FILES} descriptors: {line}"
+    );
+    herald
+        .wait_for_log(
+            &format!(
+                "server.max_connections = 1000 is more than the connection capacity {capacity}"
+            ),
+            0,
+            WAIT,
+        )
+        .await;
+
+    // Subscribers until the server refuses: every client gets an answer, none hangs.
+    let mut held = Vec::new();
+    let refusal = loop {
+        assert!(
+            held.len() as u64 <= capacity,
+            "{} subscribers admitted with a capacity of {capacity}",
+            held.len()
+        );
+        let (head, stream) = head_of_new_request(herald.addr, "/sub/fd")
+            .await
+            .unwrap_or_else(|e| panic!("client {}: {e}", held.len() + 1));
+        if !head.starts_with("HTTP/1.1 200") {
+            break head;
+        }
+        held.push(stream);
+    };
+    assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+    assert!(refusal.contains("Limit: max_connections."), "{refusal}");
+    assert_eq!(
+        held.len() as u64,
+        capacity,
+        "refusals start at the capacity"
+    );
+    // At the limit: new clients keep getting 503, a client that sends nothing too, and /healthz
+    // answers 200.
+    for i in 0..40 {
+        let (head, _) = head_of_new_request(herald.addr, "/sub/more")
+            .await
+            .unwrap_or_else(|e| panic!("new client {i} at the limit: {e}"));
+        assert!(head.starts_with("HTTP/1.1 503"), "new client {i}: {head}");
+    }
+    let mut silent = TcpStream::connect(herald.addr).await.expect("connect");
+    let reply = raw::read_to_close(&mut silent, Vec::new(), WAIT).await;
+    assert_eq!(
+        reply.status(),
+        Some(503),
+        "a silent client: {:?}",
+        reply.shown()
+    );
+    for _ in 0..5 {
+        let (head, _) = head_of_new_request(herald.addr, "/healthz")
+            .await
+            .unwrap_or_else(|e| panic!("/healthz at the limit: {e}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "/healthz at the limit: {head}"
+        );
+    }
+    // Two leave: a publish gets through (on one freed slot) to the subscribers still held, and a
+    // new subscriber is admitted (on the other).
+    held.truncate(held.len() - 2);
+    let published = poll_until(WAIT, Duration::from_millis(50), || async {
+        herald.publish("fd", "still here", &[]).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(published, "a freed slot must let a publish through");
+    let reply = raw::read_to_close(&mut held[0], Vec::new(), Duration::from_millis(500)).await;
+    assert!(reply.text().contains("still here"), "{:?}", reply.text());
+    let admitted = poll_until(WAIT, Duration::from_millis(50), || async {
+        head_of_new_request(herald.addr, "/sub/fd")
+            .await
+            .is_ok_and(|(head, _)| head.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+    assert!(admitted, "a freed slot must admit a new subscriber");
+    drop(held);
+    assert!(herald.terminate().await.success(), "{}", herald.log_text());
+}

@@ -156,12 +156,13 @@ async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStrea
 
 /// `GET /healthz` on a new raw connection; the answer's first line.
 async fn healthz_line(addr: SocketAddr) -> String {
-    let (answer, _) = raw_exchange(
-        addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        WAIT,
-    )
-    .await;
+    get_line(addr, "/healthz").await
+}
+
+/// `GET path` on a new raw connection; the answer's first line.
+async fn get_line(addr: SocketAddr, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (answer, _) = raw_exchange(addr, request.as_bytes(), WAIT).await;
     answer.lines().next().unwrap_or("").to_string()
 }
 
@@ -1279,7 +1280,7 @@ async fn max_connections_refuses_the_sixth_with_503() {
     // The five are accepted first (the accept loop takes connections in order).
     let (answer, closed) = raw_exchange(
         server.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
         WAIT,
     )
     .await;
@@ -1290,10 +1291,14 @@ async fn max_connections_refuses_the_sixth_with_503() {
         answer.to_ascii_lowercase().contains("retry-after: 5"),
         "{answer:?}"
     );
+    // Liveness probes still get their answer at the limit.
+    assert_eq!(healthz_line(server.addr).await, "HTTP/1.1 200 OK");
     // One leaves: a new connection is served again.
     held.pop();
     let served = common::poll_until(WAIT, Duration::from_millis(50), || async {
-        healthz_line(server.addr).await.starts_with("HTTP/1.1 200")
+        get_line(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
     })
     .await;
     assert!(served, "a freed slot must admit a new connection");
@@ -1315,7 +1320,7 @@ async fn max_connections_per_address_counts_each_peer_address() {
     ];
     let (answer, closed) = raw_exchange(
         server.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
         WAIT,
     )
     .await;
@@ -1333,7 +1338,9 @@ async fn max_connections_per_address_counts_each_peer_address() {
     }
     drop(held);
     let served = common::poll_until(WAIT, Duration::from_millis(50), || async {
-        healthz_line(server.addr).await.starts_with("HTTP/1.1 200")
+        get_line(server.addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
     })
     .await;
     assert!(served);

@@ -110,7 +110,9 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed (CIDR list); the client address of a request is
     /// then the last address in that header that is not a trusted proxy. Default: none.
     pub trusted_proxies: Vec<String>,
-    /// Most open connections; one more is answered 503 and closed. Default 50000.
+    /// Most open connections; one more is answered 503 and closed (its `GET /healthz` is still
+    /// answered 200). Lowered to the connection capacity the open-file limit leaves, which is
+    /// logged at start. Default 50000.
     pub max_connections: Option<u64>,
     /// Most open connections from one client address (TCP peer). Default: unlimited.
     pub max_connections_per_address: Option<u64>,
@@ -127,6 +129,15 @@ pub struct ServerConfig {
     /// fragmented message without its final frame); past it the connection is closed with 1008, so
     /// a partial message (up to `max_body_size`) is not held forever. Default `30s`.
     pub websocket_message_timeout: ConfDuration,
+    /// Longest wait for the next piece of a request body (nginx `client_body_timeout`: the time
+    /// between two successive reads, not for the whole body); past it the request gets 408 and the
+    /// connection is closed. Default `60s`.
+    pub body_read_timeout: ConfDuration,
+    /// Most request-body bytes buffered at once by the whole server (bodies are read whole before they
+    /// are published). A body reserves its bytes as they are read; one whose declared length does not
+    /// fit in what is left, or that would grow past it, gets 503 and the connection is closed. A body
+    /// larger than this can never be accepted (413). Default `64m`.
+    pub max_buffered_body_size: ConfSize,
 }
 
 /// How log lines are written.
@@ -157,6 +168,8 @@ impl Default for ServerConfig {
             max_header_size: ConfSize(16 << 10),
             allow_public_admin: false,
             websocket_message_timeout: ConfDuration(Duration::from_secs(30)),
+            body_read_timeout: ConfDuration(Duration::from_secs(60)),
+            max_buffered_body_size: ConfSize(64 << 20),
         }
     }
 }
@@ -613,6 +626,15 @@ impl Config {
                 ));
             }
         }
+        if self.server.max_buffered_body_size.0 == 0 {
+            return Err((
+                key(&[
+                    KeySeg::Name("server"),
+                    KeySeg::Name("max_buffered_body_size"),
+                ]),
+                "must be at least 1 byte".into(),
+            ));
+        }
         for (name, value) in [
             ("send_timeout", self.server.send_timeout),
             ("tcp_keepalive", self.server.tcp_keepalive),
@@ -621,6 +643,7 @@ impl Config {
                 "websocket_message_timeout",
                 self.server.websocket_message_timeout,
             ),
+            ("body_read_timeout", self.server.body_read_timeout),
         ] {
             if value.0.is_zero() {
                 return Err((

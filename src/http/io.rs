@@ -204,9 +204,18 @@ impl ConnectionGuard {
     }
 }
 
-/// Answers a connection refused by a limit with a 503 naming it, then closes it.
-pub async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: &'static str) {
-    use tokio::io::AsyncWriteExt;
+/// Refusals answered after reading the request (below) at once; past this, refusals are answered
+/// without reading (`answer_at_once`), so that a flood of refused clients holds few descriptors.
+const MAX_POLITE_REFUSALS: usize = 32;
+/// How long a refused client gets to send its request head.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes of a refused client's request read.
+const REFUSAL_READ_LIMIT: usize = 8 << 10;
+
+static POLITE_REFUSALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The 503 for a connection refused by `limit`.
+fn refusal(limit: &str) -> super::error::HttpError {
     let mut refusal = super::error::HttpError::new(
         hyper::StatusCode::SERVICE_UNAVAILABLE,
         format!("Too many connections. Limit: {limit}."),
@@ -214,9 +223,92 @@ pub async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: &'stati
     refusal
         .headers
         .push((hyper::header::RETRY_AFTER, "5".to_string()));
+    refusal
+}
+
+/// The 503 for a connection refused by `limit`, as the bytes to write (head and body).
+pub fn refusal_bytes(limit: &str) -> Vec<u8> {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    let (parts, body) = refusal(limit).into_response().into_parts();
+    // A full body: its one frame is ready at once.
+    let body = body
+        .collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let mut bytes = super::raw::response_head(&parts, Some(body.len() as u64));
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Answers `answer` without waiting: reads what the client already sent (so that closing does not
+/// reset the connection and lose the answer), writes what the socket takes, and closes.
+pub fn answer_at_once(stream: &tokio::net::TcpStream, answer: &[u8]) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = stream.try_write(answer);
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+}
+
+/// Answers a connection refused by a limit, then closes it: `GET /healthz` is answered 200 (the
+/// process is alive; liveness probes get through at the limit), anything else a 503 naming the
+/// limit. The request head is read first (at most 8 KiB within 1 s; at most 32 refusals at once,
+/// past that the 503 is written without reading).
+pub async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: &'static str) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// One of the polite refusals in progress; released on drop.
+    struct Turn;
+    impl Drop for Turn {
+        fn drop(&mut self) {
+            POLITE_REFUSALS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let turn = Turn;
+    if POLITE_REFUSALS.fetch_add(1, Ordering::AcqRel) >= MAX_POLITE_REFUSALS {
+        drop(turn);
+        answer_at_once(&stream, &refusal_bytes(limit));
+        return;
+    }
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < REFUSAL_READ_LIMIT && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let response = if asks_for_liveness(&head) {
+        super::liveness_response()
+    } else {
+        refusal(limit).into_response()
+    };
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = super::raw::write_response(&mut stream, refusal.into_response()).await;
+        let _ = super::raw::write_response(&mut stream, response).await;
         let _ = stream.shutdown().await;
     })
     .await;
+    drop(turn);
+}
+
+/// Whether a request head is `GET /healthz`.
+fn asks_for_liveness(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    if request.parse(head).is_err() {
+        return false;
+    }
+    let path = request.path.unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    request.method == Some("GET") && path == "/healthz"
 }

@@ -3,7 +3,9 @@
 //! `broker` and `transport` together and holds no channel state of its own.
 
 pub mod access;
+mod body;
 pub mod channels_path;
+mod descriptors;
 mod error;
 mod io;
 mod publisher;
@@ -74,6 +76,10 @@ pub struct Routes {
     pub max_header_size: usize,
     /// Time a WebSocket client gets to finish a message it started.
     pub websocket_message_timeout: Duration,
+    /// Longest wait between two reads of a request body.
+    pub body_read_timeout: Duration,
+    /// Most request-body bytes buffered at once by the server.
+    pub max_buffered_body_size: u64,
 }
 
 impl Routes {
@@ -107,6 +113,8 @@ impl Routes {
                 .unwrap_or(usize::MAX)
                 .max(8192),
             websocket_message_timeout: config.server.websocket_message_timeout.0,
+            body_read_timeout: config.server.body_read_timeout.0,
+            max_buffered_body_size: config.server.max_buffered_body_size.0,
         })
     }
 }
@@ -125,6 +133,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The address the listener is bound to (a reload is checked against it).
     listen_addr: SocketAddr,
+    /// Request-body bytes being buffered now (bounded by `max_buffered_body_size`).
+    buffered_bodies: body::BufferedBodies,
 }
 
 impl AppState {
@@ -181,6 +191,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     trigger: ShutdownTrigger,
+    /// Connections the open-file limit leaves room for.
+    capacity: descriptors::ConnectionCapacity,
 }
 
 impl Server {
@@ -214,6 +226,7 @@ impl Server {
                 addr: addr.to_string(),
                 source,
             })?;
+        let capacity = descriptors::ConnectionCapacity::at_start(config.server.max_connections);
         let (trigger, shutdown) = shutdown::channel();
         let listen_addr = listener.local_addr().unwrap_or(addr);
         let state = Arc::new(AppState {
@@ -223,11 +236,13 @@ impl Server {
             hostname,
             shutdown,
             listen_addr,
+            buffered_bodies: body::BufferedBodies::default(),
         });
         Ok(Server {
             listener,
             state,
             trigger,
+            capacity,
         })
     }
 
@@ -248,7 +263,10 @@ impl Server {
             listener,
             state,
             trigger,
+            capacity,
         } = self;
+        let mut spare_descriptor = descriptors::SpareDescriptor::open();
+        let out_of_descriptors_refusal = io::refusal_bytes("the open-file limit");
         // Every connection's guard (`io::ConnectionGuard`, held by the connection task and by an
         // upgraded WebSocket's task) holds a clone of `open_connections`; `closed` resolves when
         // all have ended.
@@ -282,6 +300,14 @@ impl Server {
                         pair
                     }
                     Err(err) => {
+                        // Out of descriptors: the spare lets one waiting client get its 503.
+                        if descriptors::out_of_descriptors(&err)
+                            && spare_descriptor
+                                .answer_one(&listener, &out_of_descriptors_refusal)
+                                .await
+                        {
+                            continue;
+                        }
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %err, "accept failed");
                         tokio::time::sleep(accept_backoff).await;
@@ -294,7 +320,7 @@ impl Server {
             let slot = match io::ConnectionCounts::admit(
                 &connection_counts,
                 peer.ip(),
-                routes.max_connections,
+                capacity.limit(routes.max_connections),
                 routes.max_connections_per_address,
             ) {
                 Ok(slot) => slot,
@@ -506,7 +532,7 @@ where
 /// `/healthz` (the process answers) and `/readyz` (accepting subscribers: 503 once shutdown began).
 fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
     let (status, text) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/healthz" => return Some(liveness_response()),
         "/readyz" if state.shutdown.is_shutdown() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_string(),
@@ -525,6 +551,14 @@ fn health_response(state: &AppState, path: &str) -> Option<Response<Body>> {
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .finish(Body::from(text)),
     )
+}
+
+/// The answer to `/healthz`: 200, the process answers (also given at the connection limit).
+fn liveness_response() -> Response<Body> {
+    response::base_response(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from("ok\n"))
+        .unwrap_or_default()
 }
 
 /// The metrics location: Prometheus text exposition.

@@ -11,7 +11,6 @@ use super::stats::{channel_info_response, doc_response, group_doc, infos_respons
 use super::AppState;
 use crate::broker::{ChannelId, Publish};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::http::request::Parts;
 use hyper::{header, HeaderMap, Method, Response, StatusCode};
 
@@ -52,7 +51,7 @@ where
                 event_type: header_text(&parts.headers, "Event-Type"),
                 store: settings.store_messages,
                 idempotency_key: idempotency_key(&parts.headers)?,
-                text: read_body(state, &parts.headers, body).await?,
+                text: super::body::read(state, &parts.headers, body).await?,
             };
             if publish.text.is_empty() {
                 return Err(HttpError::new(
@@ -85,7 +84,7 @@ where
         }
         Method::DELETE if settings.admin => {
             let channels = parse_ids(state, &ids)?;
-            let text = read_body(state, &parts.headers, body).await?;
+            let text = super::body::read(state, &parts.headers, body).await?;
             let text = (!text.is_empty()).then_some(text);
             let deleted = state.engine.delete(&channels, text).await?;
             if deleted.is_empty() {
@@ -208,36 +207,4 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .filter(|v| !v.is_empty())
-}
-
-/// Reads the request body, refusing more than `max_body_size` bytes with 413.
-async fn read_body<B>(state: &AppState, headers: &HeaderMap, body: B) -> Result<Bytes, HttpError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let max = state.routes().max_body_size;
-    let too_large = || {
-        crate::metrics::count_limit_refusal("max_body_size");
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body is too large. Limit: max_body_size = {max} bytes."),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_large());
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(err) => Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Could not read the request body: {err}"),
-        )),
-    }
 }

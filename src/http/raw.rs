@@ -151,30 +151,7 @@ pub async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let length = hyper::body::Body::size_hint(&body).exact();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(
-        format!(
-            "date: {}\r\n",
-            httpdate::fmt_http_date(std::time::SystemTime::now())
-        )
-        .as_bytes(),
-    );
-    match length {
-        Some(length) => head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes()),
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
+    let head = response_head(&parts, length);
     drop(parts);
     stream.write_all(&head).await?;
     drop(head);
@@ -232,6 +209,36 @@ pub async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// The head of a response written by Herald itself: status line, headers, date, the length (or
+/// chunked) and `Connection: close`.
+pub fn response_head(parts: &hyper::http::response::Parts, length: Option<u64>) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(
+        format!(
+            "date: {}\r\n",
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        )
+        .as_bytes(),
+    );
+    match length {
+        Some(length) => head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes()),
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 /// Writes every piece, in as few vectored writes as the socket takes.

@@ -1,6 +1,6 @@
 //! The real `herald` binary as a child process: run to completion (`run`), or serving
 //! (`HeraldProcess`: its stderr lines collected, its address from the "listening on" line, signals,
-//! bounded exit). Temporary config files (`TempFile`). Every child is killed (only by its own handle)
+//! bounded exit, an optional open-file limit, its resident memory). Temporary config files (`TempFile`). Every child is killed (only by its own handle)
 //! when its guard drops; a failing test prints the tail of the child's stderr.
 
 #![allow(dead_code)]
@@ -100,7 +100,30 @@ pub struct HeraldProcess {
 impl HeraldProcess {
     /// Starts `herald ARGS` and waits (bounded) for its "listening on http://ADDR" line.
     pub async fn start(args: &[&str]) -> HeraldProcess {
-        let mut child = command(args)
+        HeraldProcess::start_command(command(args)).await
+    }
+
+    /// `start` with the soft and hard open-file limits (`RLIMIT_NOFILE`) of the child set to `limit`.
+    pub async fn start_with_open_file_limit(args: &[&str], limit: u64) -> HeraldProcess {
+        let mut command = command(args);
+        // SAFETY: the hook only calls setrlimit(2), which is async-signal-safe, on a struct it owns.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        HeraldProcess::start_command(command).await
+    }
+
+    async fn start_command(mut command: Command) -> HeraldProcess {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -7,7 +7,7 @@ use super::directives::*;
 use super::syntax::Directive;
 use super::values::*;
 use super::{error_at, Origin, Warning};
-use crate::config::units::parse_size;
+use crate::config::units::{parse_duration, parse_size};
 use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +28,8 @@ pub(super) struct Level {
     pub(super) any: BTreeMap<&'static str, Setting>,
     /// `client_max_body_size` in bytes (0 = unlimited).
     pub(super) body_size: Option<Setting>,
+    /// `client_body_timeout`.
+    pub(super) body_timeout: Option<Setting>,
     /// `default_type`.
     pub(super) default_type: Option<Setting>,
     /// `allow`/`deny` rules in order; a level with none inherits its parent's list whole (nginx's merge).
@@ -51,6 +53,10 @@ impl Level {
         Level {
             any,
             body_size: self.body_size.clone().or_else(|| parent.body_size.clone()),
+            body_timeout: self
+                .body_timeout
+                .clone()
+                .or_else(|| parent.body_timeout.clone()),
             default_type: self
                 .default_type
                 .clone()
@@ -474,6 +480,14 @@ impl Importer {
                 let size = parse_size(arg)
                     .map_err(|m| error_at(&d.origin, format!("invalid value \"{arg}\" in \"client_max_body_size\" directive: {m}")))?;
                 set_once(&mut level.body_size, d, Value::Size(size))?;
+            }
+            "client_body_timeout" if in_http && d.block.is_none() => {
+                let [arg] = d.args.as_slice() else {
+                    return Err(arg_count(d, "one time"));
+                };
+                let time = parse_duration(arg)
+                    .map_err(|m| error_at(&d.origin, format!("invalid value \"{arg}\" in \"client_body_timeout\" directive: {m}")))?;
+                set_once(&mut level.body_timeout, d, Value::Time(time))?;
             }
             "default_type" if in_http && d.block.is_none() => {
                 let [arg] = d.args.as_slice() else {

@@ -8,8 +8,8 @@
 //! 2. **Meaning** (`import.rs`, over the directive table in `directives.rs` and the argument readers
 //!    in `values.rs`): the `http`/`server`/`location` tree, every `push_stream_*` directive
 //!    (legacy names too) applied at its level with the module's inheritance, the few other nginx
-//!    directives Herald honours (`listen`, `client_max_body_size`, `default_type`, `set
-//!    $push_stream_channel_id`), and one warning for everything else.
+//!    directives Herald honours (`listen`, `client_max_body_size`, `client_body_timeout`,
+//!    `default_type`, `set $push_stream_channel_id`), and one warning for everything else.
 //! 3. **Output** (`render.rs`): a TOML document built with `toml_edit`, with every value the module defaults
 //!    differently from Herald written out, validated by [`Config::from_toml`] like any TOML file; its
 //!    errors are mapped back to the nginx file and line of the directive at fault.
@@ -31,6 +31,7 @@ use render::{location_warnings, render};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use syntax::parse_text;
 
 /// `include` files may include others up to this depth (a guard against include loops).
@@ -38,6 +39,9 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// nginx's `client_max_body_size` when none is set.
 const NGINX_DEFAULT_BODY_SIZE: u64 = 1 << 20;
+
+/// nginx's `client_body_timeout` when none is set (Herald's `body_read_timeout` default too).
+const NGINX_DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The content type nginx gives responses when no `default_type` is set.
 const NGINX_DEFAULT_TYPE: &str = "text/plain";

@@ -5,7 +5,10 @@
 use super::directives::*;
 use super::import::*;
 use super::values::access_lists;
-use super::{error_at, Origin, Warning, NGINX_DEFAULT_BODY_SIZE, NGINX_DEFAULT_TYPE};
+use super::{
+    error_at, Origin, Warning, NGINX_DEFAULT_BODY_SIZE, NGINX_DEFAULT_BODY_TIMEOUT,
+    NGINX_DEFAULT_TYPE,
+};
 use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -78,6 +81,14 @@ pub(super) fn render(
     server_table.insert("listen", value(listen));
     let max_body = body_size(server, &mut sources);
     server_table.insert("max_body_size", size_item(max_body));
+    // nginx's default client_body_timeout (60s) is Herald's: written only when set.
+    if let Some(setting) = body_reader_setting(server, |level| &level.body_timeout) {
+        server_table.insert("body_read_timeout", value_item(&setting.value));
+        sources.insert(
+            "server.body_read_timeout".into(),
+            (setting.origin.clone(), setting.directive.clone()),
+        );
+    }
     if public_admin {
         let mut item = value(true);
         if let Some(v) = item.as_value_mut() {
@@ -155,53 +166,54 @@ pub(super) fn render(
     Ok(Rendered { toml, sources })
 }
 
-/// The `[server] max_body_size`: what the locations that read bodies (publishers, WebSocket locations
-/// that publish) agree on, else the server's value.
+/// Whether a location reads request bodies: publishers, and WebSocket locations that publish.
+pub(super) fn reads_bodies(loc: &LocationPlan) -> bool {
+    match loc.role {
+        RoleSpec::Publisher { .. } => true,
+        RoleSpec::Subscriber(crate::config::SubscriberMode::WebSocket) => matches!(
+            loc.merged.any.get("websocket_allow_publish"),
+            Some(Setting {
+                value: Value::Flag(true),
+                ..
+            })
+        ),
+        _ => false,
+    }
+}
+
+/// A body directive (`client_max_body_size`, `client_body_timeout`) for Herald's one server-wide
+/// value: what the locations that read bodies agree on, else the server's (`None`: nginx's default).
+pub(super) fn body_reader_setting(
+    server: &ServerPlan,
+    pick: fn(&Level) -> &Option<Setting>,
+) -> Option<&Setting> {
+    let mut readers = server
+        .locations
+        .iter()
+        .filter(|l| reads_bodies(l))
+        .map(|l| pick(&l.merged).as_ref());
+    match readers.next() {
+        Some(first) if readers.all(|r| r.map(|s| &s.value) == first.map(|s| &s.value)) => first,
+        _ => pick(&server.level).as_ref(),
+    }
+}
+
+/// The `[server] max_body_size` (see `body_reader_setting`).
 pub(super) fn body_size(
     server: &ServerPlan,
     sources: &mut BTreeMap<String, (Origin, String)>,
 ) -> u64 {
-    let value_of = |s: &Setting| match s.value {
-        Value::Size(size) => size,
-        _ => NGINX_DEFAULT_BODY_SIZE,
-    };
-    let server_value = server
-        .level
-        .body_size
-        .as_ref()
-        .map_or(NGINX_DEFAULT_BODY_SIZE, value_of);
-    let readers: Vec<(u64, Option<&Setting>)> = server
-        .locations
-        .iter()
-        .filter(|l| match l.role {
-            RoleSpec::Publisher { .. } => true,
-            RoleSpec::Subscriber(crate::config::SubscriberMode::WebSocket) => {
-                matches!(
-                    l.merged.any.get("websocket_allow_publish"),
-                    Some(Setting {
-                        value: Value::Flag(true),
-                        ..
-                    })
-                )
-            }
-            _ => false,
-        })
-        .map(|l| {
-            let setting = l.merged.body_size.as_ref();
-            (setting.map_or(NGINX_DEFAULT_BODY_SIZE, value_of), setting)
-        })
-        .collect();
-    let chosen = match readers.split_first() {
-        Some((first, rest)) if rest.iter().all(|r| r.0 == first.0) => *first,
-        _ => (server_value, server.level.body_size.as_ref()),
-    };
-    if let Some(setting) = chosen.1 {
+    let chosen = body_reader_setting(server, |level| &level.body_size);
+    if let Some(setting) = chosen {
         sources.insert(
             "server.max_body_size".into(),
             (setting.origin.clone(), setting.directive.clone()),
         );
     }
-    chosen.0
+    match chosen.map(|s| &s.value) {
+        Some(Value::Size(size)) => *size,
+        _ => NGINX_DEFAULT_BODY_SIZE,
+    }
 }
 
 /// Warnings about a location's own directives that do not apply to it, computed before rendering.
@@ -209,6 +221,12 @@ pub(super) fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
     use crate::config::SubscriberMode as Mode;
     let mut warnings = Vec::new();
     let body = body_size(server, &mut BTreeMap::new());
+    let body_timeout = body_reader_setting(server, |level| &level.body_timeout)
+        .map_or(Value::Time(NGINX_DEFAULT_BODY_TIMEOUT), |s| s.value.clone());
+    let body_timeout_text = match &body_timeout {
+        Value::Time(time) => format_duration(*time),
+        _ => String::new(),
+    };
     for loc in &server.locations {
         let applies = |key: &str| -> bool {
             match loc.role {
@@ -250,24 +268,30 @@ pub(super) fn location_warnings(server: &ServerPlan) -> Vec<Warning> {
                 ),
             });
         }
-        if let Some(setting) = &loc.own.body_size {
-            let reads_body = matches!(loc.role, RoleSpec::Publisher { .. })
-                || (loc.role == RoleSpec::Subscriber(Mode::WebSocket)
-                    && matches!(
-                        loc.merged.any.get("websocket_allow_publish"),
-                        Some(Setting {
-                            value: Value::Flag(true),
-                            ..
-                        })
-                    ));
-            if reads_body && setting.value != Value::Size(body) {
-                warnings.push(Warning {
-                    file: setting.origin.file.to_path_buf(),
-                    line: setting.origin.line,
-                    message: format!(
-                        "client_max_body_size differs between locations; Herald has one limit for the server and uses the server's ({body} bytes)"
-                    ),
-                });
+        let server_wide = [
+            (
+                &loc.own.body_size,
+                Value::Size(body),
+                format!("{body} bytes"),
+            ),
+            (
+                &loc.own.body_timeout,
+                body_timeout.clone(),
+                body_timeout_text.clone(),
+            ),
+        ];
+        for (own, chosen, shown) in server_wide {
+            if let Some(setting) = own.as_ref().filter(|_| reads_bodies(loc)) {
+                if setting.value != chosen {
+                    warnings.push(Warning {
+                        file: setting.origin.file.to_path_buf(),
+                        line: setting.origin.line,
+                        message: format!(
+                            "{} differs between locations; Herald has one value for the server and uses the server's ({shown})",
+                            setting.directive
+                        ),
+                    });
+                }
             }
         }
         if let Some(rules) = &loc.merged.access {

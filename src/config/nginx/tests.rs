@@ -497,6 +497,44 @@ fn body_size_comes_from_the_locations_that_read_bodies() {
 }
 
 #[test]
+fn client_body_timeout_becomes_body_read_timeout() {
+    let none = import(&conf("", PUB));
+    assert_eq!(
+        none.config.server.body_read_timeout.0,
+        Duration::from_secs(60)
+    );
+    assert!(!none.toml.contains("body_read_timeout"), "{}", none.toml);
+    let set = import(&conf("client_body_timeout 15s;", PUB));
+    assert_eq!(
+        set.config.server.body_read_timeout.0,
+        Duration::from_secs(15)
+    );
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let differ = import(&conf(
+        "client_body_timeout 15s;",
+        "location /pub { push_stream_publisher; push_stream_channels_path $arg_id; client_body_timeout 5s; }\n\
+         location /pub2 { push_stream_publisher; push_stream_channels_path $arg_id; }",
+    ));
+    assert_eq!(
+        differ.config.server.body_read_timeout.0,
+        Duration::from_secs(15)
+    );
+    assert!(
+        differ
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("client_body_timeout differs")),
+        "{:?}",
+        differ.warnings
+    );
+    let zero = import_err(&conf("client_body_timeout 0;", PUB));
+    assert!(
+        zero.contains("body_read_timeout") || zero.contains("client_body_timeout"),
+        "{zero}"
+    );
+}
+
+#[test]
 fn allow_and_deny_become_address_lists() {
     let lists = |rules: &str| {
         let import = import(&conf("", &format!("location /pub {{ push_stream_publisher; push_stream_channels_path $arg_id; {rules} }}")));
