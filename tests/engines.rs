@@ -251,6 +251,8 @@ engine_tests! {
     a_channel_deleted_on_this_server_starts_afresh_at_once,
     events_channel_reports_the_channel_lifecycle,
     max_number_of_channels_refuses_a_new_channel,
+    subscribers_cannot_take_the_channels_kept_for_publishers,
+    without_a_reserve_subscribers_may_fill_the_channel_table,
     max_subscribers_per_channel_refuses_until_one_leaves,
     authorized_channels_only_needs_a_stored_message,
     stats_summary_counts_channels_messages_and_subscribers,
@@ -1443,14 +1445,19 @@ async fn max_number_of_channels_refuses_a_new_channel(engine: &Engine) {
     assert_eq!(body, format!("{refusal}\n"));
     assert_eq!(header(&headers, EXPLAIN), refusal);
 
+    // A subscriber is refused too (it may not even take the channel kept for publishers).
+    let subscriber_refusal = "Number of channels were exceeded. Limit: max_number_of_channels = 2, of which 1 only publishers may create (channels_reserved_for_publishers).";
     let mut sub = server.subscribe("/sub/c").await;
     assert_eq!(
         sub.status,
         StatusCode::FORBIDDEN,
         "subscriber on a 3rd channel"
     );
-    assert_eq!(header(&sub.headers, EXPLAIN), refusal);
-    assert_eq!(sub.read_to_end(WAIT).await, format!("{refusal}\n"));
+    assert_eq!(header(&sub.headers, EXPLAIN), subscriber_refusal);
+    assert_eq!(
+        sub.read_to_end(WAIT).await,
+        format!("{subscriber_refusal}\n")
+    );
     assert!(server.channel_info("c").await.is_none());
 
     // A multi-channel publish that would create one more channel changes nothing.
@@ -1470,6 +1477,55 @@ async fn max_number_of_channels_refuses_a_new_channel(engine: &Engine) {
     assert_eq!(status, StatusCode::OK);
     server.publish_ok("c", "now fits").await;
     assert_eq!(server.stats("").await["channels"], 2);
+    server.stop().await;
+}
+
+/// Clients subscribing to made-up names cannot fill the channel table publishers need: they may
+/// create channels only up to `max_number_of_channels - channels_reserved_for_publishers`.
+async fn subscribers_cannot_take_the_channels_kept_for_publishers(engine: &Engine) {
+    let server = engine
+        .start("max_number_of_channels = 10\nchannels_reserved_for_publishers = 3")
+        .await;
+    let mut held = Vec::new();
+    for n in 0..7 {
+        held.push(server.subscribe_ok(&format!("/sub/random-{n}")).await);
+    }
+    let refusal = "Number of channels were exceeded. Limit: max_number_of_channels = 10, of which 3 only publishers may create (channels_reserved_for_publishers).";
+    let mut refused = server.subscribe("/sub/random-7").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(header(&refused.headers, EXPLAIN), refusal);
+    refused.read_to_end(WAIT).await;
+    // An existing channel can still be joined, and publishers create the 3 kept for them.
+    held.push(server.subscribe_ok("/sub/random-0").await);
+    for n in 0..3 {
+        server.publish_ok(&format!("pub-{n}"), "x").await;
+    }
+    let (status, headers, _) = server.publish("pub-3", "x", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        header(&headers, EXPLAIN),
+        "Number of channels were exceeded. Limit: max_number_of_channels = 10."
+    );
+    // A publish to a channel a subscriber created needs no new channel.
+    server.publish_ok("random-3", "hello").await;
+    held[3].read_until("hello", WAIT).await;
+    drop(held);
+    server.stop().await;
+}
+
+/// `channels_reserved_for_publishers = 0`: subscribers may fill the whole table, as on the
+/// push-stream module.
+async fn without_a_reserve_subscribers_may_fill_the_channel_table(engine: &Engine) {
+    let server = engine
+        .start("max_number_of_channels = 3\nchannels_reserved_for_publishers = 0")
+        .await;
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(server.subscribe_ok(&format!("/sub/s-{n}")).await);
+    }
+    let (status, _, body) = server.publish("p", "x", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    drop(held);
     server.stop().await;
 }
 

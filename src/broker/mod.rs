@@ -105,6 +105,14 @@ pub enum BrokerError {
         /// The configured limit.
         max: u64,
     },
+    /// A subscriber would create a channel in the part of the table kept for publishers.
+    #[error("Number of channels were exceeded. Limit: max_number_of_channels = {max}, of which {reserved} only publishers may create (channels_reserved_for_publishers).")]
+    TooManySubscriberChannels {
+        /// The configured limit.
+        max: u64,
+        /// Channels only publishers may create.
+        reserved: u64,
+    },
     /// Creating one more wildcard channel would exceed the limit.
     #[error("Number of channels were exceeded. Limit: max_number_of_wildcard_channels = {max}.")]
     TooManyWildcardChannels {
@@ -149,6 +157,15 @@ pub enum BrokerError {
     },
 }
 
+/// Who creates a channel: the channel limits differ (subscribers may not take the publishers'
+/// reserve; a mirror follows the engine that owns the channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creator {
+    Publisher,
+    Subscriber,
+    Engine,
+}
+
 /// Broker settings, from `[channels]` of the config.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -158,6 +175,8 @@ pub struct BrokerSettings {
     pub message_ttl: Duration,
     /// Most channels at once.
     pub max_number_of_channels: Option<u64>,
+    /// Channels of `max_number_of_channels` only publishers may create.
+    pub channels_reserved_for_publishers: u64,
     /// Most subscribers per channel.
     pub max_subscribers_per_channel: Option<u64>,
     /// Prefix of wildcard channel ids.
@@ -194,6 +213,12 @@ impl BrokerSettings {
             max_messages_stored_per_channel: config.max_messages_stored_per_channel,
             message_ttl: config.message_ttl.0,
             max_number_of_channels: config.max_number_of_channels,
+            channels_reserved_for_publishers: config.max_number_of_channels.map_or(0, |max| {
+                config
+                    .channels_reserved_for_publishers
+                    .unwrap_or(max.div_ceil(10))
+                    .min(max.saturating_sub(1))
+            }),
             max_subscribers_per_channel: config.max_subscribers_per_channel,
             wildcard_channel_prefix: config
                 .wildcard_channel_prefix
@@ -480,8 +505,9 @@ impl Broker {
         self.shard(id).lock().channels.get(id).cloned()
     }
 
-    /// Finds or creates a channel, counting it against the channel limits; marks it active.
-    fn get_or_create(&self, id: &ChannelId) -> Result<Arc<Channel>, BrokerError> {
+    /// Finds or creates a channel, counting it against the channel limits (a subscriber may not
+    /// create one in the part of the table kept for publishers); marks it active.
+    fn get_or_create(&self, id: &ChannelId, creator: Creator) -> Result<Arc<Channel>, BrokerError> {
         let now_ms = self.now_ms();
         let created = {
             let mut shard = self.shard(id.as_str()).lock();
@@ -492,7 +518,7 @@ impl Broker {
                 }
                 Entry::Vacant(entry) => {
                     let wildcard = self.is_wildcard(id.as_str());
-                    self.count_new_channel(wildcard)?;
+                    self.count_new_channel(wildcard, creator)?;
                     let channel = Arc::new(Channel::new(id.clone(), wildcard, now_ms));
                     entry.insert(channel.clone());
                     channel
@@ -505,7 +531,7 @@ impl Broker {
     }
 
     /// Counts one more channel, or refuses it when its limit is reached.
-    fn count_new_channel(&self, wildcard: bool) -> Result<(), BrokerError> {
+    fn count_new_channel(&self, wildcard: bool, creator: Creator) -> Result<(), BrokerError> {
         let totals = &self.inner.totals;
         let settings = self.cfg();
         let (counter, limit) = if wildcard {
@@ -516,9 +542,16 @@ impl Broker {
             )
         } else {
             let max = settings.max_number_of_channels;
+            let reserved = settings.channels_reserved_for_publishers;
             (
                 &totals.channels,
-                max.map(|max| (max, BrokerError::TooManyChannels { max })),
+                max.map(|max| match creator {
+                    Creator::Subscriber if reserved > 0 => (
+                        max.saturating_sub(reserved),
+                        BrokerError::TooManySubscriberChannels { max, reserved },
+                    ),
+                    _ => (max, BrokerError::TooManyChannels { max }),
+                }),
             )
         };
         match limit {
@@ -735,7 +768,7 @@ impl Broker {
     ) -> Result<Vec<Published>, BrokerError> {
         let mut targets = Vec::with_capacity(channels.len());
         for id in channels {
-            targets.push(self.get_or_create(id)?);
+            targets.push(self.get_or_create(id, Creator::Publisher)?);
         }
         let event_id: Option<Box<str>> = publish.event_id.map(Into::into);
         let event_type: Option<Box<str>> = publish.event_type.map(Into::into);
@@ -779,7 +812,7 @@ impl Broker {
                 match channel.append(append(), &limits, &self.inner.clock, settings.format_count) {
                     Ok(appended) => break appended,
                     // Deleted or swept since we found it: publish to the channel that replaces it.
-                    Err(ChannelGone::Removed) => match self.get_or_create(id) {
+                    Err(ChannelGone::Removed) => match self.get_or_create(id, Creator::Publisher) {
                         Ok(replacement) => channel = replacement,
                         Err(err) => {
                             // Give back what was reserved for the channels not written.
@@ -890,7 +923,7 @@ impl Broker {
                     self.find(request.channel.as_str())
                         .ok_or(BrokerError::ChannelChanged)?
                 } else {
-                    self.get_or_create(&request.channel)?
+                    self.get_or_create(&request.channel, Creator::Subscriber)?
                 };
                 match channel.attach(max, &request.start) {
                     Ok(attached) => break (channel, attached),
@@ -967,7 +1000,7 @@ impl Broker {
         let limits = Self::limits(&settings);
         let store = mirrored.store;
         loop {
-            let Ok(channel) = self.get_or_create(id) else {
+            let Ok(channel) = self.get_or_create(id, Creator::Engine) else {
                 return false;
             };
             // Caught up after a lost connection, below the watermark: newer messages of other
@@ -1032,7 +1065,7 @@ impl Broker {
 
     /// Creates the mirror of a channel if it is not here yet.
     pub fn mirror_channel(&self, id: &ChannelId) {
-        let _ = self.get_or_create(id);
+        let _ = self.get_or_create(id, Creator::Engine);
     }
 
     /// Drops the mirror of a channel when no local subscriber is attached (its engine stops
@@ -1057,7 +1090,7 @@ impl Broker {
     /// drops its stored messages, a recovery point before `lost_up_to` reports `Truncated`, and its
     /// subscribers stay, told by `Event::HistoryLost`.
     pub fn mirror_history_lost(&self, id: &ChannelId, lost_up_to: (u64, u64)) {
-        let Ok(channel) = self.get_or_create(id) else {
+        let Ok(channel) = self.get_or_create(id, Creator::Engine) else {
             return;
         };
         let dropped = channel.restart_history(lost_up_to);

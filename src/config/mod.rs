@@ -219,6 +219,12 @@ pub struct ChannelsConfig {
     pub private_channel_prefixes: Vec<String>,
     /// Most channels in one subscribe request; more get 403. Default 100.
     pub max_channels_per_subscription: Option<u64>,
+    /// Channels of `max_number_of_channels` that only publishers may create: a subscriber cannot
+    /// create a channel once `max_number_of_channels - channels_reserved_for_publishers` exist (403),
+    /// so clients subscribing to made-up names cannot fill the table that publishers need. Default:
+    /// a tenth of `max_number_of_channels`, rounded up; 0 = subscribers and publishers share the
+    /// whole table (the push-stream module's behaviour, which the nginx importer keeps).
+    pub channels_reserved_for_publishers: Option<u64>,
     /// Most distinct channels one publisher request names (publish, channel info, delete); more get
     /// 403. A channel named twice in one request counts, and is published to, once. Default 100.
     pub max_channels_per_publish: Option<u64>,
@@ -248,6 +254,7 @@ impl Default for ChannelsConfig {
             private_channel_prefixes: Vec::new(),
             max_channels_per_subscription: Some(100),
             max_channels_per_publish: Some(100),
+            channels_reserved_for_publishers: None,
             idempotency_keys_per_channel: 1000,
         }
     }
@@ -592,6 +599,20 @@ impl Config {
                 return Err((
                     key(&[KeySeg::Name("channels"), KeySeg::Name(name)]),
                     "must be at least 1 (leave the key out for no limit)".into(),
+                ));
+            }
+        }
+        if let (Some(reserve), Some(max)) = (
+            ch.channels_reserved_for_publishers,
+            ch.max_number_of_channels,
+        ) {
+            if reserve >= max {
+                return Err((
+                    key(&[
+                        KeySeg::Name("channels"),
+                        KeySeg::Name("channels_reserved_for_publishers"),
+                    ]),
+                    format!("must be less than max_number_of_channels = {max}, or subscribers could create no channel"),
                 ));
             }
         }

@@ -72,6 +72,7 @@ impl From<BrokerError> for HttpError {
             | BrokerError::ChannelIdNotAllowed { .. } => StatusCode::BAD_REQUEST,
             BrokerError::ReservedChannelId
             | BrokerError::TooManyChannels { .. }
+            | BrokerError::TooManySubscriberChannels { .. }
             | BrokerError::TooManyWildcardChannels { .. }
             | BrokerError::TooManyWildcardInRequest { .. }
             | BrokerError::NotAuthorizedToCreate
@@ -96,6 +97,7 @@ fn limit_name(err: &BrokerError) -> Option<&'static str> {
     Some(match err {
         BrokerError::ChannelIdTooLong { .. } => "max_channel_id_length",
         BrokerError::TooManyChannels { .. } => "max_number_of_channels",
+        BrokerError::TooManySubscriberChannels { .. } => "channels_reserved_for_publishers",
         BrokerError::TooManyWildcardChannels { .. } => "max_number_of_wildcard_channels",
         BrokerError::TooManyWildcardInRequest { .. } => "wildcard_channel_max_qtd",
         BrokerError::TooManySubscribers { .. } => "max_subscribers_per_channel",

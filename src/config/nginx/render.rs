@@ -116,6 +116,10 @@ pub(super) fn render(
             (setting.origin.clone(), setting.directive.clone()),
         );
     }
+    // The module lets subscribers create channels up to the whole limit: keep that.
+    if importer.channels.contains_key("max_number_of_channels") {
+        channels.insert("channels_reserved_for_publishers", value(0));
+    }
     doc.insert("channels", Item::Table(channels));
 
     let prefix_set = importer

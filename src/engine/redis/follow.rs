@@ -251,7 +251,7 @@ impl RedisEngine {
             id: id.as_str(),
             create,
             allowance: if create || known {
-                self.allowance(&keys.location, wildcard)
+                self.subscriber_allowance(&keys.location, wildcard)
             } else {
                 -1
             },
@@ -271,7 +271,11 @@ impl RedisEngine {
                 return Ok(SyncOutcome::Ended);
             }
             SyncReply::Missing => return Ok(SyncOutcome::Missing),
-            SyncReply::Refused => return Err(Failure::refused(self.too_many_channels(wildcard))),
+            SyncReply::Refused => {
+                return Err(Failure::refused(
+                    self.too_many_subscriber_channels(wildcard),
+                ))
+            }
             SyncReply::Found(found) => found,
         };
         let SyncFound {

@@ -231,6 +231,31 @@ impl RedisEngine {
         max.saturating_sub(elsewhere) as i64
     }
 
+    /// `allowance` for a channel a subscriber creates: the channels kept for publishers
+    /// (`channels_reserved_for_publishers`) are not the subscriber's to take.
+    fn subscriber_allowance(&self, location: &str, wildcard: bool) -> i64 {
+        let allowance = self.allowance(location, wildcard);
+        let reserved = self.settings().channels_reserved_for_publishers;
+        if wildcard || allowance < 0 || reserved == 0 {
+            return allowance;
+        }
+        allowance
+            .saturating_sub(i64::try_from(reserved).unwrap_or(i64::MAX))
+            .max(0)
+    }
+
+    /// The refusal of a channel a subscriber could not create.
+    fn too_many_subscriber_channels(&self, wildcard: bool) -> BrokerError {
+        let settings = self.settings();
+        match (wildcard, settings.channels_reserved_for_publishers) {
+            (false, reserved) if reserved > 0 => BrokerError::TooManySubscriberChannels {
+                max: settings.max_number_of_channels.unwrap_or(0),
+                reserved,
+            },
+            _ => self.too_many_channels(wildcard),
+        }
+    }
+
     fn too_many_channels(&self, wildcard: bool) -> BrokerError {
         let settings = self.settings();
         if wildcard {
