@@ -7,6 +7,7 @@ fn settings() -> BrokerSettings {
         max_messages_stored_per_channel: Some(3),
         message_ttl: Duration::from_secs(60),
         max_number_of_channels: Some(2),
+        channels_reserved_for_publishers: 0,
         max_subscribers_per_channel: Some(2),
         wildcard_channel_prefix: Some("bc_".into()),
         channel_inactivity_time: Duration::ZERO,
