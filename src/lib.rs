@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod digest;
 pub mod engine;
+pub mod filter;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;
