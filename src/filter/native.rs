@@ -3,9 +3,10 @@
 //!
 //! - A path (`data.fps`) walks objects by key. A missing key, a step into something that is not an
 //!   object, and a present `null` all read as NULL.
-//! - `= != <> < <= > >=` compare numbers with numbers by exact value (`10 = 10.0`), strings with
-//!   strings (case-sensitive, by code point), booleans with booleans (`false < true`). Any other pair,
-//!   or a NULL on either side, is UNKNOWN.
+//! - `= != <> < <= > >=` compare a field with a literal: numbers with numbers by exact value
+//!   (`10 = 10.0`), strings with strings (case-sensitive, by code point), booleans with booleans
+//!   (`false < true`). Any other pair (`'10'` against `10`, a boolean against `1`, an array or object
+//!   against anything), or a NULL field, is UNKNOWN — so `NOT (a = 'x')` does not match `{"a": 5}`.
 //! - `LIKE` matches a whole string, case-sensitively (`%` any run, `_` one character); on anything but
 //!   a string it is UNKNOWN. `IS NULL` is true for a missing field or `null`.
 //! - `AND`, `OR`, `NOT` use SQL's three-valued logic; a message matches when the condition is TRUE.
@@ -55,18 +56,19 @@ pub(super) enum Condition {
     All(Box<[Condition]>),
     Any(Box<[Condition]>),
     Not(Box<Condition>),
+    /// `path op literal`.
     Compare {
-        left: Operand,
+        path: Path,
         op: Comparison,
-        right: Operand,
+        literal: Scalar,
     },
     Like {
-        operand: Operand,
+        path: Path,
         pattern: Pattern,
         negated: bool,
     },
     IsNull {
-        operand: Operand,
+        path: Path,
         negated: bool,
     },
     Constant(bool),
@@ -82,12 +84,7 @@ pub(super) enum Comparison {
     Ge,
 }
 
-#[derive(Debug)]
-pub(super) enum Operand {
-    Path(Path),
-    Literal(Scalar),
-}
-
+/// A literal. `Null` only exists between parsing and the compile error it leads to.
 #[derive(Debug)]
 pub(super) enum Scalar {
     Null,
@@ -96,7 +93,20 @@ pub(super) enum Scalar {
     Str(Box<str>),
 }
 
-/// An operand's value during evaluation. Arrays and objects only ever compare as UNKNOWN.
+impl Comparison {
+    /// The operator that gives the same result with its operands swapped (`1 < a` is `a > 1`).
+    pub(super) fn mirrored(self) -> Comparison {
+        match self {
+            Comparison::Lt => Comparison::Gt,
+            Comparison::Le => Comparison::Ge,
+            Comparison::Gt => Comparison::Lt,
+            Comparison::Ge => Comparison::Le,
+            same => same,
+        }
+    }
+}
+
+/// A value during evaluation. Arrays and objects only ever compare as UNKNOWN.
 #[derive(Debug, Clone, Copy)]
 enum Val<'a> {
     Null,
@@ -170,10 +180,7 @@ impl Condition {
                 terms.iter().any(Condition::reads_fields)
             }
             Condition::Not(inner) => inner.reads_fields(),
-            Condition::Compare { left, right, .. } => left.is_path() || right.is_path(),
-            Condition::Like { operand, .. } | Condition::IsNull { operand, .. } => {
-                operand.is_path()
-            }
+            Condition::Compare { .. } | Condition::Like { .. } | Condition::IsNull { .. } => true,
             Condition::Constant(_) => false,
         }
     }
@@ -185,8 +192,8 @@ impl Condition {
             Condition::All(terms) => decide(terms, message, false),
             Condition::Any(terms) => decide(terms, message, true),
             Condition::Not(inner) => inner.eval(message).map(|b| !b),
-            Condition::Compare { left, op, right } => {
-                let ordering = compare(left.eval(message), right.eval(message))?;
+            Condition::Compare { path, op, literal } => {
+                let ordering = compare(path.eval(message), literal.eval())?;
                 Some(match op {
                     Comparison::Eq => ordering == Ordering::Equal,
                     Comparison::Ne => ordering != Ordering::Equal,
@@ -197,15 +204,15 @@ impl Condition {
                 })
             }
             Condition::Like {
-                operand,
+                path,
                 pattern,
                 negated,
-            } => match operand.eval(message) {
+            } => match path.eval(message) {
                 Val::Str(s) => Some(pattern.matches(s) != *negated),
                 _ => None,
             },
-            Condition::IsNull { operand, negated } => {
-                Some(matches!(operand.eval(message), Val::Null) != *negated)
+            Condition::IsNull { path, negated } => {
+                Some(matches!(path.eval(message), Val::Null) != *negated)
             }
             Condition::Constant(b) => Some(*b),
         }
@@ -236,24 +243,25 @@ fn compare(left: Val<'_>, right: Val<'_>) -> Option<Ordering> {
     }
 }
 
-impl Operand {
-    fn is_path(&self) -> bool {
-        matches!(self, Operand::Path(_))
+impl Path {
+    fn eval<'m>(&self, message: Option<&'m Value>) -> Val<'m> {
+        match message.and_then(|m| self.lookup(m)) {
+            None | Some(Value::Null) => Val::Null,
+            Some(Value::Bool(b)) => Val::Bool(*b),
+            Some(Value::Number(n)) => Val::Num(Num::from_json(n)),
+            Some(Value::String(s)) => Val::Str(s),
+            Some(Value::Array(_) | Value::Object(_)) => Val::Composite,
+        }
     }
+}
 
-    fn eval<'a>(&'a self, message: Option<&'a Value>) -> Val<'a> {
+impl Scalar {
+    fn eval(&self) -> Val<'_> {
         match self {
-            Operand::Literal(Scalar::Null) => Val::Null,
-            Operand::Literal(Scalar::Bool(b)) => Val::Bool(*b),
-            Operand::Literal(Scalar::Num(n)) => Val::Num(*n),
-            Operand::Literal(Scalar::Str(s)) => Val::Str(s),
-            Operand::Path(path) => match message.and_then(|m| path.lookup(m)) {
-                None | Some(Value::Null) => Val::Null,
-                Some(Value::Bool(b)) => Val::Bool(*b),
-                Some(Value::Number(n)) => Val::Num(Num::from_json(n)),
-                Some(Value::String(s)) => Val::Str(s),
-                Some(Value::Array(_) | Value::Object(_)) => Val::Composite,
-            },
+            Scalar::Null => Val::Null,
+            Scalar::Bool(b) => Val::Bool(*b),
+            Scalar::Num(n) => Val::Num(*n),
+            Scalar::Str(s) => Val::Str(s),
         }
     }
 }

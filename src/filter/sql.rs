@@ -4,23 +4,29 @@
 //! subset with a message and the position of the offending part.
 //!
 //! The subset: `SELECT * | path [AS name], …  [FROM channel]  [WHERE condition]`, where a condition is
-//! `operand (= | != | <> | < | <= | > | >=) operand`, `operand [NOT] LIKE 'pattern' [ESCAPE 'c']`,
-//! `operand IS [NOT] NULL`, `true`/`false`, or conditions joined by `AND`, `OR`, `NOT` and
-//! parentheses; an operand is a dotted path or a literal (number, `'string'`, `true`, `false`).
+//! `path (= | != | <> | < | <= | > | >=) literal` (either way round), `path [NOT] LIKE 'pattern'
+//! [ESCAPE 'c']`, `path IS [NOT] NULL`, `true`/`false`, or conditions joined by `AND`, `OR`, `NOT` and
+//! parentheses. A path is dotted names (`data.fps`; `"quoted"` or `` `quoted` `` for odd names or SQL
+//! keywords); a literal is a number, a `'single-quoted string'`, `true` or `false`. Comparing two
+//! fields is refused on purpose: `status = "ok"` (double quotes name a field) is then an error
+//! instead of a filter that never matches. An alias needs `AS`, so `SELECT DISTINCT a` is refused
+//! rather than read as `DISTINCT AS a`.
 
-use sqlparser::ast::{
-    BinaryOperator, Expr, Ident, ObjectNamePart, SelectItem, Spanned, UnaryOperator, Value,
-    WildcardAdditionalOptions,
-};
+use sqlparser::ast::{BinaryOperator, Expr, Ident, ObjectNamePart, Spanned, UnaryOperator, Value};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span, Token, Tokenizer};
 
-use super::native::{Comparison, Condition, Field, NativeQuery, Operand, Path, Projection, Scalar};
+use super::native::{Comparison, Condition, Field, NativeQuery, Path, Projection, Scalar};
 use super::number::Num;
 use super::pattern::{DanglingEscape, Pattern};
 use super::{FilterError, Position};
+
+/// How deep the parser may recurse (each parenthesis or `NOT` costs one or two levels). sqlparser's
+/// `recursive-protection` feature also grows the stack when needed, so a deep filter is refused
+/// instead of overflowing a worker thread's stack.
+const MAX_NESTING: usize = 32;
 
 /// Parses and compiles a native filter.
 pub(super) fn compile(text: &str) -> Result<NativeQuery, FilterError> {
@@ -28,7 +34,9 @@ pub(super) fn compile(text: &str) -> Result<NativeQuery, FilterError> {
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| FilterError::new(e.message, position(e.location)))?;
-    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(MAX_NESTING)
+        .with_tokens_with_locations(tokens);
     let parsed = parse_clauses(&mut parser).map_err(|e| parser_error(e, text))?;
     let projection = projection(&parsed.items)?;
     let channel = parsed.from.map(channel_name).transpose()?;
@@ -37,14 +45,20 @@ pub(super) fn compile(text: &str) -> Result<NativeQuery, FilterError> {
 }
 
 struct Clauses {
-    items: Vec<SelectItem>,
+    items: Vec<Item>,
     from: Option<sqlparser::ast::ObjectName>,
     condition: Option<Expr>,
 }
 
+/// One item of the SELECT list, as read by `parse_item`.
+enum Item {
+    Star(Span),
+    Expr { expr: Box<Expr>, alias: Option<Ident> },
+}
+
 fn parse_clauses(parser: &mut Parser<'_>) -> Result<Clauses, ParserError> {
     parser.expect_keyword_is(Keyword::SELECT)?;
-    let items = parser.parse_comma_separated(Parser::parse_select_item)?;
+    let items = parser.parse_comma_separated(parse_item)?;
     let from = if parser.parse_keyword(Keyword::FROM) {
         Some(parser.parse_object_name(false)?)
     } else {
@@ -59,13 +73,33 @@ fn parse_clauses(parser: &mut Parser<'_>) -> Result<Clauses, ParserError> {
     let _ = parser.consume_token(&Token::SemiColon);
     let next = parser.peek_token();
     if next.token != Token::EOF {
-        return parser.expected("the end of the filter", next);
+        let expected = match (&from, &condition) {
+            (None, None) => "',', AS, FROM, WHERE or the end of the filter",
+            (Some(_), None) => "WHERE or the end of the filter",
+            (_, Some(_)) => "the end of the filter",
+        };
+        return parser.expected(expected, next);
     }
     Ok(Clauses {
         items,
         from,
         condition,
     })
+}
+
+/// `*`, or an expression with an optional `AS alias` (an alias without `AS` is not taken).
+fn parse_item(parser: &mut Parser<'_>) -> Result<Item, ParserError> {
+    let star = parser.peek_token().span;
+    if parser.consume_token(&Token::Mul) {
+        return Ok(Item::Star(star));
+    }
+    let expr = Box::new(parser.parse_expr()?);
+    let alias = if parser.parse_keyword(Keyword::AS) {
+        Some(parser.parse_identifier()?)
+    } else {
+        None
+    };
+    Ok(Item::Expr { expr, alias })
 }
 
 fn position(location: Location) -> Option<Position> {
@@ -114,39 +148,28 @@ fn end_of(text: &str) -> Position {
     }
 }
 
-fn projection(items: &[SelectItem]) -> Result<Projection, FilterError> {
-    if let [SelectItem::Wildcard(options)] = items {
-        return if is_plain(options) {
-            Ok(Projection::Whole)
-        } else {
-            Err(at(
-                options.wildcard_token.0.span,
-                "only a plain SELECT * is supported",
-            ))
-        };
+fn projection(items: &[Item]) -> Result<Projection, FilterError> {
+    if let [Item::Star(_)] = items {
+        return Ok(Projection::Whole);
     }
     let mut fields: Vec<Field> = Vec::with_capacity(items.len());
     for item in items {
         let (expr, alias) = match item {
-            SelectItem::UnnamedExpr(expr) => (expr, None),
-            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-            SelectItem::Wildcard(options) => {
+            Item::Expr { expr, alias } => (expr, alias.as_ref()),
+            Item::Star(span) => {
                 return Err(at(
-                    options.wildcard_token.0.span,
+                    *span,
                     "SELECT * must be the only item of the SELECT list",
-                ));
-            }
-            other => {
-                return Err(at(
-                    other.span(),
-                    format!("the SELECT list takes field paths such as data.fps (optionally AS name), found {other}"),
                 ));
             }
         };
         let path = path(expr).ok_or_else(|| {
             at(
                 expr.span(),
-                format!("the SELECT list takes field paths such as data.fps (optionally AS name), found {expr}"),
+                format!(
+                    "the SELECT list takes field paths such as data.fps (optionally AS name), found {expr}{}",
+                    keyword_hint(expr)
+                ),
             )
         })?;
         let name: Box<str> = match alias {
@@ -165,16 +188,22 @@ fn projection(items: &[SelectItem]) -> Result<Projection, FilterError> {
     Ok(Projection::Fields(fields.into_boxed_slice()))
 }
 
-fn is_plain(options: &WildcardAdditionalOptions) -> bool {
-    options.opt_ilike.is_none()
-        && options.opt_exclude.is_none()
-        && options.opt_except.is_none()
-        && options.opt_replace.is_none()
-        && options.opt_rename.is_none()
-        && options.opt_alias.is_none()
+/// A bare word that did not read as a path is most likely a field named like a SQL keyword.
+fn keyword_hint(expr: &Expr) -> String {
+    let text = expr.to_string();
+    let word = text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if word && !matches!(expr, Expr::Value(_)) {
+        format!(" (a field named like a SQL keyword needs double quotes: \"{text}\")")
+    } else {
+        String::new()
+    }
 }
 
 fn path(expr: &Expr) -> Option<Path> {
+    if let Expr::Nested(inner) = expr {
+        return path(inner);
+    }
     let keys = |idents: &[Ident]| idents.iter().map(|i| Box::from(i.value.as_str())).collect();
     match expr {
         Expr::Identifier(ident) => Some(Path(keys(std::slice::from_ref(ident)))),
@@ -199,9 +228,8 @@ fn channel_name(name: sqlparser::ast::ObjectName) -> Result<Box<str>, FilterErro
     Ok(parts.join(".").into())
 }
 
-const CONDITIONS: &str =
-    "a condition is a comparison (= != <> < <= > >=), LIKE, IS [NOT] NULL, true, false, \
-                          or conditions joined by AND, OR, NOT and parentheses";
+const CONDITIONS: &str = "a condition is a comparison of a field with a literal (= != <> < <= > >=), LIKE, \
+                          IS [NOT] NULL, true, false, or conditions joined by AND, OR, NOT and parentheses";
 
 fn condition(expr: &Expr) -> Result<Condition, FilterError> {
     Ok(match expr {
@@ -239,16 +267,7 @@ fn condition(expr: &Expr) -> Result<Condition, FilterError> {
                     ))
                 }
             };
-            let (left, right) = (operand(left)?, operand(right)?);
-            if matches!(left, Operand::Literal(Scalar::Null))
-                || matches!(right, Operand::Literal(Scalar::Null))
-            {
-                return Err(at(
-                    expr.span(),
-                    "a comparison with NULL is never true; use IS NULL or IS NOT NULL",
-                ));
-            }
-            Condition::Compare { left, op, right }
+            comparison(expr, left, op, right)?
         }
         Expr::Like {
             negated,
@@ -279,17 +298,17 @@ fn condition(expr: &Expr) -> Result<Condition, FilterError> {
                 )
             })?;
             Condition::Like {
-                operand: operand(subject)?,
+                path: field(subject, "LIKE")?,
                 pattern,
                 negated: *negated,
             }
         }
         Expr::IsNull(inner) => Condition::IsNull {
-            operand: operand(inner)?,
+            path: field(inner, "IS NULL")?,
             negated: false,
         },
         Expr::IsNotNull(inner) => Condition::IsNull {
-            operand: operand(inner)?,
+            path: field(inner, "IS NOT NULL")?,
             negated: true,
         },
         Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => {
@@ -298,10 +317,49 @@ fn condition(expr: &Expr) -> Result<Condition, FilterError> {
         other => {
             return Err(at(
                 other.span(),
-                format!("unsupported condition {other}: {CONDITIONS}"),
-            ))
+                format!(
+                    "unsupported condition {other}{}: {CONDITIONS}",
+                    keyword_hint(other)
+                ),
+            ));
         }
     })
+}
+
+/// `path op literal`, or `literal op path` turned round.
+fn comparison(
+    expr: &Expr,
+    left: &Expr,
+    op: Comparison,
+    right: &Expr,
+) -> Result<Condition, FilterError> {
+    let (path, literal, op) = match (path(left), path(right)) {
+        (Some(_), Some(_)) => {
+            return Err(at(
+                expr.span(),
+                format!(
+                    "{expr} compares two fields; compare a field with a literal (strings take single quotes: \
+                     'text'; double quotes name a field)"
+                ),
+            ));
+        }
+        (Some(path), None) => (path, literal(right)?, op),
+        (None, Some(path)) => (path, literal(left)?, op.mirrored()),
+        (None, None) => {
+            let hint = [left, right].map(keyword_hint).concat();
+            return Err(at(
+                expr.span(),
+                format!("{expr} compares no field{hint}: {CONDITIONS}"),
+            ));
+        }
+    };
+    if matches!(literal, Scalar::Null) {
+        return Err(at(
+            expr.span(),
+            "a comparison with NULL is never true; use IS NULL or IS NOT NULL",
+        ));
+    }
+    Ok(Condition::Compare { path, op, literal })
 }
 
 /// The operands of a run of one operator (`a AND b AND c`), left to right, without recursing down
@@ -331,20 +389,34 @@ fn string_literal(expr: &Expr) -> Option<&str> {
     }
 }
 
-fn operand(expr: &Expr) -> Result<Operand, FilterError> {
-    if let Some(path) = path(expr) {
-        return Ok(Operand::Path(path));
+/// The field that `what` (LIKE, IS NULL) applies to.
+fn field(expr: &Expr, what: &str) -> Result<Path, FilterError> {
+    match expr {
+        Expr::Nested(inner) => field(inner, what),
+        expr => path(expr).ok_or_else(|| {
+            at(
+                expr.span(),
+                format!(
+                    "{what} applies to a field path such as data.url, found {expr}{}",
+                    keyword_hint(expr)
+                ),
+            )
+        }),
     }
+}
+
+fn literal(expr: &Expr) -> Result<Scalar, FilterError> {
     let invalid = || {
         at(
             expr.span(),
             format!(
-                "expected a field path or a literal (number, 'string', true, false), found {expr}"
+                "expected a literal (number, 'string', true, false), found {expr}{}",
+                keyword_hint(expr)
             ),
         )
     };
-    let scalar = match expr {
-        Expr::Nested(inner) => return operand(inner),
+    Ok(match expr {
+        Expr::Nested(inner) => return literal(inner),
         Expr::Value(v) => match &v.value {
             Value::Null => Scalar::Null,
             Value::Boolean(b) => Scalar::Bool(*b),
@@ -355,12 +427,11 @@ fn operand(expr: &Expr) -> Result<Operand, FilterError> {
         Expr::UnaryOp {
             op: sign @ (UnaryOperator::Minus | UnaryOperator::Plus),
             expr: inner,
-        } => match operand(inner)? {
-            Operand::Literal(Scalar::Num(n)) if *sign == UnaryOperator::Plus => Scalar::Num(n),
-            Operand::Literal(Scalar::Num(n)) => Scalar::Num(n.negate().ok_or_else(invalid)?),
+        } => match literal(inner)? {
+            Scalar::Num(n) if *sign == UnaryOperator::Plus => Scalar::Num(n),
+            Scalar::Num(n) => Scalar::Num(n.negate().ok_or_else(invalid)?),
             _ => return Err(invalid()),
         },
         _ => return Err(invalid()),
-    };
-    Ok(Operand::Literal(scalar))
+    })
 }

@@ -2,6 +2,7 @@
 //! dialect, and the registry.
 
 mod cobra;
+mod native;
 
 use serde_json::Value;
 
