@@ -3,10 +3,27 @@
 //! Python 3.8's `fnmatch.translate` and `re` read them) and of SQL `LIKE` patterns (native: `%`, `_`,
 //! an optional escape character), and the matching itself. Knows nothing of JSON.
 
-/// A compiled pattern: a sequence of atoms that must cover the whole text.
+/// A compiled pattern: the runs of single-character atoms between `AnyRun`s, which must cover the
+/// whole text in order. Matching places the first run at the start (unless the pattern starts with
+/// `AnyRun`), the last at the end (unless it ends with one), and each other run at its leftmost
+/// occurrence after the previous one — which is optimal for such patterns, and linear in the text
+/// for runs of literals (`%png`, `%error%`); a run holding `_`/`?` or a class costs at most its
+/// length per text position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Pattern {
+    /// Never empty: a pattern without `AnyRun` is one run.
+    runs: Box<[Run]>,
+    /// Whether the pattern has an `AnyRun` at all (between, before or after the runs).
+    open_start: bool,
+    open_end: bool,
+}
+
+/// Consecutive single-character atoms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
     atoms: Box<[Atom]>,
+    /// The run as a string when every atom is a literal: searched with `str::find`.
+    literal: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +55,7 @@ impl Atom {
         match self {
             Atom::Literal(l) => *l == c,
             Atom::AnyChar => true,
+            // Runs never hold an AnyRun; it would match any character.
             Atom::AnyRun => true,
             Atom::Class { negated, ranges } => {
                 ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
@@ -47,11 +65,21 @@ impl Atom {
 }
 
 impl Pattern {
-    fn new(mut atoms: Vec<Atom>) -> Pattern {
-        // `**` matches what `*` matches; one run keeps the backtracking linear per star.
-        atoms.dedup_by(|next, prev| *next == Atom::AnyRun && *prev == Atom::AnyRun);
+    fn new(atoms: Vec<Atom>) -> Pattern {
+        let open_start = atoms.first() == Some(&Atom::AnyRun);
+        let open_end = atoms.last() == Some(&Atom::AnyRun);
+        let mut runs: Vec<Run> = atoms
+            .split(|atom| *atom == Atom::AnyRun)
+            .filter(|run| !run.is_empty())
+            .map(Run::new)
+            .collect();
+        if runs.is_empty() {
+            runs.push(Run::new(&[]));
+        }
         Pattern {
-            atoms: atoms.into_boxed_slice(),
+            runs: runs.into_boxed_slice(),
+            open_start,
+            open_end,
         }
     }
 
@@ -112,41 +140,94 @@ impl Pattern {
         Ok(Pattern::new(atoms))
     }
 
-    /// Whether the pattern covers all of `text`. Backtracks only to the last `AnyRun`, which is
-    /// exact for single-character atoms and bounded by pattern length × text length.
+    /// Whether the pattern covers all of `text`.
     pub(super) fn matches(&self, text: &str) -> bool {
-        let atoms = &self.atoms;
-        let (mut p, mut t) = (0, 0);
-        // (atom after the last AnyRun, text offset that run would end at next)
-        let mut resume: Option<(usize, usize)> = None;
-        loop {
-            if let Some(atom) = atoms.get(p) {
-                if *atom == Atom::AnyRun {
-                    p += 1;
-                    resume = Some((p, t));
-                    continue;
-                }
-                if let Some(c) = text[t..].chars().next() {
-                    if atom.matches(c) {
-                        p += 1;
-                        t += c.len_utf8();
-                        continue;
-                    }
-                }
-            } else if t == text.len() {
-                return true;
-            }
-            let Some((after_run, run_end)) = resume else {
-                return false;
-            };
-            let Some(c) = text[run_end..].chars().next() else {
-                return false;
-            };
-            let run_end = run_end + c.len_utf8();
-            resume = Some((after_run, run_end));
-            p = after_run;
-            t = run_end;
+        let (first, rest) = match self.runs.split_first() {
+            Some(split) => split,
+            None => return text.is_empty(),
+        };
+        if !self.open_start && !self.open_end && rest.is_empty() {
+            return first.matches_exactly(text);
         }
+        let mut middle: &[Run] = &self.runs;
+        let mut from = 0;
+        if !self.open_start {
+            let Some(len) = first.match_at(text) else {
+                return false;
+            };
+            from = len;
+            middle = rest;
+        }
+        let mut end = text.len();
+        if !self.open_end {
+            let Some((last, before)) = middle.split_last() else {
+                return from == end;
+            };
+            let Some(start) = last.suffix_start(&text[from..]) else {
+                return false;
+            };
+            end = from + start;
+            middle = before;
+        }
+        for run in middle {
+            match run.find(&text[from..end]) {
+                Some(after) => from += after,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Run {
+    fn new(atoms: &[Atom]) -> Run {
+        let literal = atoms
+            .iter()
+            .map(|atom| match atom {
+                Atom::Literal(c) => Some(*c),
+                _ => None,
+            })
+            .collect::<Option<String>>()
+            .map(String::into_boxed_str);
+        Run {
+            atoms: atoms.into(),
+            literal,
+        }
+    }
+
+    /// The byte length of the run matched at the start of `text`, if it matches there.
+    fn match_at(&self, text: &str) -> Option<usize> {
+        let mut chars = text.char_indices();
+        for atom in self.atoms.iter() {
+            let (_, c) = chars.next()?;
+            if !atom.matches(c) {
+                return None;
+            }
+        }
+        Some(chars.next().map_or(text.len(), |(at, _)| at))
+    }
+
+    fn matches_exactly(&self, text: &str) -> bool {
+        self.match_at(text) == Some(text.len())
+    }
+
+    /// Where the run starts when it matches the end of `text`.
+    fn suffix_start(&self, text: &str) -> Option<usize> {
+        let start = match self.atoms.len() {
+            0 => text.len(),
+            n => text.char_indices().rev().nth(n - 1)?.0,
+        };
+        self.matches_exactly(&text[start..]).then_some(start)
+    }
+
+    /// The byte offset just past the leftmost occurrence of the run in `text`.
+    fn find(&self, text: &str) -> Option<usize> {
+        if let Some(literal) = &self.literal {
+            return text.find(&**literal).map(|at| at + literal.len());
+        }
+        text.char_indices()
+            .map(|(at, _)| at)
+            .find_map(|at| self.match_at(&text[at..]).map(|len| at + len))
     }
 }
 

@@ -53,7 +53,10 @@ struct Clauses {
 /// One item of the SELECT list, as read by `parse_item`.
 enum Item {
     Star(Span),
-    Expr { expr: Box<Expr>, alias: Option<Ident> },
+    Expr {
+        expr: Box<Expr>,
+        alias: Option<Ident>,
+    },
 }
 
 fn parse_clauses(parser: &mut Parser<'_>) -> Result<Clauses, ParserError> {

@@ -225,6 +225,18 @@ fn filter_native_like() {
 }
 
 #[test]
+fn filter_native_like_on_long_strings() {
+    // 1 MiB of `a` against a literal run that almost matches everywhere: comparing the run at each
+    // position would take 4 billion steps; the run is searched as a substring instead.
+    let message = serde_json::json!({ "s": "a".repeat(1 << 20) }).to_string();
+    let run = "a".repeat(4000);
+    assert!(!selects(&format!("s LIKE '%{run}b%'"), &message));
+    assert!(selects(&format!("s LIKE '%{run}%'"), &message));
+    assert!(selects(&format!("s LIKE 'a%{run}'"), &message));
+    assert!(!selects(&format!("s LIKE '_%{run}b'"), &message));
+}
+
+#[test]
 fn filter_native_non_json_messages() {
     let payload = Bytes::from_static(b"not { json");
     let document = Document::parse(&payload);
