@@ -3,6 +3,7 @@
 
 mod cobra;
 mod native;
+mod registry;
 
 use serde_json::Value;
 
