@@ -10,6 +10,7 @@
 //! freed heap back), `shutdown` and `digest`.
 
 pub mod broker;
+pub mod budget;
 pub mod config;
 pub mod digest;
 pub mod engine;

@@ -970,6 +970,96 @@ async fn unfinished_websocket_messages_are_closed_with_1008_and_their_memory_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_websocket_messages_share_the_server_budget_with_request_bodies() {
+    // Issue 14.2 with many connections: each may hold up to max_body_size for up to
+    // websocket_message_timeout, so 2,000 of them could hold gigabytes within the timeout. Their
+    // bytes come out of the same server-wide budget as request bodies (max_buffered_body_size):
+    // past it a connection is closed at once with 1013, long before the timeout.
+    const CONNECTIONS: usize = 12;
+    let (herald, _config) = herald_with_websockets(
+        "websocket-budget.toml",
+        "max_body_size = \"1m\"\nmax_buffered_body_size = \"4m\"\nwebsocket_message_timeout = \"60s\"",
+    )
+    .await;
+    let payload = vec![b'u'; 1_000_000];
+    let baseline = herald.rss_kb();
+    let mut held = Vec::new();
+    for i in 0..CONNECTIONS {
+        let (mut stream, early) = ws_handshake(herald.addr, &format!("budget-{i}")).await;
+        stream.write_all(&frame(0x01, &payload)).await.unwrap();
+        held.push((i, stream, early));
+    }
+    let sent = Instant::now();
+    let (mut refused, mut holding) = (0, Vec::new());
+    for (i, mut stream, early) in held {
+        // Refusals come at once; a connection still silent after CLOSE_WITHIN holds its message.
+        let answer = read_until_closed(&mut stream, early, sent + CLOSE_WITHIN).await;
+        match close_code(&answer.bytes) {
+            Some(1013) => {
+                let reason = server_frames(&answer.bytes)
+                    .into_iter()
+                    .find(|(opcode, _)| *opcode == 8)
+                    .map(|(_, payload)| String::from_utf8_lossy(&payload[2..]).into_owned())
+                    .unwrap_or_default();
+                assert!(reason.contains("max_buffered_body_size"), "{reason:?}");
+                refused += 1;
+            }
+            None if !answer.closed => holding.push(stream),
+            other => panic!(
+                "connection {i}: unexpected close {other:?}: {:?}",
+                server_frames(&answer.bytes)
+            ),
+        }
+    }
+    assert!(
+        holding.len() <= 4 && refused >= CONNECTIONS - 4,
+        "{} connections hold an unfinished 1 MB message, {refused} refused: the 4 MB budget holds at most 4",
+        holding.len()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "refused long before the 60 s timeout"
+    );
+    // Request bodies share the budget: a 1 MB publish does not fit while the messages are held.
+    let mut body = TcpStream::connect(herald.addr).await.unwrap();
+    body.write_all(b"POST /pub?id=big HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut body, Vec::new(), Instant::now() + CLOSE_WITHIN).await;
+    assert!(
+        String::from_utf8_lossy(&answer.bytes).starts_with("HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&answer.bytes)
+    );
+    let grown = herald.peak_rss_kb().saturating_sub(baseline);
+    assert!(
+        grown < 40 * 1024,
+        "peak RSS grew by {grown} kB for a 4 MB budget"
+    );
+    // Once the held messages go, the budget is free again.
+    drop(holding);
+    let start = Instant::now();
+    loop {
+        let (status, _, body) = herald
+            .request(
+                reqwest::Method::POST,
+                "/pub?id=fits",
+                "x".repeat(900_000),
+                &[],
+            )
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the budget was not given back: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_from_a_client_that_never_reads_is_not_read_further_and_is_cut_off() {
     // Issue 14.3: every ping queued a pong for a client that never reads them, so the server's
     // memory grew at wire speed until `send_timeout`. Now a pong that cannot be written stops the

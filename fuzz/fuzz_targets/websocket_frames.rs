@@ -81,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
             publish_gate: None,
             max_message_size: MAX_BODY_SIZE,
             message_timeout: Duration::from_secs(30),
+            buffered_bytes: Some((Arc::default(), 1 << 20)),
         };
         let (client, server_io) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = herald::shutdown::channel();

@@ -1,7 +1,8 @@
 //! Request bodies, read whole before they are published: each read must come within
 //! `body_read_timeout` of the previous one (408 and close past it, nginx's `client_body_timeout`), a
-//! body holds at most `max_body_size` bytes (413), and all bodies being read at once hold at most
-//! `max_buffered_body_size` bytes (`BufferedBodies`; 503 and close past it).
+//! body holds at most `max_body_size` bytes (413), and all bodies being read at once (with the
+//! unfinished WebSocket messages) hold at most `max_buffered_body_size` bytes (the server's
+//! `ByteBudget`; 503 and close past it).
 //!
 //! A body reserves the bytes its buffer holds as it grows (never more than its declared
 //! `Content-Length`), so a client has to send bytes to hold memory; a body whose declared length no
@@ -14,55 +15,7 @@ use super::AppState;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{header, HeaderMap, StatusCode};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Request-body bytes reserved by the bodies being read now, across the server.
-#[derive(Debug, Default)]
-pub struct BufferedBodies {
-    reserved: AtomicU64,
-}
-
-impl BufferedBodies {
-    /// Bytes reserved now.
-    pub fn reserved(&self) -> u64 {
-        self.reserved.load(Ordering::Acquire)
-    }
-
-    /// Adds `bytes` to the reserved total unless that would pass `limit`.
-    fn try_reserve(&self, bytes: u64, limit: u64) -> bool {
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| {
-                reserved.checked_add(bytes).filter(|total| *total <= limit)
-            })
-            .is_ok()
-    }
-}
-
-/// One body's share of `BufferedBodies`, given back when the body is done (read, refused or
-/// abandoned).
-struct Reservation<'a> {
-    bodies: &'a BufferedBodies,
-    bytes: u64,
-}
-
-impl Reservation<'_> {
-    /// Grows the share to `bytes` in all, or returns false when the server-wide limit refuses it.
-    fn grow_to(&mut self, bytes: u64, limit: u64) -> bool {
-        let more = bytes.saturating_sub(self.bytes);
-        if !self.bodies.try_reserve(more, limit) {
-            return false;
-        }
-        self.bytes += more;
-        true
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.bodies.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
 
 /// The limits a body is read under.
 struct BodyLimits {
@@ -147,15 +100,12 @@ where
         limits.check_size(declared)?;
         let left = limits
             .max_buffered
-            .saturating_sub(state.buffered_bodies.reserved());
+            .saturating_sub(state.buffered_bytes.reserved());
         if declared > left {
             return Err(limits.server_full());
         }
     }
-    let mut reservation = Reservation {
-        bodies: &state.buffered_bodies,
-        bytes: 0,
-    };
+    let mut reservation = state.buffered_bytes.share();
     let mut buffer: Vec<u8> = Vec::new();
     let mut body = std::pin::pin!(body);
     loop {
@@ -193,31 +143,4 @@ where
         buffer.shrink_to_fit();
     }
     Ok(Bytes::from(buffer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reservations_stop_at_the_limit_and_are_given_back() {
-        let bodies = BufferedBodies::default();
-        let mut first = Reservation {
-            bodies: &bodies,
-            bytes: 0,
-        };
-        assert!(first.grow_to(60, 100));
-        assert!(first.grow_to(80, 100));
-        let mut second = Reservation {
-            bodies: &bodies,
-            bytes: 0,
-        };
-        assert!(!second.grow_to(30, 100), "80 + 30 > 100");
-        assert!(second.grow_to(20, 100));
-        assert_eq!(bodies.reserved(), 100);
-        drop(first);
-        assert_eq!(bodies.reserved(), 20);
-        drop(second);
-        assert_eq!(bodies.reserved(), 0);
-    }
 }

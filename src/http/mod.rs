@@ -133,8 +133,9 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The address the listener is bound to (a reload is checked against it).
     listen_addr: SocketAddr,
-    /// Request-body bytes being buffered now (bounded by `max_buffered_body_size`).
-    buffered_bodies: body::BufferedBodies,
+    /// Request-body and unfinished WebSocket message bytes buffered now (bounded by
+    /// `max_buffered_body_size`).
+    pub buffered_bytes: Arc<crate::budget::ByteBudget>,
 }
 
 impl AppState {
@@ -236,7 +237,7 @@ impl Server {
             hostname,
             shutdown,
             listen_addr,
-            buffered_bodies: body::BufferedBodies::default(),
+            buffered_bytes: Arc::default(),
         });
         Ok(Server {
             listener,

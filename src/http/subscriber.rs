@@ -497,6 +497,7 @@ async fn upgrade_websocket(
         publish_gate,
         max_message_size: usize::try_from(routes.max_body_size).unwrap_or(usize::MAX),
         message_timeout: routes.websocket_message_timeout,
+        buffered_bytes: Some((state.buffered_bytes.clone(), routes.max_buffered_body_size)),
     };
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();

@@ -45,6 +45,10 @@ pub struct WebSocketOptions {
     /// A message the client started must be complete within this time
     /// (`websocket_message_timeout`); otherwise the connection is closed with 1008.
     pub message_timeout: Duration,
+    /// The server's budget for buffered request bytes and its limit (`max_buffered_body_size`): an
+    /// unfinished message holds its bytes in it; when it does not fit, the connection is closed
+    /// with 1013 (try again later).
+    pub buffered_bytes: Option<(std::sync::Arc<crate::budget::ByteBudget>, u64)>,
 }
 
 impl std::fmt::Debug for WebSocketOptions {
@@ -55,6 +59,10 @@ impl std::fmt::Debug for WebSocketOptions {
             .field("publish_gate", &self.publish_gate.is_some())
             .field("max_message_size", &self.max_message_size)
             .field("message_timeout", &self.message_timeout)
+            .field(
+                "buffered_bytes",
+                &self.buffered_bytes.as_ref().map(|(_, limit)| limit),
+            )
             .finish()
     }
 }
@@ -108,7 +116,11 @@ async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (io, unfinished) = FrameBoundaries::new(io);
+    let budget = options
+        .buffered_bytes
+        .as_ref()
+        .map(|(budget, limit)| (budget.share(), *limit));
+    let (io, unfinished) = FrameBoundaries::new(io, budget);
     let config = protocol_config(options.max_message_size);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     (ws, unfinished)
@@ -162,7 +174,7 @@ pub async fn run<S>(
     let (ttl, mut ping) = connection_timers(&options.live);
     tokio::pin!(ttl);
     let message_timeout = options.message_timeout;
-    let unfinished_too_long = unfinished.outlasts(message_timeout);
+    let unfinished_too_long = unfinished.stalls(message_timeout);
     tokio::pin!(unfinished_too_long);
     let mut events = Vec::new();
     let end: Option<WsMessage> = loop {
@@ -221,13 +233,22 @@ pub async fn run<S>(
                 Some(Err(err)) => break error_close(&err),
             },
             _ = &mut ttl => break Some(close(CloseCode::Normal, "")),
-            _ = &mut unfinished_too_long => {
-                crate::metrics::count_limit_refusal("websocket_message_timeout");
-                break Some(close(
-                    CloseCode::Policy,
-                    &format!("Message not finished within {message_timeout:?} (websocket_message_timeout)."),
-                ));
-            }
+            stalled = &mut unfinished_too_long => match stalled {
+                unfinished::Stalled::TooLong => {
+                    crate::metrics::count_limit_refusal("websocket_message_timeout");
+                    break Some(close(
+                        CloseCode::Policy,
+                        &format!("Message not finished within {message_timeout:?} (websocket_message_timeout)."),
+                    ));
+                }
+                unfinished::Stalled::OverBudget => {
+                    crate::metrics::count_limit_refusal("max_buffered_body_size");
+                    break Some(close(
+                        CloseCode::Again,
+                        "Too many unfinished messages and request bodies at once; retry later (max_buffered_body_size).",
+                    ));
+                }
+            },
             _ = shutdown.recv() => break Some(close(CloseCode::Away, "Server shutting down.")),
         }
         let mut lagged = false;

@@ -1,11 +1,13 @@
 //! Unfinished client messages. `FrameBoundaries` wraps a WebSocket's connection and follows the
 //! frame boundaries in the bytes the protocol layer reads from the client (headers parsed with
 //! tungstenite's own `FrameHeader`), because the protocol layer does not tell whether it holds part
-//! of a message. `UnfinishedMessage` is the other end: it resolves once the client's current message
-//! (a frame still arriving, or a fragmented message without its final frame) has been unfinished
-//! for longer than a limit, so the loop can close a connection that would hold a partial message
-//! forever.
+//! of a message. The data bytes of the message in progress are held in the server's `ByteBudget`
+//! (with the request bodies being read) while it is unfinished. `UnfinishedMessage` is the other
+//! end: it resolves once the client's current message (a frame still arriving, or a fragmented
+//! message without its final frame) has been unfinished for longer than a limit, or could not get
+//! its bytes from the budget, so the loop can close a connection that would hold a partial message.
 
+use crate::budget::Reservation;
 use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,30 +27,62 @@ const MAX_HEADER: usize = 14;
 pub struct FrameBoundaries<T> {
     inner: T,
     follower: Follower,
-    since: watch::Sender<Option<Instant>>,
+    since: watch::Sender<State>,
+    /// The unfinished message's share of the server's budget, and the budget's limit.
+    budget: Option<(Reservation, u64)>,
+}
+
+/// What `UnfinishedMessage` watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct State {
+    /// Since when the current message has been unfinished (`None` between messages).
+    since: Option<Instant>,
+    /// The budget refused the current message's bytes.
+    over_budget: bool,
 }
 
 impl<T> FrameBoundaries<T> {
-    /// Wraps `inner`; the `UnfinishedMessage` tells about the messages read through it.
-    pub fn new(inner: T) -> (FrameBoundaries<T>, UnfinishedMessage) {
-        let (since, watch) = watch::channel(None);
+    /// Wraps `inner`; the `UnfinishedMessage` tells about the messages read through it. With a
+    /// `budget` (a share of the server's `ByteBudget` and its limit), an unfinished message holds
+    /// its data bytes in it.
+    pub fn new(
+        inner: T,
+        budget: Option<(Reservation, u64)>,
+    ) -> (FrameBoundaries<T>, UnfinishedMessage) {
+        let (since, watch) = watch::channel(State::default());
         let boundaries = FrameBoundaries {
             inner,
             follower: Follower::default(),
             since,
+            budget,
         };
         (boundaries, UnfinishedMessage(watch))
     }
 
     fn follow(&mut self, bytes: &[u8]) {
         let crossed_boundary = self.follower.follow(bytes);
-        let since = *self.since.borrow();
-        let next = match since {
-            _ if !self.follower.unfinished() => None,
+        let state = *self.since.borrow();
+        let unfinished = self.follower.unfinished();
+        let since = match state.since {
+            _ if !unfinished => None,
             Some(started) if !crossed_boundary => Some(started),
             _ => Some(Instant::now()),
         };
-        if next != since {
+        let mut over_budget = state.over_budget;
+        if let Some((reservation, limit)) = &mut self.budget {
+            let held = if unfinished {
+                self.follower.message_bytes
+            } else {
+                0
+            };
+            if held == 0 {
+                reservation.release();
+            } else if !reservation.grow_to(held, *limit) {
+                over_budget = true;
+            }
+        }
+        let next = State { since, over_budget };
+        if next != state {
             self.since.send_replace(next);
         }
     }
@@ -66,6 +100,10 @@ struct Follower {
     fragmented: bool,
     /// The stream stopped making sense (the protocol layer fails the connection on it).
     lost: bool,
+    /// The current frame is a data frame (its payload is part of a message).
+    in_data_frame: bool,
+    /// Data bytes of the message in progress read so far.
+    message_bytes: u64,
 }
 
 impl Follower {
@@ -85,6 +123,9 @@ impl Follower {
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 self.payload_left -= skipped as u64;
+                if self.in_data_frame {
+                    self.message_bytes = self.message_bytes.saturating_add(skipped as u64);
+                }
                 bytes = &bytes[skipped..];
             } else {
                 let have = self.header_len;
@@ -100,9 +141,14 @@ impl Follower {
                         match header.opcode {
                             OpCode::Data(Data::Continue) => {
                                 self.fragmented &= !header.is_final;
+                                self.in_data_frame = true;
                             }
-                            OpCode::Data(_) => self.fragmented = !header.is_final,
-                            OpCode::Control(_) => {}
+                            OpCode::Data(_) => {
+                                self.fragmented = !header.is_final;
+                                self.in_data_frame = true;
+                                self.message_bytes = 0;
+                            }
+                            OpCode::Control(_) => self.in_data_frame = false,
                         }
                     }
                     Ok(None) => {
@@ -112,7 +158,10 @@ impl Follower {
                     Err(_) => self.lost = true,
                 }
             }
-            crossed_boundary |= !self.unfinished();
+            if !self.unfinished() {
+                crossed_boundary = true;
+                self.message_bytes = 0;
+            }
         }
         crossed_boundary
     }
@@ -136,19 +185,32 @@ impl<T: AsyncRead + Unpin> AsyncRead for FrameBoundaries<T> {
 
 crate::forward_write::forward_async_write!(FrameBoundaries);
 
-/// Since when the client's current message has been unfinished, as `FrameBoundaries` saw it.
+/// The client's current message as `FrameBoundaries` saw it: since when it has been unfinished,
+/// and whether the budget refused its bytes.
 #[derive(Debug)]
-pub struct UnfinishedMessage(watch::Receiver<Option<Instant>>);
+pub struct UnfinishedMessage(watch::Receiver<State>);
+
+/// Why an unfinished message ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stalled {
+    /// Unfinished for longer than the limit.
+    TooLong,
+    /// The server's budget for buffered request bytes could not hold it.
+    OverBudget,
+}
 
 impl UnfinishedMessage {
-    /// Resolves once one message has stayed unfinished for longer than `limit`; never, once the
-    /// connection is gone.
-    pub async fn outlasts(&mut self, limit: Duration) {
+    /// Resolves once one message has stayed unfinished for longer than `limit`, or its bytes did
+    /// not fit in the server's budget; never, once the connection is gone.
+    pub async fn stalls(&mut self, limit: Duration) -> Stalled {
         loop {
-            let since = *self.0.borrow_and_update();
-            let changed = match since {
+            let state = *self.0.borrow_and_update();
+            if state.over_budget {
+                return Stalled::OverBudget;
+            }
+            let changed = match state.since {
                 Some(started) => tokio::select! {
-                    _ = tokio::time::sleep_until(started + limit) => return,
+                    _ = tokio::time::sleep_until(started + limit) => return Stalled::TooLong,
                     changed = self.0.changed() => changed,
                 },
                 None => self.0.changed().await,
@@ -234,6 +296,27 @@ mod tests {
     fn a_new_message_after_a_finished_one_is_seen_as_crossing_a_boundary() {
         let stream = [frame(0x81, 10), frame(0x01, 10)].concat();
         assert_eq!(states(&stream, 4096), vec![(true, true)]);
+    }
+
+    #[test]
+    fn the_data_bytes_of_the_message_in_progress_are_counted_until_it_ends() {
+        let mut follower = Follower::default();
+        follower.follow(&frame(0x01, 100));
+        assert_eq!(follower.message_bytes, 100);
+        // Control frames in between are not part of it.
+        follower.follow(&frame(0x89, 4));
+        assert_eq!(follower.message_bytes, 100);
+        follower.follow(&frame(0x00, 50)[..20]);
+        assert!(follower.unfinished());
+        assert!(follower.message_bytes >= 100 && follower.message_bytes < 150);
+        follower.follow(&frame(0x00, 50)[20..]);
+        assert_eq!(follower.message_bytes, 150);
+        follower.follow(&frame(0x80, 10));
+        assert!(!follower.unfinished());
+        assert_eq!(
+            follower.message_bytes, 0,
+            "a finished message holds nothing"
+        );
     }
 
     #[test]
