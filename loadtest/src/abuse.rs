@@ -135,7 +135,7 @@ pub async fn abuse(ctx: &Ctx, p: &AbuseParams) -> Result<Report, String> {
         }
         None => None,
     };
-    let baseline = procstat::try_sample(&ctx.common.pids)
+    let idle = procstat::try_sample(&ctx.common.pids)
         .ok_or("abuse needs --pid of the server (its RSS and open files are the result)")?;
     // Witnesses first, then a steady publish stream for the whole run.
     let witnesses = ctx.open(0, p.witnesses, p.channels).await?;
@@ -154,6 +154,9 @@ pub async fn abuse(ctx: &Ctx, p: &AbuseParams) -> Result<Report, String> {
     };
     let stop = plan.stop.clone();
     let publishing = tokio::spawn(publisher::run(plan, Arc::new(AtomicU64::new(0))));
+    // The baseline is the server in its normal work: witnesses connected, messages flowing.
+    tokio::time::sleep(Duration::from_secs(2).min(ctx.remaining())).await;
+    let baseline = procstat::try_sample(&ctx.common.pids).unwrap_or(idle);
 
     let mut figures = BTreeMap::new();
     let mut waves = Vec::new();
@@ -227,6 +230,7 @@ pub async fn abuse(ctx: &Ctx, p: &AbuseParams) -> Result<Report, String> {
     let stats = witnesses
         .finish(Some(pubstats.per_channel_ok.clone()), grace)
         .await;
+    figures.insert("rss_idle_mb".into(), mb(idle.rss_bytes));
     figures.insert("rss_baseline_mb".into(), mb(baseline.rss_bytes));
     figures.insert("rss_peak_mb".into(), mb(worst_peak.rss_bytes));
     figures.insert("rss_after_mb".into(), mb(worst_after.rss_bytes));

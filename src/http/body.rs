@@ -4,8 +4,8 @@
 //! unfinished WebSocket messages) hold at most `max_buffered_body_size` bytes (the server's
 //! `ByteBudget`; 503 and close past it).
 //!
-//! A body reserves the bytes its buffer holds as it grows (never more than its declared
-//! `Content-Length`), so a client has to send bytes to hold memory; a body whose declared length no
+//! A body larger than `SMALL_BODY` (16 KiB) reserves the bytes its buffer holds as it grows (never
+//! more than its declared `Content-Length`), so a client has to send bytes to hold memory; a body whose declared length no
 //! longer fits is refused before anything is read, and a chunked body is refused when it would grow
 //! past what is left. The buffer is Herald's own copy, so hyper's read buffer is not pinned by the
 //! pieces of a slow body.
@@ -16,6 +16,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{header, HeaderMap, StatusCode};
 use std::time::Duration;
+
+/// Bodies up to this size are not counted in the server-wide budget: they cost no more than the
+/// connection's own read buffer already does (bounded by `max_connections`), and a backend's usual
+/// small publishes must not be refused because large slow bodies or unfinished WebSocket messages
+/// hold the budget.
+pub const SMALL_BODY: u64 = 16 << 10;
 
 /// The limits a body is read under.
 struct BodyLimits {
@@ -101,7 +107,7 @@ where
         let left = limits
             .max_buffered
             .saturating_sub(state.buffered_bytes.reserved());
-        if declared > left {
+        if declared > SMALL_BODY && declared > left {
             return Err(limits.server_full());
         }
     }
@@ -132,7 +138,9 @@ where
                 .and_then(|d| usize::try_from(d).ok())
                 .map_or(doubled, |d| doubled.min(d))
                 .max(len);
-            if !reservation.grow_to(capacity as u64, limits.max_buffered) {
+            if capacity as u64 > SMALL_BODY
+                && !reservation.grow_to(capacity as u64, limits.max_buffered)
+            {
                 return Err(limits.server_full());
             }
             buffer.reserve_exact(capacity - buffer.len());

@@ -177,6 +177,7 @@ pub async fn run<S>(
     let unfinished_too_long = unfinished.stalls(message_timeout);
     tokio::pin!(unfinished_too_long);
     let mut events = Vec::new();
+    let mut wait_for_close_reply = true;
     let end: Option<WsMessage> = loop {
         if subscription.is_empty() {
             break Some(close(CloseCode::Normal, ""));
@@ -243,6 +244,8 @@ pub async fn run<S>(
                 }
                 unfinished::Stalled::OverBudget => {
                     crate::metrics::count_limit_refusal("max_buffered_body_size");
+                    // Nothing more is read from this client: do not wait for its close reply.
+                    wait_for_close_reply = false;
                     break Some(close(
                         CloseCode::Again,
                         "Too many unfinished messages and request bodies at once; retry later (max_buffered_body_size).",
@@ -286,10 +289,12 @@ pub async fn run<S>(
         }
         let _ = ws.send(close_frame).await;
         // Wait briefly for the client's close reply so the close handshake completes.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        if wait_for_close_reply {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
     }
 }
 

@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 /// The longest frame header (2 bytes, a 64-bit length, a mask key).
 const MAX_HEADER: usize = 14;
 
+/// Messages up to this size are not counted in the server's budget (like small request bodies).
+const SMALL_MESSAGE: u64 = 16 << 10;
+
 /// An I/O stream that follows the client's frame boundaries in what is read from it and publishes
 /// since when the current message has been unfinished (`None` between messages).
 #[derive(Debug)]
@@ -75,7 +78,8 @@ impl<T> FrameBoundaries<T> {
             } else {
                 0
             };
-            if held == 0 {
+            // Small messages cost no more than the connection's read buffer (as small bodies).
+            if held <= SMALL_MESSAGE {
                 reservation.release();
             } else if !reservation.grow_to(held, *limit) {
                 over_budget = true;
@@ -102,7 +106,8 @@ struct Follower {
     lost: bool,
     /// The current frame is a data frame (its payload is part of a message).
     in_data_frame: bool,
-    /// Data bytes of the message in progress read so far.
+    /// Data bytes of the message in progress: the declared lengths of its frames so far (the
+    /// protocol layer reserves a frame's whole length when its header arrives).
     message_bytes: u64,
 }
 
@@ -123,9 +128,6 @@ impl Follower {
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 self.payload_left -= skipped as u64;
-                if self.in_data_frame {
-                    self.message_bytes = self.message_bytes.saturating_add(skipped as u64);
-                }
                 bytes = &bytes[skipped..];
             } else {
                 let have = self.header_len;
@@ -142,11 +144,12 @@ impl Follower {
                             OpCode::Data(Data::Continue) => {
                                 self.fragmented &= !header.is_final;
                                 self.in_data_frame = true;
+                                self.message_bytes = self.message_bytes.saturating_add(payload_len);
                             }
                             OpCode::Data(_) => {
                                 self.fragmented = !header.is_final;
                                 self.in_data_frame = true;
-                                self.message_bytes = 0;
+                                self.message_bytes = payload_len;
                             }
                             OpCode::Control(_) => self.in_data_frame = false,
                         }
@@ -174,6 +177,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for FrameBoundaries<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Over the budget: read nothing more (the loop closes the connection with 1013).
+        if this.since.borrow().over_budget {
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -299,16 +306,19 @@ mod tests {
     }
 
     #[test]
-    fn the_data_bytes_of_the_message_in_progress_are_counted_until_it_ends() {
+    fn the_declared_data_bytes_of_the_message_in_progress_are_counted_until_it_ends() {
         let mut follower = Follower::default();
-        follower.follow(&frame(0x01, 100));
+        // A frame's whole declared length counts from its header on.
+        follower.follow(&frame(0x01, 100)[..8]);
+        assert_eq!(follower.message_bytes, 100);
+        follower.follow(&frame(0x01, 100)[8..]);
         assert_eq!(follower.message_bytes, 100);
         // Control frames in between are not part of it.
         follower.follow(&frame(0x89, 4));
         assert_eq!(follower.message_bytes, 100);
         follower.follow(&frame(0x00, 50)[..20]);
         assert!(follower.unfinished());
-        assert!(follower.message_bytes >= 100 && follower.message_bytes < 150);
+        assert_eq!(follower.message_bytes, 150);
         follower.follow(&frame(0x00, 50)[20..]);
         assert_eq!(follower.message_bytes, 150);
         follower.follow(&frame(0x80, 10));
