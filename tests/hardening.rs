@@ -1031,6 +1031,16 @@ async fn unfinished_websocket_messages_share_the_server_budget_with_request_bodi
         "{}",
         String::from_utf8_lossy(&answer.bytes)
     );
+    // A backend's small publish (under 16 KiB) is not refused while the budget is held.
+    let (status, _, body) = herald
+        .request(
+            reqwest::Method::POST,
+            "/pub?id=small",
+            "x".repeat(1000),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let grown = herald.peak_rss_kb().saturating_sub(baseline);
     assert!(
         grown < 40 * 1024,
