@@ -351,6 +351,9 @@ async fn serve(config: Config, source: ConfigSource, listen: Option<SocketAddr>)
     for location in server.state().routes().router.locations() {
         tracing::info!("location {}", location.description);
     }
+    tracing::info!(
+        "location /healthz (exact): liveness, 200 while the process answers; /readyz (exact): readiness, 503 while shutting down or while the engine cannot serve"
+    );
     let reloads = tokio::spawn(reload_on_sighup(server.state().clone(), source, hangups));
     server.run(signal).await;
     reloads.abort();

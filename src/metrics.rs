@@ -83,6 +83,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            start_at_zero();
             Some(handle)
         })
         .clone()
@@ -163,6 +164,69 @@ fn describe() {
         LIMIT_REFUSALS,
         "Requests refused by a configured limit, by limit."
     );
+}
+
+/// Every counter with the label values Herald uses, so that /metrics shows each from the start at
+/// 0 (a rate over a counter that appears only at its first event is wrong, and alerts on a missing
+/// series never fire).
+fn start_at_zero() {
+    const TRANSPORTS: [&str; 5] = [
+        "streaming",
+        "eventsource",
+        "long-polling",
+        "polling",
+        "websocket",
+    ];
+    const LIMITS: [&str; 16] = [
+        "body_read_timeout",
+        "channels_reserved_for_publishers",
+        "header_read_timeout",
+        "max_body_size",
+        "max_buffered_body_size",
+        "max_channel_id_length",
+        "max_channels_per_publish",
+        "max_channels_per_subscription",
+        "max_header_size",
+        "max_number_of_channels",
+        "max_number_of_wildcard_channels",
+        "max_subscribers_per_channel",
+        "publish_rate_limit",
+        "shared_memory_size",
+        "wildcard_channel_max_qtd",
+        "websocket_message_timeout",
+    ];
+    const AUTH: [&str; 8] = [
+        "address",
+        "bearer",
+        "private_channel",
+        "token_channel",
+        "token_invalid",
+        "token_missing",
+        "upstream",
+        "upstream_unavailable",
+    ];
+    for transport in TRANSPORTS {
+        counter!(DELIVERIES, "transport" => transport).absolute(0);
+        counter!(BYTES_WRITTEN, "transport" => transport).absolute(0);
+        counter!(PINGS, "transport" => transport).absolute(0);
+    }
+    for limit in LIMITS {
+        counter!(LIMIT_REFUSALS, "limit" => limit).absolute(0);
+    }
+    for limit in [
+        "max_connections",
+        "max_connections_per_address",
+        "open_files",
+    ] {
+        counter!(CONNECTION_REFUSALS, "limit" => limit).absolute(0);
+    }
+    for reason in AUTH {
+        counter!(AUTH_REFUSALS, "reason" => reason).absolute(0);
+    }
+    counter!(DEAD_CONNECTIONS, "reason" => "send_timeout").absolute(0);
+    counter!(SLOW_CONSUMERS).absolute(0);
+    counter!(PUBLISH_REPLAYS).absolute(0);
+    counter!(PUBLISHED).absolute(0);
 }
 
 /// Drains recorded histogram samples into their buckets; run it periodically so that memory stays

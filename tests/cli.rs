@@ -458,3 +458,34 @@ async fn access_log_lines_name_client_channels_status_duration_and_bytes_without
     assert!(json["fields"]["duration_ms"].is_number(), "{line}");
     assert!(herald.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_counter_is_on_metrics_from_the_start_at_zero() {
+    let herald = start(&[]).await;
+    let (status, _, text) = herald.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for series in [
+        "herald_auth_refusals_total{reason=\"bearer\"} 0",
+        "herald_auth_refusals_total{reason=\"token_invalid\"} 0",
+        "herald_connection_refusals_total{limit=\"max_connections\"} 0",
+        "herald_connection_refusals_total{limit=\"open_files\"} 0",
+        "herald_limit_refusals_total{limit=\"max_body_size\"} 0",
+        "herald_limit_refusals_total{limit=\"max_buffered_body_size\"} 0",
+        "herald_dead_connections_total{reason=\"send_timeout\"} 0",
+        "herald_deliveries_total{transport=\"eventsource\"} 0",
+        "herald_slow_consumers_total 0",
+        "herald_publish_replays_total 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "{series} missing:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_config_refuses_a_max_header_size_below_8k() {
+    // It used to be raised to 8k without a word.
+    let text = "[server]\nmax_header_size = \"4k\"\n";
+    assert_check_config_names("small-head.toml", text, 2, "max_header_size").await;
+}

@@ -118,8 +118,8 @@ pub struct ServerConfig {
     pub max_connections_per_address: Option<u64>,
     /// Time a client gets to send its request headers (slow-loris protection). Default `30s`.
     pub header_read_timeout: ConfDuration,
-    /// Largest request head (request line and headers); larger ones get 431. Default `16k`
-    /// (at least 8k).
+    /// Largest request head (request line and headers); larger ones get 431. Default `16k`;
+    /// at least `8k` (smaller is refused).
     pub max_header_size: ConfSize,
     /// Start even when a listener other than loopback serves an admin publisher (publish and
     /// DELETE any channel; the dashboard's actions) that has neither `allow_addresses` nor
@@ -259,6 +259,9 @@ impl Default for ChannelsConfig {
         }
     }
 }
+
+/// Smallest `max_header_size`: hyper's HTTP/1 parser needs a read buffer of at least 8 KiB.
+pub const MIN_HEADER_SIZE: u64 = 8192;
 
 /// Largest `idempotency_keys_per_channel` (each remembered key costs a channel about 50 bytes in
 /// memory, or about 70 bytes plus the key in Redis).
@@ -672,6 +675,12 @@ impl Config {
                     "must be longer than zero".into(),
                 ));
             }
+        }
+        if self.server.max_header_size.0 < MIN_HEADER_SIZE {
+            return Err((
+                key(&[KeySeg::Name("server"), KeySeg::Name("max_header_size")]),
+                format!("must be at least 8k ({MIN_HEADER_SIZE} bytes: the smallest request-head buffer the HTTP/1 parser takes)"),
+            ));
         }
         if ch.message_ttl.0.is_zero() {
             return Err((

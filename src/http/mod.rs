@@ -109,9 +109,8 @@ impl Routes {
             max_connections: config.server.max_connections,
             max_connections_per_address: config.server.max_connections_per_address,
             header_read_timeout: config.server.header_read_timeout.0,
-            max_header_size: usize::try_from(config.server.max_header_size.0)
-                .unwrap_or(usize::MAX)
-                .max(8192),
+            // Validation keeps it at least MIN_HEADER_SIZE.
+            max_header_size: usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX),
             websocket_message_timeout: config.server.websocket_message_timeout.0,
             body_read_timeout: config.server.body_read_timeout.0,
             max_buffered_body_size: config.server.max_buffered_body_size.0,
