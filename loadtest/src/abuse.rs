@@ -83,6 +83,9 @@ pub struct AbuseParams {
     pub channels: u64,
     /// Witness publishes per second, in all.
     pub rate: f64,
+    /// Messages published per witness channel before the witnesses join and before the baseline,
+    /// so that stored windows are as full as they will get.
+    pub prefill: u64,
 }
 
 /// How one hostile connection ended.
@@ -137,6 +140,22 @@ pub async fn abuse(ctx: &Ctx, p: &AbuseParams) -> Result<Report, String> {
     };
     let idle = procstat::try_sample(&ctx.common.pids)
         .ok_or("abuse needs --pid of the server (its RSS and open files are the result)")?;
+    // Fill the witness channels' stored windows first, so that the baseline is the server in its
+    // steady state (stored messages would otherwise grow through the run and look like a leak).
+    if p.prefill > 0 {
+        let prefill = PubPlan {
+            targets: publ.clone(),
+            channels: p.channels.max(1),
+            prefix: ctx.prefix.clone(),
+            per_channel: p.prefill,
+            size: 128,
+            rate: 0.0,
+            conns: 1,
+            deadline: ctx.deadline,
+            stop: Arc::default(),
+        };
+        publisher::run(prefill, Arc::new(AtomicU64::new(0))).await;
+    }
     // Witnesses first, then a steady publish stream for the whole run.
     let witnesses = ctx.open(0, p.witnesses, p.channels).await?;
     let est_s = p.kinds.len() as f64 * (p.hold_s + p.settle_s + 10.0) + 10.0;

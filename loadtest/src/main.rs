@@ -289,6 +289,11 @@ struct AbuseArgs {
     /// Witness publishes per second, in all.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Messages published per channel before the baseline (to channels like the witnesses'), so
+    /// that the server's stored windows are full when the baseline is taken (the default config
+    /// keeps 100 per channel).
+    #[arg(long, default_value_t = 100)]
+    prefill: u64,
 }
 
 #[derive(Debug, Args)]
@@ -445,6 +450,7 @@ fn main() -> ExitCode {
                         witnesses: a.witnesses,
                         channels: a.channels,
                         rate: a.rate,
+                        prefill: a.prefill,
                     };
                     abuse::abuse(&ctx, &p).await
                 }
